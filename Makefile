@@ -1,0 +1,46 @@
+# kmsg-forwarder: every target installs what it needs itself (fresh machine friendly).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: run test lint bench install system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the forwarder on this machine's /dev/kmsg, JSON lines on stdout.
+run: $(STAMP)
+	$(BIN)/kmsg-forwarder run $(ARGS)
+
+## system-deps: Debian packages the tests use (iptables for kernel-made records).
+system-deps:
+	@command -v iptables >/dev/null 2>&1 || { \
+	  echo "installing iptables (Debian package) for the kernel LOG-rule tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables) >/dev/null; }
+	@$(MAKE) --no-print-directory -s helm-lib
+
+## helm-lib: Helm's engine for the chart lint tests (its wheel declares Python >= 3.12 but works on 3.11).
+helm-lib: $(STAMP)
+	@$(BIN)/python -c 'import helm_sdkpy' 2>/dev/null || \
+	  $(BIN)/pip install --quiet --no-deps --ignore-requires-python helm-sdkpy cffi
+
+lint: $(STAMP)
+	$(BIN)/ruff check forwarder tests bench
+	$(BIN)/ruff format --check forwarder tests bench
+	$(BIN)/mypy forwarder
+
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest --cov --cov-report=term:skip-covered $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/capture_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

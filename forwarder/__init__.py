@@ -1,0 +1,1 @@
+"""kmsg-forwarder: ship the Linux kernel log with checkpoints, gap reports and retry."""

@@ -1,0 +1,31 @@
+"""Sink registry: every sink type's config model, discriminated by ``type``.
+
+Each sink module declares ``<Name>SinkConfig`` (a StrictModel with ``type: Literal[...]``
+and ``build(name, context) -> Sink``); adding a sink type means adding it here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
+from forwarder.sinks.file import FileSinkConfig
+from forwarder.sinks.stdout import StdoutSinkConfig
+
+SinkConfig = Annotated[
+    StdoutSinkConfig | FileSinkConfig,
+    Field(discriminator="type"),
+]
+
+__all__ = [
+    "Batch",
+    "FileSinkConfig",
+    "Rejection",
+    "SendResult",
+    "Sink",
+    "SinkConfig",
+    "SinkContext",
+    "StdoutSinkConfig",
+]

@@ -1,0 +1,41 @@
+"""The ``stdout`` sink: NDJSON on standard output, the default when no sink is configured.
+
+A batch counts as delivered once it is written and flushed; the forwarder's own logs go
+to stderr, so stdout carries nothing but events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import BinaryIO, Literal
+
+from forwarder.sinks.base import Batch, SendResult, Sink, SinkConfigBase, SinkContext
+
+
+class StdoutSinkConfig(SinkConfigBase):
+    """``type = "stdout"``: no options of its own."""
+
+    type: Literal["stdout"]
+
+    def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
+        """Create the stdout sink."""
+        return StdoutSink(name, sys.stdout.buffer)
+
+
+class StdoutSink(Sink):
+    """Writes each event as one JSON line to a binary stream."""
+
+    def __init__(self, name: str, stream: BinaryIO) -> None:
+        super().__init__(name)
+        self._stream = stream
+
+    async def send(self, batch: Batch) -> SendResult:
+        """Write and flush the batch; a closed pipe is fatal for the process, not retried."""
+        payload = b"".join(event.json + b"\n" for event in batch.events)
+        await asyncio.to_thread(self._write, payload)
+        return SendResult()
+
+    def _write(self, payload: bytes) -> None:
+        self._stream.write(payload)
+        self._stream.flush()
