@@ -12,16 +12,18 @@ from pydantic import Field
 
 from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
 from forwarder.sinks.file import FileSinkConfig
+from forwarder.sinks.kafka import KafkaSinkConfig
 from forwarder.sinks.stdout import StdoutSinkConfig
 
 SinkConfig = Annotated[
-    StdoutSinkConfig | FileSinkConfig,
+    StdoutSinkConfig | FileSinkConfig | KafkaSinkConfig,
     Field(discriminator="type"),
 ]
 
 __all__ = [
     "Batch",
     "FileSinkConfig",
+    "KafkaSinkConfig",
     "Rejection",
     "SendResult",
     "Sink",

@@ -1,0 +1,436 @@
+"""The ``kafka`` sink: one Kafka message per event, produced with aiokafka.
+
+A batch is acknowledged only when the send future of every one of its messages resolved
+(the broker acknowledged with ``acks``), so the pipeline never checkpoints what the broker
+does not have. Failures are classified, never retried here (Vector's model):
+
+- connection problems, timeouts and ``KafkaError.retriable`` -> RetryableSinkError;
+- unknown topic, authorization and authentication -> SinkConfigError (retried, not ready);
+- a record larger than ``max_request_bytes`` -> a Rejection (dead-lettered); the broker
+  refusing a multi-record batch for its size -> BatchTooLargeError (the pipeline splits);
+- any other permanent broker answer -> SinkConfigError: a broker that refuses us for a
+  reason we do not know must be looked at, not fed our records into a dead-letter file.
+
+After a failed attempt the producer session is abandoned (its queued messages are failed,
+not delivered later) and the next ``send`` starts a fresh one, so a retried batch is not
+also sitting in the old producer's queue: retries add no duplicates beyond the requests
+that were already on the wire. The producer comes from a factory (a seam for tests).
+
+Producer settings: https://aiokafka.readthedocs.io/en/stable/api.html#producer-class
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
+from aiokafka.codec import has_lz4, has_snappy, has_zstd
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+
+from forwarder.encode import Event
+from forwarder.errors import (
+    BatchTooLargeError,
+    RetryableSinkError,
+    SinkConfigError,
+    SinkError,
+)
+from forwarder.options import StrictModel, TlsConfig, read_secret
+from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkConfigBase, SinkContext
+
+Compression = Literal["zstd", "lz4", "snappy", "gzip", "none"]
+HeaderName = Literal[
+    "boot_id", "seq", "id", "event", "host", "level", "facility", "content-type"
+]  # fmt: skip
+CONTENT_TYPE = b"application/json"
+_log = structlog.get_logger("forwarder.sinks.kafka")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_CODEC_CHECKS: dict[str, Callable[[], bool]] = {
+    "zstd": has_zstd,
+    "lz4": has_lz4,
+    "snappy": has_snappy,
+    "gzip": lambda: True,
+}
+_CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    kafka_errors.UnknownTopicOrPartitionError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.TransactionalIdAuthorizationFailed,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.SaslAuthenticationFailed,
+    kafka_errors.UnsupportedSaslMechanismError,
+    kafka_errors.IllegalSaslStateError,
+    kafka_errors.InvalidTopicError,
+)
+_IDEMPOTENCE_SUSPECTS: tuple[type[Exception], ...] = (
+    kafka_errors.UnknownError,
+    kafka_errors.UnsupportedVersionError,
+    kafka_errors.ClusterAuthorizationFailedError,
+)
+_SIZE_ERRORS: tuple[type[Exception], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+)
+
+
+class SessionAbandonedError(kafka_errors.KafkaError):  # type: ignore[misc]
+    """A message was queued in a producer session the sink threw away; send it again."""
+
+    retriable = True
+
+
+def best_compression() -> Compression:
+    """The best codec this installation has: zstd, then lz4, else gzip (stdlib)."""
+    if has_zstd():
+        return "zstd"
+    if has_lz4():
+        return "lz4"
+    return "gzip"
+
+
+def _default_headers() -> list[HeaderName]:
+    return ["boot_id", "seq", "content-type"]
+
+
+class SaslConfig(StrictModel):
+    """``[sinks.NAME.sasl]``: SASL authentication; the password inline (``${ENV}``) or in a file."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str = Field(min_length=1)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    _secret: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _resolve_password(self) -> SaslConfig:
+        secret = read_secret(self.password, self.password_file, "password")
+        if not secret:
+            raise ValueError("sasl needs password (e.g. '${KAFKA_PASSWORD}') or password_file")
+        self._secret = secret
+        return self
+
+    @property
+    def secret(self) -> str:
+        """The resolved password."""
+        return self._secret
+
+
+class KafkaSinkConfig(SinkConfigBase):
+    """``type = "kafka"``: produce every event to ``topic`` (README: each default's reason)."""
+
+    type: Literal["kafka"]
+    bootstrap_servers: list[str] = Field(min_length=1)
+    topic: str
+    client_id: str = "kmsg-forwarder"
+    acks: Literal["all", 1, 0] = "all"
+    enable_idempotence: bool = True
+    compression: Compression = Field(default_factory=best_compression)
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_bytes: int = Field(default=524_288, ge=1024)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_ms: int = Field(default=10_000, ge=100)
+    delivery_timeout_ms: int = Field(default=30_000, ge=100)
+    key: str | None = Field(default=None, min_length=1)
+    headers: list[HeaderName] = Field(default_factory=_default_headers)
+    tls: TlsConfig | None = None
+    sasl: SaslConfig | None = None
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bootstrap server {server!r} must be HOST:PORT")
+        return servers
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, topic: str) -> str:
+        if not _TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
+            raise ValueError("topic must be 1-249 characters of letters, digits, '.', '_', '-'")
+        return topic
+
+    @field_validator("compression")
+    @classmethod
+    def _codec(cls, compression: Compression) -> Compression:
+        if compression != "none" and not _CODEC_CHECKS[compression]():
+            raise ValueError(f"the {compression} codec is not installed (cramjam provides it)")
+        return compression
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSinkConfig:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError("enable_idempotence needs acks = 'all'")
+        if self.delivery_timeout_ms < self.request_timeout_ms + self.linger_ms:
+            raise ValueError("delivery_timeout_ms must be >= request_timeout_ms + linger_ms")
+        if self.max_batch_bytes > self.max_request_bytes:
+            raise ValueError("max_batch_bytes must not exceed max_request_bytes")
+        return self
+
+    def producer_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``AIOKafkaProducer`` these options describe."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "acks": self.acks,
+            "enable_idempotence": self.enable_idempotence,
+            "compression_type": None if self.compression == "none" else self.compression,
+            "linger_ms": self.linger_ms,
+            "max_batch_size": self.max_batch_bytes,
+            "max_request_size": self.max_request_bytes,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.tls is not None:
+            options["ssl_context"] = self.tls.ssl_context()
+        if self.sasl is not None:
+            options["security_protocol"] = "SASL_SSL" if self.tls is not None else "SASL_PLAINTEXT"
+            options["sasl_mechanism"] = self.sasl.mechanism
+            options["sasl_plain_username"] = self.sasl.username
+            options["sasl_plain_password"] = self.sasl.secret
+        elif self.tls is not None:
+            options["security_protocol"] = "SSL"
+        return options
+
+    def build(self, name: str, context: SinkContext) -> Sink:
+        """Create the Kafka sink; the message key defaults to the host name."""
+        return KafkaSink(name, self, key=self.key or context.host)
+
+
+class Producer(Protocol):
+    """What the sink uses of ``AIOKafkaProducer`` (the seam tests replace)."""
+
+    async def start(self) -> None:
+        """Connect and fetch cluster metadata."""
+
+    async def stop(self) -> None:
+        """Flush what is queued and close connections."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """Partitions of ``topic``, waiting for its metadata."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue one message; the future resolves once the broker acknowledged it."""
+
+
+ProducerFactory = Callable[[dict[str, Any]], Producer]
+
+
+def aiokafka_producer(options: dict[str, Any]) -> Producer:
+    """The real producer factory."""
+    producer: Producer = AIOKafkaProducer(**options)
+    return producer
+
+
+class KafkaSink(Sink):
+    """Produces each event of a batch as one message and waits for every acknowledgement."""
+
+    def __init__(
+        self,
+        name: str,
+        config: KafkaSinkConfig,
+        *,
+        key: str,
+        producer_factory: ProducerFactory = aiokafka_producer,
+    ) -> None:
+        super().__init__(name)
+        self._config = config
+        self._options = config.producer_options()
+        self._topic = config.topic
+        self._key = key.encode()
+        self._header_names = tuple(config.headers)
+        self._delivery_timeout_s = config.delivery_timeout_ms / 1000
+        self._factory = producer_factory
+        self._producer: Producer | None = None
+        self._starting: asyncio.Lock | None = None
+        self._abandoned: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Connect and check that the topic exists; raise RetryableSinkError while unreachable."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._producer is not None:
+                return
+            producer = self._factory(self._options)
+            try:
+                await producer.start()
+                await producer.partitions_for(self._topic)
+            except BaseException as error:
+                self._abandon(producer, [])
+                if isinstance(error, Exception):
+                    raise self._classify(error) from error
+                raise
+            self._producer = producer
+
+    async def send(self, batch: Batch) -> SendResult:
+        """Produce the batch; return once the broker acknowledged every message of it."""
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        assert producer is not None
+        rejected: list[Rejection] = []
+        sent: list[tuple[Event, asyncio.Future[Any]]] = []
+        try:
+            async with asyncio.timeout(self._delivery_timeout_s):
+                for event in batch.events:
+                    try:
+                        future = await producer.send(
+                            self._topic, event.json, self._key, headers=self._headers(event)
+                        )
+                    except kafka_errors.MessageSizeTooLargeError as error:
+                        rejected.append(Rejection(event, "kafka_record_too_large", str(error)))
+                        continue
+                    sent.append((event, future))
+                if sent:
+                    await asyncio.wait([future for _, future in sent])
+        except TimeoutError as error:
+            self._drop(producer, sent)
+            acked = sum(1 for _, future in sent if _succeeded(future))
+            raise RetryableSinkError(
+                f"{len(batch.events) - acked} of {len(batch.events)} records not acknowledged"
+                f" within delivery_timeout_ms={self._config.delivery_timeout_ms}"
+            ) from error
+        except Exception as error:
+            self._drop(producer, sent)
+            raise self._classify(error) from error
+        return self._result(producer, batch, sent, rejected)
+
+    async def close(self) -> None:
+        """Abandon the producer (whatever it still holds was not acknowledged) and wait for it."""
+        if self._producer is not None:
+            self._abandon(self._producer, [])
+            self._producer = None
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned))
+
+    def _result(
+        self,
+        producer: Producer,
+        batch: Batch,
+        sent: list[tuple[Event, asyncio.Future[Any]]],
+        rejected: list[Rejection],
+    ) -> SendResult:
+        failures = [(event, _failure(future)) for event, future in sent if not _succeeded(future)]
+        if not failures:
+            return SendResult(rejected=rejected)
+        for event, error in failures:
+            if isinstance(error, _SIZE_ERRORS):
+                if len(batch.events) > 1:
+                    raise BatchTooLargeError(f"the broker refused a message set: {error}")
+                rejected.append(Rejection(event, "kafka_record_too_large", str(error)))
+        remaining = [error for _, error in failures if not isinstance(error, _SIZE_ERRORS)]
+        if not remaining:
+            return SendResult(rejected=rejected)
+        self._drop(producer, sent)
+        classified = [self._classify(error) for error in remaining]
+        # A configuration problem is the one a person must see on /readyz first.
+        raise next((e for e in classified if isinstance(e, SinkConfigError)), classified[0])
+
+    def _headers(self, event: Event) -> list[tuple[str, bytes]]:
+        headers: list[tuple[str, bytes]] = []
+        for name in self._header_names:
+            if name == "content-type":
+                headers.append((name, CONTENT_TYPE))
+            else:
+                value = event.fields.get(name)
+                if value is not None:
+                    headers.append((name, str(value).encode()))
+        return headers
+
+    def _classify(self, error: BaseException) -> SinkError:
+        """Map an aiokafka (or socket) failure onto the error tree."""
+        if isinstance(error, SinkError):
+            return error
+        where = f"kafka {','.join(self._config.bootstrap_servers)} topic {self._topic!r}"
+        if isinstance(error, kafka_errors.UnknownTopicOrPartitionError):
+            return SinkConfigError(f"{where}: the topic does not exist (or is not visible to us)")
+        hint = ""
+        if self._config.enable_idempotence and isinstance(error, _IDEMPOTENCE_SUSPECTS):
+            hint = " (a broker without idempotent producing needs enable_idempotence = false)"
+        if isinstance(error, _CONFIG_ERRORS):
+            return SinkConfigError(f"{where}: refused: {_describe(error)}{hint}")
+        if isinstance(error, OSError | kafka_errors.KafkaTimeoutError) or (
+            isinstance(error, kafka_errors.KafkaError) and error.retriable
+        ):
+            return RetryableSinkError(f"{where}: {_describe(error)}")
+        return SinkConfigError(f"{where}: unexpected broker answer: {_describe(error)}{hint}")
+
+    def _drop(self, producer: Producer, sent: list[tuple[Event, asyncio.Future[Any]]]) -> None:
+        """Abandon the current producer session; the next send starts a new one."""
+        if self._producer is producer:
+            self._producer = None
+        self._abandon(producer, [future for _, future in sent])
+
+    def _abandon(self, producer: Producer, futures: list[asyncio.Future[Any]]) -> None:
+        task = asyncio.get_running_loop().create_task(_stop_now(producer, futures))
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+
+async def _stop_now(producer: Producer, futures: list[asyncio.Future[Any]]) -> None:
+    """Fail what the producer still queues (it must not be delivered later), then stop it."""
+    # aiokafka has no public "abort": stop() would wait for queued messages forever when
+    # idempotence is on and the broker is gone.
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(SessionAbandonedError("producer session abandoned"))
+    try:
+        await producer.stop()
+    except Exception as error:
+        # Nothing to save: the session's messages were already failed and will be resent.
+        _log.warning("kafka_producer_stop_failed", error=_describe(error))
+    for future in futures:
+        if future.done() and not future.cancelled():
+            future.exception()  # mark retrieved: asyncio would log each one
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException:
+    if future.cancelled():
+        return SessionAbandonedError("send cancelled")
+    error = future.exception()
+    assert error is not None
+    return error
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+__all__ = [
+    "KafkaSink",
+    "KafkaSinkConfig",
+    "Producer",
+    "ProducerFactory",
+    "SaslConfig",
+    "SessionAbandonedError",
+    "aiokafka_producer",
+    "best_compression",
+]
