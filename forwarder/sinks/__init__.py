@@ -11,19 +11,30 @@ from typing import Annotated
 from pydantic import Field
 
 from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
+from forwarder.sinks.elasticsearch import ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSinkConfig
+from forwarder.sinks.http import HttpSinkConfig
 from forwarder.sinks.kafka import KafkaSinkConfig
+from forwarder.sinks.loki import LokiSinkConfig
 from forwarder.sinks.stdout import StdoutSinkConfig
 
 SinkConfig = Annotated[
-    StdoutSinkConfig | FileSinkConfig | KafkaSinkConfig,
+    StdoutSinkConfig
+    | FileSinkConfig
+    | KafkaSinkConfig
+    | LokiSinkConfig
+    | ElasticsearchSinkConfig
+    | HttpSinkConfig,
     Field(discriminator="type"),
 ]
 
 __all__ = [
     "Batch",
+    "ElasticsearchSinkConfig",
     "FileSinkConfig",
+    "HttpSinkConfig",
     "KafkaSinkConfig",
+    "LokiSinkConfig",
     "Rejection",
     "SendResult",
     "Sink",

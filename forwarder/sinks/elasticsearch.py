@@ -1,0 +1,178 @@
+"""The ``elasticsearch`` sink: Elasticsearch / OpenSearch ``_bulk`` with per-item verdicts.
+
+API: https://www.elastic.co/docs/api/doc/elasticsearch/operation/operation-bulk. The
+body is NDJSON, an action line and the event per document, ending with a newline;
+``_id`` is the event id, so ``create`` (the default, and the only action data streams
+take) makes re-sends idempotent: a 409 on ``create`` means already delivered.
+
+A 200 may still carry ``"errors": true``: each item is judged alone. 2xx stored; 409 on
+create a duplicate; 429 and 5xx sent again alone (not the whole bulk); any other 4xx
+dead-lettered (``es_mapping`` for mapping errors, else ``es_4xx``). A whole request is
+judged as in :mod:`forwarder.sinks.httpclient` (413 split, 429/5xx retried), 404
+(wrong endpoint) being a configuration error. A body over ``max_bulk_bytes`` is split
+by the pipeline before it is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import aiohttp
+import orjson
+from pydantic import Field, SecretStr, field_validator
+from yarl import URL
+
+from forwarder.errors import BatchTooLargeError, ConfigError, RetryableSinkError
+from forwarder.options import read_secret
+from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
+from forwarder.sinks.httpclient import (
+    HttpClient,
+    HttpReply,
+    HttpSinkConfigBase,
+    compress,
+    raise_for_status,
+)
+
+_INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+_MAPPING_ERRORS: Final = frozenset(
+    {
+        "mapper_parsing_exception",
+        "document_parsing_exception",
+        "strict_dynamic_mapping_exception",
+        "illegal_argument_exception",
+    }
+)
+
+
+class ElasticsearchSinkConfig(HttpSinkConfigBase):
+    """``type = "elasticsearch"``: cluster URL, target index or data stream, action."""
+
+    type: Literal["elasticsearch"]
+    index: str = "logs-kmsg-default"
+    action: Literal["create", "index"] = "create"
+    max_bulk_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+
+    @field_validator("index")
+    @classmethod
+    def _index(cls, value: str) -> str:
+        if (
+            not value
+            or _INDEX_FORBIDDEN.search(value)
+            or value[0] in "-_+"
+            or value in {".", ".."}
+            or len(value.encode()) > 255
+        ):
+            raise ValueError(
+                'index must be lowercase, without \\ / * ? " < > | space , # :, '
+                "not start with - _ +, at most 255 bytes"
+            )
+        return value
+
+    def _has_api_key(self) -> bool:
+        return self.api_key is not None or self.api_key_file is not None
+
+    def authorization(self) -> str | None:
+        """``ApiKey <encoded>`` when an API key is set, else basic or bearer."""
+        try:
+            api_key = read_secret(self.api_key, self.api_key_file, "api_key")
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        return f"ApiKey {api_key}" if api_key is not None else super().authorization()
+
+    def bulk_url(self) -> URL:
+        """``<endpoint>/<index>/_bulk``."""
+        url = URL(self.endpoint)
+        return url.with_path(url.path.rstrip("/") + f"/{self.index}/_bulk")
+
+    def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
+        """Create the Elasticsearch sink."""
+        return ElasticsearchSink(name, self)
+
+
+class ElasticsearchSink(Sink):
+    """Sends batches as one ``_bulk`` request and judges every item."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ElasticsearchSinkConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        super().__init__(name)
+        self._config = config
+        self._client: HttpClient = config.client(config.bulk_url(), session)
+        self._headers = {"Content-Type": "application/x-ndjson"}
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+        await self._client.start()
+
+    async def send(self, batch: Batch) -> SendResult:
+        """Bulk-send the batch; items are stored, duplicates, retried alone or rejected."""
+        action = self._config.action
+        lines = []
+        for event in batch.events:
+            lines.append(orjson.dumps({action: {"_id": event.id}}))
+            lines.append(event.json)
+        body = b"\n".join(lines) + b"\n"
+        if len(body) > self._config.max_bulk_bytes:
+            raise BatchTooLargeError(
+                f"bulk of {len(body)} bytes > max_bulk_bytes={self._config.max_bulk_bytes}"
+            )
+        payload, encoding = compress(body, self._config.compression)
+        reply = await self._client.send(payload, self._headers | encoding)
+        raise_for_status(reply, f"Elasticsearch {self.name}", config_statuses=frozenset({404}))
+        return self._judge(batch, reply)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
+
+    def _judge(self, batch: Batch, reply: HttpReply) -> SendResult:
+        try:
+            answer = orjson.loads(reply.body)
+            items = answer["items"]
+            errors = bool(answer["errors"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+            # _id makes the bulk idempotent: sending it again is always safe.
+            raise RetryableSinkError(f"unreadable _bulk answer: {reply.excerpt()}") from error
+        if not isinstance(items, list) or len(items) != len(batch.events):
+            raise RetryableSinkError(
+                f"_bulk answered {len(items) if isinstance(items, list) else '?'} items "
+                f"for {len(batch.events)} documents"
+            )
+        result = SendResult()
+        if not errors:
+            return result
+        for event, item in zip(batch.events, items, strict=True):
+            status, failure = _item(item)
+            if 200 <= status < 300:
+                continue
+            if status == 409 and self._config.action == "create":
+                result.duplicates += 1
+            elif status == 429 or status >= 500:
+                result.retry.append(event)
+            else:
+                kind = str(failure.get("type", ""))
+                reason = "es_mapping" if kind in _MAPPING_ERRORS else "es_4xx"
+                detail = f"HTTP {status} {kind}: {failure.get('reason', '')}".strip()
+                result.rejected.append(Rejection(event, reason, detail))
+        if result.retry:
+            result.retry_after_s = reply.retry_after_s
+        return result
+
+
+def _item(item: Any) -> tuple[int, dict[str, Any]]:
+    """Status and error object of one ``items[]`` entry (``{"create": {...}}``)."""
+    try:
+        (outcome,) = item.values()
+        status = int(outcome["status"])
+    except (AttributeError, ValueError, KeyError, TypeError):
+        return 500, {"type": "unreadable_item", "reason": repr(item)[:200]}
+    error = outcome.get("error")
+    return status, error if isinstance(error, dict) else {}

@@ -1,0 +1,85 @@
+"""The ``http`` sink: POST (or PUT) batches of events to any HTTP endpoint.
+
+Conventions of log-shipping HTTP outputs (Vector's ``http`` sink, Fluent Bit's
+``out_http``): NDJSON (``application/x-ndjson``, one event per line, each line ending in
+a newline) or a JSON array (``application/json``), optional gzip, custom headers. An
+``Idempotency-Key`` header (draft-ietf-httpapi-idempotency-key-header) derived from the
+batch's first and last event id lets a receiver drop a re-sent batch.
+
+2xx stored. 408, 429 and 5xx except 501, connection errors and timeouts are retried,
+honouring ``Retry-After``; 413 is split by the pipeline; 401/403 are configuration
+errors (retried, shown not-ready, data kept); any other status is permanent: the batch
+is dead-lettered (see :mod:`forwarder.sinks.httpclient`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import aiohttp
+from yarl import URL
+
+from forwarder.sinks.base import Batch, SendResult, Sink, SinkContext
+from forwarder.sinks.httpclient import HttpClient, HttpSinkConfigBase, compress, raise_for_status
+
+_CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/json"}
+
+
+class HttpSinkConfig(HttpSinkConfigBase):
+    """``type = "http"``: the full URL, method and body format."""
+
+    type: Literal["http"]
+    method: Literal["POST", "PUT"] = "POST"
+    format: Literal["ndjson", "json_array"] = "ndjson"
+
+    def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
+        """Create the HTTP sink."""
+        return HttpSink(name, self)
+
+
+class HttpSink(Sink):
+    """Sends each batch as one request."""
+
+    def __init__(
+        self,
+        name: str,
+        config: HttpSinkConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        super().__init__(name)
+        self._config = config
+        self._client: HttpClient = config.client(URL(config.endpoint), session)
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+        await self._client.start()
+
+    async def send(self, batch: Batch) -> SendResult:
+        """Send the batch; any 2xx means every event was stored."""
+        events = [event.json for event in batch.events]
+        if self._config.format == "ndjson":
+            body = b"\n".join(events) + b"\n"
+        else:
+            body = b"[" + b",".join(events) + b"]"
+        payload, headers = compress(body, self._config.compression)
+        headers["Content-Type"] = _CONTENT_TYPES[self._config.format]
+        headers["Idempotency-Key"] = idempotency_key(batch)
+        reply = await self._client.send(payload, headers, method=self._config.method)
+        raise_for_status(reply, f"HTTP {self.name}", permanent_statuses=frozenset({501}))
+        return SendResult()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
+
+
+def idempotency_key(batch: Batch) -> str:
+    """A quoted key (a structured-field string) naming the batch's id range.
+
+    The ids are deterministic, so a re-sent batch carries the same key; a split
+    batch's halves get keys of their own.
+    """
+    digest = hashlib.sha256(f"{batch.first_id}\n{batch.last_id}".encode()).hexdigest()
+    return f'"{digest[:32]}"'

@@ -1,0 +1,241 @@
+"""What the ``loki``, ``elasticsearch`` and ``http`` sinks share: one aiohttp client.
+
+One place for the session (connection pool, TLS, timeouts), authentication (basic,
+bearer, API key; secrets inline, from ``${ENV}`` or ``*_file``), gzip, ``Retry-After``
+(RFC 9110 section 10.2.3: delta-seconds or an HTTP-date) and the mapping of an HTTP
+answer onto the sink error tree. Sinks keep only their protocol's own semantics.
+
+Status classes, unless a sink handles a status itself first::
+
+    401, 403 (+ a sink's own, e.g. 404)  SinkConfigError   retried, shown on /readyz
+    413                                  BatchTooLargeError the pipeline splits the batch
+    408, 429, 5xx (except a sink's own)  RetryableSinkError with the server's Retry-After
+    any other status                     FatalSinkError     the batch is dead-lettered
+
+Connection failures and timeouts are retryable; TLS failures (bad CA, bad client
+certificate) are configuration errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+from multidict import CIMultiDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from yarl import URL
+
+from forwarder.errors import (
+    BatchTooLargeError,
+    ConfigError,
+    FatalSinkError,
+    RetryableSinkError,
+    SinkConfigError,
+)
+from forwarder.options import TlsConfig, read_secret
+from forwarder.sinks.base import SinkConfigBase
+
+Compression = Literal["none", "gzip"]
+GZIP_LEVEL = 6
+_BODY_EXCERPT_BYTES = 512
+_RESERVED_HEADERS = frozenset(
+    {"content-length", "content-type", "content-encoding", "transfer-encoding", "host"}
+)
+
+
+class HttpSinkConfigBase(SinkConfigBase):
+    """Options of every HTTP-based sink: where, how long, how to authenticate, TLS."""
+
+    endpoint: str
+    timeout_s: float = Field(default=10.0, gt=0)
+    compression: Compression = "none"
+    headers: dict[str, str] = Field(default_factory=dict)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    tls: TlsConfig = TlsConfig()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in {"http", "https"} or not url.host:
+            raise ValueError("endpoint must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by the sink itself")
+        return value
+
+    @model_validator(mode="after")
+    def _auth(self) -> HttpSinkConfigBase:
+        basic = self.username is not None or self.password is not None or self.password_file
+        bearer = self.bearer_token is not None or self.bearer_token_file is not None
+        if basic and self.username is None:
+            raise ValueError("password needs a username")
+        if sum(map(bool, (basic, bearer, self._has_api_key()))) > 1:
+            raise ValueError("configure one kind of authentication only")
+        if self.headers.keys() & {"Authorization", "authorization"} and (basic or bearer):
+            raise ValueError("an Authorization header and auth options exclude each other")
+        return self
+
+    def _has_api_key(self) -> bool:
+        """Whether an API key is configured (only the Elasticsearch sink has one)."""
+        return False
+
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header value the options describe, secrets read now."""
+        try:
+            if self.username is not None:
+                password = read_secret(self.password, self.password_file, "password") or ""
+                token = base64.b64encode(f"{self.username}:{password}".encode()).decode()
+                return f"Basic {token}"
+            bearer = read_secret(self.bearer_token, self.bearer_token_file, "bearer_token")
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        return f"Bearer {bearer}" if bearer is not None else None
+
+    def client(self, url: URL, session: aiohttp.ClientSession | None = None) -> HttpClient:
+        """Build the client for ``url`` with these options (``session``: a test seam)."""
+        headers = dict(self.headers)
+        if (authorization := self.authorization()) is not None:
+            headers["Authorization"] = authorization
+        tls = self.tls.ssl_context() if url.scheme == "https" else None
+        return HttpClient(url, headers=headers, tls=tls, timeout_s=self.timeout_s, session=session)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """An HTTP answer, read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """The server's ``Retry-After`` in seconds, or None if absent or unreadable."""
+        return parse_retry_after(self.headers.get("Retry-After"))
+
+    def excerpt(self) -> str:
+        """The start of the body, for messages and dead-letter details."""
+        text = self.body[:_BODY_EXCERPT_BYTES].decode("utf-8", "replace").strip()
+        return text + ("..." if len(self.body) > _BODY_EXCERPT_BYTES else "")
+
+
+class HttpClient:
+    """One pooled aiohttp session to one URL; sends a body, returns the whole answer."""
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        headers: Mapping[str, str],
+        tls: ssl.SSLContext | None,
+        timeout_s: float,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = url
+        self._headers = dict(headers)
+        self._tls = tls
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session = session
+        self._owns_session = session is None
+
+    async def start(self) -> None:
+        """Create the session (it must be made inside the running loop)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._tls if self._tls is not None else True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": "kmsg-forwarder"},
+            )
+
+    async def send(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        method: str = "POST",
+    ) -> HttpReply:
+        """Send ``body``; connection trouble becomes a retryable (TLS: config) error."""
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        merged = CIMultiDict(self._headers)
+        merged.update(headers)
+        try:
+            async with self._session.request(
+                method, self.url, data=body, headers=merged, timeout=self._timeout
+            ) as response:
+                return HttpReply(response.status, response.headers, await response.read())
+        except aiohttp.ClientSSLError as error:
+            raise SinkConfigError(f"TLS to {self.url.host} failed: {error}") from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            what = type(error).__name__
+            raise RetryableSinkError(f"{method} {self.url} failed: {what}: {error}") from error
+
+    async def close(self) -> None:
+        """Close the session if this client made it."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None if self._owns_session else self._session
+
+
+def compress(body: bytes, compression: Compression) -> tuple[bytes, dict[str, str]]:
+    """Return the body to send and its ``Content-Encoding`` header (if any)."""
+    if compression == "gzip":
+        return gzip.compress(body, GZIP_LEVEL, mtime=0), {"Content-Encoding": "gzip"}
+    return body, {}
+
+
+def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP-date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def raise_for_status(
+    reply: HttpReply,
+    what: str,
+    *,
+    config_statuses: frozenset[int] = frozenset(),
+    permanent_statuses: frozenset[int] = frozenset(),
+) -> None:
+    """Raise the sink error a non-2xx answer means (see the module docstring)."""
+    status = reply.status
+    if 200 <= status < 300:
+        return
+    message = f"{what}: HTTP {status}: {reply.excerpt()}"
+    if status in {401, 403} or status in config_statuses:
+        raise SinkConfigError(message, retry_after_s=reply.retry_after_s)
+    if status == 413:
+        raise BatchTooLargeError(message)
+    if status in {408, 429} or (status >= 500 and status not in permanent_statuses):
+        raise RetryableSinkError(message, retry_after_s=reply.retry_after_s)
+    raise FatalSinkError(message)

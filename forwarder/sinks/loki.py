@@ -1,0 +1,233 @@
+"""The ``loki`` sink: push events to Grafana Loki, with Loki's partial-success semantics.
+
+API: https://grafana.com/docs/loki/latest/reference/loki-http-api/#ingest-logs (body
+shapes in :mod:`forwarder.sinks.loki_push`). Labels stay low-cardinality (host,
+facility, level by default); seq, boot_id, id, subsystem and device travel as
+structured metadata. Timestamps are the event's deterministic ``@timestamp``, so a
+re-sent entry is identical and Loki drops it as a duplicate.
+
+What Loki would refuse is refused here first (label rules, line size, age), so a
+batch never fails for one bad entry. Answers: 2xx stored (260: stored nothing, by
+policy: dead-lettered as ``loki_blocked``); 400 is a partial success, never retried:
+the ignored entries are dead-lettered as ``loki_400`` with Loki's reason; 404 (wrong
+endpoint) is a configuration error; the rest as in :mod:`forwarder.sinks.httpclient`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import aiohttp
+import cramjam
+import structlog
+from pydantic import Field, field_validator, model_validator
+from yarl import URL
+
+from forwarder.encode import Event
+from forwarder.sinks import loki_push
+from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
+from forwarder.sinks.httpclient import (
+    HttpClient,
+    HttpSinkConfigBase,
+    compress,
+    raise_for_status,
+)
+from forwarder.sinks.loki_push import Entry, LabelSet, Stream
+
+PUSH_PATH: Final = "/loki/api/v1/push"
+LABEL_FIELDS: Final = frozenset(
+    {"host", "facility", "level", "facility_code", "level_code", "subsystem", "device", "event"}
+)
+METADATA_FIELDS: Final = LABEL_FIELDS | {"seq", "boot_id", "id", "caller", "monotonic_us", "flags"}
+_LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_MAX_LABEL_NAME_BYTES: Final = 1024
+_MAX_LABEL_VALUE_BYTES: Final = 2048
+_MAX_METADATA_BYTES: Final = 64 * 1024
+_log = structlog.get_logger(__name__)
+
+
+class LokiSinkConfig(HttpSinkConfigBase):
+    """``type = "loki"``: where and how to push; limits mirror Loki's defaults."""
+
+    type: Literal["loki"]
+    tenant_id: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    label_fields: list[str] = Field(default_factory=lambda: ["host", "facility", "level"])
+    structured_metadata: list[str] = Field(
+        default_factory=lambda: ["seq", "boot_id", "id", "subsystem", "device"]
+    )
+    line: Literal["message", "json"] = "message"
+    encoding: Literal["json", "protobuf"] = "protobuf"
+    max_line_bytes: int = Field(default=256 * 1024, ge=1)
+    max_label_names: int = Field(default=15, ge=1)
+    max_age_s: float = Field(default=7 * 24 * 3600, ge=0)
+    max_future_s: float = Field(default=600, ge=0)
+
+    @field_validator("labels")
+    @classmethod
+    def _static_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name, value in labels.items():
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise ValueError(f"label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*, no __")
+            if len(name.encode()) > _MAX_LABEL_NAME_BYTES:
+                raise ValueError(f"label name {name[:32]!r}... is over 1024 bytes")
+            if not value or len(value.encode()) > _MAX_LABEL_VALUE_BYTES:
+                raise ValueError(f"label {name!r} needs a value of 1 to 2048 bytes")
+        return labels
+
+    @field_validator("label_fields")
+    @classmethod
+    def _label_fields(cls, names: list[str]) -> list[str]:
+        if unknown := [name for name in names if name not in LABEL_FIELDS]:
+            raise ValueError(
+                f"{unknown} cannot be labels (high cardinality or unknown); "
+                f"use some of {sorted(LABEL_FIELDS)}, and structured_metadata for the rest"
+            )
+        return names
+
+    @field_validator("structured_metadata")
+    @classmethod
+    def _metadata_fields(cls, names: list[str]) -> list[str]:
+        if unknown := [name for name in names if name not in METADATA_FIELDS]:
+            raise ValueError(f"unknown record fields {unknown}: use {sorted(METADATA_FIELDS)}")
+        return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LokiSinkConfig:
+        if overlap := self.labels.keys() & set(self.label_fields):
+            raise ValueError(f"labels {sorted(overlap)} are both static and from records")
+        if len(self.labels) + len(self.label_fields) > self.max_label_names:
+            raise ValueError(f"more than max_label_names={self.max_label_names} labels")
+        if not self.labels and "host" not in self.label_fields:
+            raise ValueError("every stream needs a label: set labels or keep host in label_fields")
+        if self.encoding == "protobuf" and self.compression != "none":
+            raise ValueError("protobuf bodies are always snappy-compressed: drop compression")
+        return self
+
+    def push_url(self) -> URL:
+        """The push URL: the endpoint itself if it has a path, else ``/loki/api/v1/push``."""
+        url = URL(self.endpoint)
+        return url if url.path not in {"", "/"} else url.with_path(PUSH_PATH)
+
+    def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
+        """Create the Loki sink."""
+        return LokiSink(name, self)
+
+
+class LokiSink(Sink):
+    """Pushes batches to Loki; partial 400s become per-entry rejections."""
+
+    def __init__(
+        self,
+        name: str,
+        config: LokiSinkConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name)
+        self._config = config
+        self._client: HttpClient = config.client(config.push_url(), session)
+        self._clock = clock
+        self._headers = {
+            "Content-Type": "application/json"
+            if config.encoding == "json"
+            else "application/x-protobuf"
+        }
+        if config.tenant_id:
+            self._headers["X-Scope-OrgID"] = config.tenant_id
+        self._static = tuple(config.labels.items())
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+        await self._client.start()
+
+    async def send(self, batch: Batch) -> SendResult:
+        """Push the batch; entries Loki (or our pre-check) refused come back as rejected."""
+        rejected: list[Rejection] = []
+        labelled: list[tuple[LabelSet, Entry]] = []
+        for event in batch.events:
+            labels, entry, problem = self._entry(event)
+            if problem is not None:
+                rejected.append(Rejection(event, problem[0], problem[1]))
+            else:
+                labelled.append((labels, entry))
+        if not labelled:
+            return SendResult(rejected=rejected)
+        streams = loki_push.group_streams(labelled)
+        body, headers = self._body(streams)
+        reply = await self._client.send(body, headers)
+        if reply.status == 260:
+            detail = f"Loki blocked ingestion (HTTP 260): {reply.excerpt()}"
+            rejected += [Rejection(entry.event, "loki_blocked", detail) for _, entry in labelled]
+        elif reply.status == 400:
+            ignored = loki_push.rejected_entries(reply.body.decode("utf-8", "replace"), streams)
+            rejected += [Rejection(e.event, "loki_400", why) for e, why in ignored.values()]
+            _log.warning(
+                "loki_partial_success",
+                sink=self.name,
+                ignored=len(ignored),
+                sent=len(labelled),
+                reasons=sorted({why for _, why in ignored.values()})[:5],
+            )
+        else:
+            raise_for_status(reply, f"Loki {self.name}", config_statuses=frozenset({404}))
+        return SendResult(rejected=rejected)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
+
+    def _body(self, streams: list[Stream]) -> tuple[bytes, dict[str, str]]:
+        if self._config.encoding == "protobuf":
+            raw = bytes(cramjam.snappy.compress_raw(loki_push.protobuf_body(streams)))
+            return raw, self._headers
+        body, encoding = compress(loki_push.json_body(streams), self._config.compression)
+        return body, self._headers | encoding
+
+    def _entry(self, event: Event) -> tuple[LabelSet, Entry, tuple[str, str] | None]:
+        """Labels and entry of an event, or the reason Loki would refuse it."""
+        fields = event.fields
+        config = self._config
+        labels = [*self._static]
+        labels += [
+            (name, _text(fields[name]))
+            for name in config.label_fields
+            if fields.get(name) not in (None, "")
+        ]
+        labels.sort()
+        metadata = tuple(
+            (name, _text(fields[name])) for name in config.structured_metadata if name in fields
+        )
+        if config.line == "message" and event.kind == "kmsg":
+            line = str(fields["message"])
+        else:
+            line = event.json.decode()
+        entry = Entry(event.timestamp_ns, line, metadata, event)
+        return tuple(labels), entry, self._problem(labels, entry)
+
+    def _problem(  # noqa: PLR0911 - one return per Loki rule reads best
+        self, labels: list[tuple[str, str]], entry: Entry
+    ) -> tuple[str, str] | None:
+        config = self._config
+        if not labels:
+            return "loki_labels", "the record has none of the label fields"
+        if too_long := [n for n, v in labels if len(v.encode()) > _MAX_LABEL_VALUE_BYTES]:
+            return "loki_labels", f"label {too_long[0]} is over 2048 bytes"
+        if (size := len(entry.line.encode())) > config.max_line_bytes:
+            return "loki_line_too_long", f"line of {size} bytes > {config.max_line_bytes}"
+        if sum(len(n) + len(v.encode()) for n, v in entry.metadata) > _MAX_METADATA_BYTES:
+            return "loki_metadata_too_large", "structured metadata over 64 KiB"
+        now_ns = self._clock() * 1e9
+        if config.max_age_s and entry.timestamp_ns < now_ns - config.max_age_s * 1e9:
+            return "loki_too_old", f"timestamp older than max_age_s={config.max_age_s:g}"
+        if config.max_future_s and entry.timestamp_ns > now_ns + config.max_future_s * 1e9:
+            return "loki_too_new", f"timestamp beyond max_future_s={config.max_future_s:g}"
+        return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
