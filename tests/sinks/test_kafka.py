@@ -1,0 +1,385 @@
+"""The Kafka sink against a real broker (Tansu), plus injected failures through the factory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import errors as kafka_errors
+
+from forwarder.config import parse_config
+from forwarder.encode import Event, Identity, encode_gap, encode_record
+from forwarder.errors import BatchTooLargeError, ConfigError, RetryableSinkError, SinkConfigError
+from forwarder.kmsg import Record
+from forwarder.sinks import KafkaSinkConfig
+from forwarder.sinks.base import Batch, SinkContext
+from forwarder.sinks.kafka import KafkaSink, Producer, aiokafka_producer, best_compression
+from tests.support.kafka_broker import (
+    KafkaBroker,
+    ProxiedBroker,
+    consume,
+    kafka_broker,
+    proxied_kafka_broker,
+)
+from tests.support.tcp_proxy import free_port
+
+__all__ = ["kafka_broker", "proxied_kafka_broker"]  # fixtures used by name below
+
+BOOT_ID = "0b5e7c1a-2f4d-4c1e-9a7b-3d2e1f0a9b8c"
+IDENTITY = Identity(host="node-1", boot_id=BOOT_ID, clock_offset_ns=1_790_000_000_000_000_000)
+
+
+def events(first_seq: int, count: int, *, size: int = 40) -> list[Event]:
+    """``count`` kernel records from ``first_seq`` on, each message about ``size`` bytes."""
+    return [
+        encode_record(
+            Record(1, 6, seq, 1_000_000 + seq, "-", f"record {seq} ".ljust(size, "x")), IDENTITY
+        )
+        for seq in range(first_seq, first_seq + count)
+    ]
+
+
+def sink_config(bootstrap: str, topic: str, **options: Any) -> KafkaSinkConfig:
+    """A sink table as a user would write it (idempotence off: Tansu refuses InitProducerId)."""
+    table = {
+        "type": "kafka",
+        "bootstrap_servers": bootstrap,
+        "topic": topic,
+        "enable_idempotence": False,
+        **options,
+    }
+    config = parse_config({"sinks": {"kafka": table}}).sinks["kafka"]
+    assert isinstance(config, KafkaSinkConfig)
+    return config
+
+
+def build(config: KafkaSinkConfig, **kwargs: Any) -> KafkaSink:
+    """The sink the forwarder would build, on host ``node-1``."""
+    if kwargs:
+        return KafkaSink("kafka", config, key="node-1", **kwargs)
+    sink = config.build("kafka", SinkContext(host="node-1", state_dir=Path("/nonexistent")))
+    assert isinstance(sink, KafkaSink)
+    return sink
+
+
+def all_of(count: int) -> Any:
+    """A ``done`` predicate: at least ``count`` messages read."""
+    return lambda messages: len(messages) >= count
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_defaults_are_the_durable_ones() -> None:
+    """Defaults: acks=all, idempotence on, the best codec, host-name key, boot_id/seq/content-type headers."""
+    config = parse_config(
+        {"sinks": {"k": {"type": "kafka", "bootstrap_servers": ["b:9092"], "topic": "t"}}}
+    ).sinks["k"]
+    assert isinstance(config, KafkaSinkConfig)
+    assert config.acks == "all"
+    assert config.enable_idempotence is True
+    assert config.compression == best_compression() == "zstd"
+    assert config.headers == ["boot_id", "seq", "content-type"]
+    options = config.producer_options()
+    assert options["compression_type"] == "zstd"
+    assert options["max_batch_size"] <= options["max_request_size"]
+    assert "security_protocol" not in options
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ({"topic": "t"}, "sinks.k.bootstrap_servers: Field required"),
+        ({"topic": "t", "bootstrap_servers": []}, "sinks.k.bootstrap_servers"),
+        ({"topic": "t", "bootstrap_servers": "b:9092", "compression": "brotli"}, "compression"),
+        ({"topic": "t", "bootstrap_servers": "nohost"}, "must be HOST:PORT"),
+        ({"topic": "bad topic!", "bootstrap_servers": "b:9092"}, "sinks.k.topic"),
+        ({"topic": "t", "bootstrap_servers": "b:9092", "acks": 1}, "enable_idempotence needs"),
+        ({"topic": "t", "bootstrap_servers": "b:9092", "linger": 5}, "sinks.k.linger"),
+    ],
+)
+def test_bad_config_is_a_config_error_naming_the_key(table: dict[str, Any], expected: str) -> None:
+    """Missing servers, unknown codec, bad topic or inconsistent options fail with the key path."""
+    with pytest.raises(ConfigError, match=expected):
+        parse_config({"sinks": {"k": {"type": "kafka", **table}}})
+
+
+def test_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
+    """A SASL password_file that cannot be read fails at load time, naming the key."""
+    table = {
+        "type": "kafka",
+        "bootstrap_servers": "b:9092",
+        "topic": "t",
+        "sasl": {"username": "u", "password_file": str(tmp_path / "missing")},
+    }
+    with pytest.raises(ConfigError, match=r"sinks\.k\.sasl: .*cannot read password_file"):
+        parse_config({"sinks": {"k": table}})
+
+
+def test_sasl_and_tls_map_to_producer_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SASL with the password from a file or ${ENV}, plus TLS, gives SASL_SSL with that password."""
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("KAFKA_PASSWORD", "from-env")
+    for sasl, password in [
+        (
+            {"mechanism": "SCRAM-SHA-256", "username": "u", "password_file": str(secret)},
+            "from-file",
+        ),
+        ({"mechanism": "PLAIN", "username": "u", "password": "${KAFKA_PASSWORD}"}, "from-env"),
+    ]:
+        table = {"type": "kafka", "bootstrap_servers": "b:9093", "topic": "t", "sasl": sasl}
+        config = parse_config({"sinks": {"k": {**table, "tls": {"verify": False}}}}).sinks["k"]
+        assert isinstance(config, KafkaSinkConfig)
+        options = config.producer_options()
+        assert options["security_protocol"] == "SASL_SSL"
+        assert options["sasl_mechanism"] == sasl["mechanism"]
+        assert options["sasl_plain_password"] == password
+        assert password not in repr(config)
+
+
+# --- against the real broker ---------------------------------------------------------------
+
+
+async def test_batch_arrives_once_in_order_with_key_and_headers(kafka_broker: KafkaBroker) -> None:
+    """Every event becomes one message, in seq order in one partition, keyed by host, with headers."""
+    topic = kafka_broker.create_topic()
+    sink = build(sink_config(kafka_broker.bootstrap, topic))
+    batch = events(100, 300)
+    gap = encode_gap(
+        host="node-1",
+        boot_id=BOOT_ID,
+        first_seq=400,
+        last_seq=409,
+        reason="overwritten",
+        timestamp_ns=IDENTITY.clock_offset_ns,
+        checkpoint_boot_id=BOOT_ID,
+        checkpoint_seq=409,
+    )
+    await sink.start()
+    try:
+        assert (await sink.send(Batch(batch))).rejected == []
+        assert (await sink.send(Batch([gap]))).rejected == []
+    finally:
+        await sink.close()
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(301))
+    assert [m.value for m in messages] == [e.json for e in batch] + [gap.json]
+    assert len({m.partition for m in messages}) == 1
+    assert {m.key for m in messages} == {b"node-1"}
+    first = dict(messages[0].headers)
+    assert first == {
+        "boot_id": BOOT_ID.encode(),
+        "seq": b"100",
+        "content-type": b"application/json",
+    }
+    assert dict(messages[-1].headers) == {
+        "boot_id": BOOT_ID.encode(),
+        "content-type": b"application/json",
+    }
+    assert orjson.loads(messages[-1].value)["event"] == "gap"
+
+
+async def test_too_large_record_is_rejected_and_the_rest_delivered(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A record over max_request_bytes is handed back as a rejection; its neighbours are stored."""
+    topic = kafka_broker.create_topic()
+    sink = build(
+        sink_config(kafka_broker.bootstrap, topic, max_request_bytes=4096, max_batch_bytes=2048)
+    )
+    batch = [*events(1, 2), *events(3, 1, size=6000), *events(4, 2)]
+    try:
+        result = await sink.send(Batch(batch))
+    finally:
+        await sink.close()
+    assert [(r.event.id, r.reason) for r in result.rejected] == [
+        (batch[2].id, "kafka_record_too_large")
+    ]
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(4))
+    assert [m.value for m in messages] == [e.json for e in batch if e is not batch[2]]
+
+
+async def test_outage_raises_retryable_then_heals(proxied_kafka_broker: ProxiedBroker) -> None:
+    """While the network is cut send raises RetryableSinkError; after it heals, nothing is missing."""
+    broker, proxy = proxied_kafka_broker.broker, proxied_kafka_broker.proxy
+    topic = broker.create_topic()
+    config = sink_config(broker.bootstrap, topic, request_timeout_ms=1000, delivery_timeout_ms=2000)
+    sink = build(config)
+    try:
+        await sink.send(Batch(events(1, 50)))
+        proxy.cut()
+        for attempt in range(3):
+            with pytest.raises(RetryableSinkError):
+                await sink.send(Batch(events(51, 50)))
+            if attempt == 0:
+                with pytest.raises(RetryableSinkError):
+                    await sink.start()
+        proxy.restore()
+        await sink.send(Batch(events(51, 50)))
+        await sink.send(Batch(events(101, 50)))
+    finally:
+        await sink.close()
+    messages = await consume(broker.bootstrap, topic, done=all_of(150))
+    seqs = [orjson.loads(m.value)["seq"] for m in messages]
+    assert sorted(set(seqs)) == list(range(1, 151))
+
+
+async def test_unreachable_broker_at_start_is_retryable() -> None:
+    """Nothing listening on the bootstrap address: start() and send() raise RetryableSinkError."""
+    config = sink_config(
+        f"127.0.0.1:{free_port()}", "t", request_timeout_ms=1000, delivery_timeout_ms=1500
+    )
+    sink = build(config)
+    with pytest.raises(RetryableSinkError, match=r"127\.0\.0\.1"):
+        await sink.start()
+    with pytest.raises(RetryableSinkError):
+        await sink.send(Batch(events(1, 1)))
+    await sink.close()
+
+
+async def test_broker_without_idempotence_is_a_config_problem(kafka_broker: KafkaBroker) -> None:
+    """Tansu refuses InitProducerId: with idempotence on, send says so as a SinkConfigError."""
+    topic = kafka_broker.create_topic()
+    sink = build(sink_config(kafka_broker.bootstrap, topic, enable_idempotence=True))
+    try:
+        with pytest.raises(SinkConfigError, match="enable_idempotence = false"):
+            await sink.send(Batch(events(1, 3)))
+    finally:
+        await sink.close()
+
+
+# --- injected failures (the producer factory seam) ----------------------------------------
+
+
+class ScriptedProducer:
+    """A Producer whose sends fail as scripted: at queue time or in the future."""
+
+    def __init__(
+        self,
+        *,
+        start_error: Exception | None = None,
+        send_error: Exception | None = None,
+        future_error: Exception | None = None,
+    ) -> None:
+        self.start_error = start_error
+        self.send_error = send_error
+        self.future_error = future_error
+        self.sent: list[bytes] = []
+        self.stopped = False
+
+    async def start(self) -> None:
+        """Fail if scripted to."""
+        if self.start_error is not None:
+            raise self.start_error
+
+    async def stop(self) -> None:
+        """Remember the stop."""
+        self.stopped = True
+
+    async def partitions_for(self, _topic: str) -> set[int]:
+        """One partition."""
+        return {0}
+
+    async def send(
+        self, _topic: str, value: bytes | None = None, _key: bytes | None = None, **_: Any
+    ) -> asyncio.Future[Any]:
+        """Queue or fail as scripted."""
+        if self.send_error is not None:
+            raise self.send_error
+        assert value is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.future_error is not None:
+            future.set_exception(self.future_error)
+        else:
+            self.sent.append(value)
+            future.set_result(None)
+        return future
+
+
+class Factory:
+    """Hands out scripted producers in order and remembers the options it was given."""
+
+    def __init__(self, *producers: ScriptedProducer) -> None:
+        self.producers = list(producers)
+        self.made: list[ScriptedProducer] = []
+        self.options: list[dict[str, Any]] = []
+
+    def __call__(self, options: dict[str, Any]) -> Producer:
+        self.options.append(options)
+        producer = self.producers.pop(0) if self.producers else ScriptedProducer()
+        self.made.append(producer)
+        return producer
+
+
+CONFIG = sink_config("127.0.0.1:9", "logs")
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "message"),
+    [
+        (kafka_errors.UnknownTopicOrPartitionError(), SinkConfigError, "does not exist"),
+        (kafka_errors.TopicAuthorizationFailedError("logs"), SinkConfigError, "TopicAuthorization"),
+        (kafka_errors.SaslAuthenticationFailed(), SinkConfigError, "SaslAuthentication"),
+        (kafka_errors.KafkaConnectionError("reset"), RetryableSinkError, "reset"),
+        (kafka_errors.KafkaTimeoutError(), RetryableSinkError, "KafkaTimeoutError"),
+        (kafka_errors.NotLeaderForPartitionError(), RetryableSinkError, "NotLeader"),
+        (ConnectionRefusedError(111, "refused"), RetryableSinkError, "refused"),
+        (kafka_errors.CorruptRecordException(), SinkConfigError, "unexpected broker answer"),
+    ],
+)
+@pytest.mark.parametrize("where", ["start", "send", "future"])
+async def test_failures_are_classified(
+    error: Exception, expected: type[Exception], message: str, where: str
+) -> None:
+    """Auth and unknown topic are config problems, transient ones retryable, none is dropped."""
+    scripted = ScriptedProducer(**{f"{where}_error": error})
+    factory = Factory(scripted)
+    sink = build(CONFIG, producer_factory=factory)
+    with pytest.raises(expected, match=message) as raised:
+        await sink.send(Batch(events(1, 3)))
+    if expected is RetryableSinkError:
+        assert not isinstance(raised.value, SinkConfigError)
+    await sink.close()
+    assert scripted.stopped
+
+
+async def test_failed_attempt_starts_a_new_producer_session() -> None:
+    """After a failure the old producer is stopped and the retry goes through a fresh one."""
+    factory = Factory(ScriptedProducer(future_error=kafka_errors.RequestTimedOutError()))
+    sink = build(CONFIG, producer_factory=factory)
+    with pytest.raises(RetryableSinkError):
+        await sink.send(Batch(events(1, 3)))
+    await sink.send(Batch(events(1, 3)))
+    await sink.close()
+    assert len(factory.made) == 2
+    assert factory.made[0].stopped
+    assert len(factory.made[1].sent) == 3
+    assert factory.options[0] == factory.options[1]
+
+
+async def test_broker_size_refusal_splits_then_dead_letters() -> None:
+    """The broker refusing a message set for its size splits the batch; a single record is rejected."""
+    too_large = kafka_errors.MessageSizeTooLargeError()
+    factory = Factory(ScriptedProducer(future_error=too_large))
+    sink = build(CONFIG, producer_factory=factory)
+    with pytest.raises(BatchTooLargeError):
+        await sink.send(Batch(events(1, 2)))
+    single = events(1, 1)
+    result = await sink.send(Batch(single))
+    assert [r.event for r in result.rejected] == single
+    await sink.close()
+
+
+def test_real_factory_builds_an_aiokafka_producer() -> None:
+    """The default factory passes the options to AIOKafkaProducer unchanged."""
+
+    async def make() -> None:
+        producer = aiokafka_producer(CONFIG.producer_options())
+        await producer.stop()
+
+    asyncio.run(make())
