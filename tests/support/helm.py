@@ -133,7 +133,7 @@ class _KubeApiHandler(BaseHTTPRequestHandler):
             created = {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "release"}}
         self._reply(201, created)
 
-    do_PUT = do_POST
+    do_PUT = do_POST  # noqa: N815 - the name http.server dispatches PUT to
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature
         """Stay quiet: pytest shows failures, not the request log."""
