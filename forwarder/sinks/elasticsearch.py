@@ -41,7 +41,6 @@ _MAPPING_ERRORS: Final = frozenset(
         "mapper_parsing_exception",
         "document_parsing_exception",
         "strict_dynamic_mapping_exception",
-        "illegal_argument_exception",
     }
 )
 

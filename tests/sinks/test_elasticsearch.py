@@ -1,0 +1,175 @@
+"""The elasticsearch sink against a strict loopback _bulk receiver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forwarder.config import parse_config
+from forwarder.errors import (
+    BatchTooLargeError,
+    ConfigError,
+    FatalSinkError,
+    RetryableSinkError,
+    SinkConfigError,
+)
+from forwarder.sinks.base import Batch
+from forwarder.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
+from tests.receivers.base import Reply
+from tests.receivers.elasticsearch import ElasticsearchReceiver, ItemRule
+from tests.support.events import make_events
+
+
+def es_config(receiver: ElasticsearchReceiver, **options: Any) -> ElasticsearchSinkConfig:
+    """An elasticsearch sink table pointing at the receiver."""
+    return ElasticsearchSinkConfig.model_validate(
+        {"type": "elasticsearch", "endpoint": receiver.url, "index": receiver.index, **options}
+    )
+
+
+async def send(config: ElasticsearchSinkConfig, events: list[Any]) -> Any:
+    """Send one batch through a fresh sink."""
+    sink = ElasticsearchSink("es", config)
+    await sink.start()
+    try:
+        return await sink.send(Batch(events))
+    finally:
+        await sink.close()
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_every_record_is_stored_under_its_id(compression):
+    """Each record becomes one document with _id = record id and its @timestamp."""
+    events = make_events([f"doc {i}" for i in range(25)])
+    async with ElasticsearchReceiver() as es:
+        result = await send(es_config(es, compression=compression), events)
+        assert (result.rejected, result.retry, result.duplicates) == ([], [], 0)
+        assert list(es.docs) == [event.id for event in events]
+        assert [doc["@timestamp"] for doc in es.docs_containing("doc ")] == [
+            event.fields["@timestamp"] for event in events
+        ]
+        if compression == "gzip":
+            assert es.requests[0].headers["Content-Encoding"] == "gzip"
+            assert es.requests[0].wire_bytes < len(es.requests[0].body)
+
+
+async def test_resend_with_create_counts_duplicates():
+    """Re-sending with create answers 409 per item: counted as duplicates, nothing rejected."""
+    events = make_events([f"again {i}" for i in range(5)])
+    async with ElasticsearchReceiver() as es:
+        config = es_config(es)
+        await send(config, events)
+        result = await send(config, events)
+        assert (result.duplicates, result.rejected, result.retry) == (5, [], [])
+        assert es.requests[0].body == es.requests[1].body
+
+
+async def test_mixed_item_statuses_retry_alone_and_dead_letter_the_rest():
+    """In a 200 with errors, 429/5xx items come back for retry alone, mapping errors rejected."""
+    events = make_events(["fine 0", "throttled 1", "fine 2", "broken 3", "shard 4", "fine 5"])
+    async with ElasticsearchReceiver() as es:
+        es.item_rules = [
+            ItemRule("throttled", (429,)),
+            ItemRule("shard", (503,)),
+            ItemRule("broken", (400,), forever=True),
+        ]
+        config = es_config(es)
+        result = await send(config, events)
+        assert [event.id for event in result.retry] == [events[1].id, events[4].id]
+        assert [(r.event.id, r.reason) for r in result.rejected] == [(events[3].id, "es_mapping")]
+        assert "mapper_parsing_exception" in result.rejected[0].detail
+        again = await send(config, result.retry)
+        assert (again.retry, again.rejected, again.duplicates) == ([], [], 0)
+        assert sorted(es.docs) == sorted(
+            e.id for e in events if "broken" not in e.fields["message"]
+        )
+        # the retry carried only the two items, not the whole bulk
+        assert len(es.requests[1].body.splitlines()) == 4
+
+
+async def test_index_action_on_a_data_stream_is_rejected_per_item():
+    """A data stream refuses the index action item by item (400): dead-lettered as es_4xx."""
+    async with ElasticsearchReceiver(index="logs-kmsg-default") as es:
+        es.item_rules = [ItemRule("x", (403,))]
+        result = await send(es_config(es, action="index"), make_events(["x", "y"]))
+    assert [r.reason for r in result.rejected] == ["es_4xx", "es_4xx"]
+    assert "security_exception" in result.rejected[0].detail
+    assert "data streams" in result.rejected[1].detail
+
+
+async def test_index_action_overwrites_on_a_plain_index():
+    """With action = index on a plain index, a re-send overwrites and is no error."""
+    events = make_events(["plain"])
+    async with ElasticsearchReceiver(index="kmsg") as es:
+        config = es_config(es, action="index")
+        await send(config, events)
+        result = await send(config, events)
+        assert (result.duplicates, result.rejected) == (0, [])
+        assert es.item_statuses == [201, 200]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "retry_after_s"),
+    [
+        (Reply(429, "{}", {"Retry-After": "3"}), RetryableSinkError, 3.0),
+        (Reply(502, "bad gateway"), RetryableSinkError, None),
+        (Reply(413, "too large"), BatchTooLargeError, None),
+        (Reply(401, "no auth"), SinkConfigError, None),
+        (Reply(404, "no such path"), SinkConfigError, None),
+        (Reply(400, "malformed"), FatalSinkError, None),
+        (Reply(200, "not json"), RetryableSinkError, None),
+        (Reply(200, '{"errors": false, "items": []}'), RetryableSinkError, None),
+    ],
+)
+async def test_whole_request_status_classes(reply, error, retry_after_s):
+    """Whole-request answers map to split, retry, config error or dead-letter."""
+    async with ElasticsearchReceiver() as es:
+        es.script(reply)
+        with pytest.raises(error) as raised:
+            await send(es_config(es), make_events(["x"]))
+        assert getattr(raised.value, "retry_after_s", None) == retry_after_s
+
+
+async def test_max_bulk_bytes_splits_before_sending():
+    """A bulk body over max_bulk_bytes is refused locally, so no request is made."""
+    async with ElasticsearchReceiver() as es:
+        with pytest.raises(BatchTooLargeError):
+            await send(es_config(es, max_bulk_bytes=1024), make_events(["z" * 400] * 4))
+        assert es.requests == []
+
+
+async def test_api_key_from_file(tmp_path: Path):
+    """api_key_file sends Authorization: ApiKey <key>."""
+    key_file = tmp_path / "key"
+    key_file.write_text("a2V5OnNlY3JldA==\n")
+    async with ElasticsearchReceiver(authorization="ApiKey a2V5OnNlY3JldA==") as es:
+        await send(es_config(es, api_key_file=str(key_file)), make_events(["authed"]))
+        assert len(es.docs) == 1
+
+
+async def test_wrong_credentials_are_a_configuration_error():
+    """A 401 for bad credentials keeps the data and signals a configuration problem."""
+    async with ElasticsearchReceiver(authorization="Bearer right") as es:
+        with pytest.raises(SinkConfigError):
+            await send(es_config(es, bearer_token="wrong"), make_events(["x"]))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"index": "Logs"}, "index must be lowercase"),
+        ({"index": "_x"}, "index must be lowercase"),
+        ({"api_key": "k", "bearer_token": "t"}, "one kind of authentication"),
+        ({"headers": {"Content-Type": "text/plain"}}, "set by the sink"),
+        ({"action": "update"}, "action"),
+    ],
+)
+def test_config_errors(options, message):
+    """Bad index names, two kinds of auth and reserved headers fail at config time."""
+    raw = {
+        "sinks": {"es": {"type": "elasticsearch", "endpoint": "http://127.0.0.1:9200", **options}}
+    }
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)

@@ -1,0 +1,63 @@
+"""Build realistic encoded Events for sink tests, without a kernel."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from forwarder.encode import Event, Identity, encode_gap, encode_record
+from forwarder.kmsg import Record
+from forwarder.sinks.base import Batch
+
+
+def identity(host: str = "node-1") -> Identity:
+    """A fresh boot whose records are timestamped around now."""
+    now_ns = time.time_ns()
+    return Identity(host=host, boot_id=str(uuid.uuid4()), clock_offset_ns=now_ns - 60 * 10**9)
+
+
+def make_events(
+    messages: list[str],
+    *,
+    who: Identity | None = None,
+    first_seq: int = 100,
+    level_code: int = 6,
+    subsystem: str | None = None,
+) -> list[Event]:
+    """One kmsg Event per message, consecutive seqs, 1 ms apart."""
+    who = who or identity()
+    return [
+        encode_record(
+            Record(
+                facility_code=1,
+                level_code=level_code,
+                seq=first_seq + index,
+                ts_usec=59_000_000 + index * 1000,
+                flags="-",
+                message=message,
+                subsystem=subsystem,
+                device="n2" if subsystem else None,
+            ),
+            who,
+        )
+        for index, message in enumerate(messages)
+    ]
+
+
+def gap_event(who: Identity, first_seq: int, last_seq: int) -> Event:
+    """A gap event of ``who``'s boot."""
+    return encode_gap(
+        host=who.host,
+        boot_id=who.boot_id,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        reason="overwritten",
+        timestamp_ns=who.clock_offset_ns + 59_000_000_000,
+        checkpoint_boot_id=who.boot_id,
+        checkpoint_seq=last_seq,
+    )
+
+
+def batch(events: list[Event]) -> Batch:
+    """A Batch of these events."""
+    return Batch(events)
