@@ -19,17 +19,22 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kmsg-forwarder run $(ARGS)
 
-## system-deps: Debian packages the tests use (iptables for kernel-made records).
+## system-deps: Debian packages the tests use (iptables for kernel-made records, getcap).
 system-deps:
 	@command -v iptables >/dev/null 2>&1 || { \
 	  echo "installing iptables (Debian package) for the kernel LOG-rule tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables) >/dev/null; }
+	@command -v getcap >/dev/null 2>&1 || { \
+	  echo "installing libcap2-bin (Debian package) for the image's file-capability test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcap2-bin) >/dev/null; }
 	@$(MAKE) --no-print-directory -s helm-lib
 
-## helm-lib: Helm's engine for the chart lint tests (its wheel declares Python >= 3.12 but works on 3.11).
+## helm-lib: Helm's engine for the chart tests (its wheel declares Python >= 3.12 but works on 3.11;
+## cffi is installed with its own dependencies, pycparser among them).
 helm-lib: $(STAMP)
-	@$(BIN)/python -c 'import helm_sdkpy' 2>/dev/null || \
-	  $(BIN)/pip install --quiet --no-deps --ignore-requires-python helm-sdkpy cffi
+	@$(BIN)/python -c 'import helm_sdkpy' 2>/dev/null || { \
+	  $(BIN)/pip install --quiet cffi && \
+	  $(BIN)/pip install --quiet --no-deps --ignore-requires-python helm-sdkpy; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check forwarder tests bench
