@@ -9,7 +9,8 @@ A 200 may still carry ``"errors": true``: each item is judged alone. 2xx stored;
 create a duplicate; 429 and 5xx sent again alone (not the whole bulk); any other 4xx
 dead-lettered (``es_mapping`` for mapping errors, else ``es_4xx``). A whole request is
 judged as in :mod:`forwarder.sinks.httpclient` (413 split, 429/5xx retried), 404
-(wrong endpoint) being a configuration error. A body over ``max_bulk_bytes`` is split
+(wrong endpoint) being a configuration error and any other 4xx dead-lettering the
+batch as ``es_request``. A body over ``max_bulk_bytes`` is split
 by the pipeline before it is sent.
 """
 
@@ -31,8 +32,9 @@ from forwarder.sinks.httpclient import (
     HttpClient,
     HttpReply,
     HttpSinkConfigBase,
+    check_status,
     compress,
-    raise_for_status,
+    reject_all,
 )
 
 _INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
@@ -125,7 +127,9 @@ class ElasticsearchSink(Sink):
             )
         payload, encoding = compress(body, self._config.compression)
         reply = await self._client.send(payload, self._headers | encoding)
-        raise_for_status(reply, f"Elasticsearch {self.name}", config_statuses=frozenset({404}))
+        what = f"Elasticsearch {self.name}"
+        if (detail := check_status(reply, what, config_statuses=frozenset({404}))) is not None:
+            return reject_all(batch.events, "es_request", detail)
         return self._judge(batch, reply)
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ batch's first and last event id lets a receiver drop a re-sent batch.
 2xx stored. 408, 429 and 5xx except 501, connection errors and timeouts are retried,
 honouring ``Retry-After``; 413 is split by the pipeline; 401/403 are configuration
 errors (retried, shown not-ready, data kept); any other status is permanent: the batch
-is dead-lettered (see :mod:`forwarder.sinks.httpclient`).
+is dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.httpclient`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import aiohttp
 from yarl import URL
 
 from forwarder.sinks.base import Batch, SendResult, Sink, SinkContext
-from forwarder.sinks.httpclient import HttpClient, HttpSinkConfigBase, compress, raise_for_status
+from forwarder.sinks.httpclient import (
+    HttpClient,
+    HttpSinkConfigBase,
+    check_status,
+    compress,
+    reject_all,
+)
 
 _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/json"}
 
@@ -67,7 +73,11 @@ class HttpSink(Sink):
         headers["Content-Type"] = _CONTENT_TYPES[self._config.format]
         headers["Idempotency-Key"] = idempotency_key(batch)
         reply = await self._client.send(payload, headers, method=self._config.method)
-        raise_for_status(reply, f"HTTP {self.name}", permanent_statuses=frozenset({501}))
+        detail = check_status(reply, f"HTTP {self.name}", permanent_statuses=frozenset({501}))
+        if detail is not None:
+            return reject_all(
+                batch.events, "http_4xx" if reply.status < 500 else "http_5xx", detail
+            )
         return SendResult()
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ Status classes, unless a sink handles a status itself first::
     401, 403 (+ a sink's own, e.g. 404)  SinkConfigError   retried, shown on /readyz
     413                                  BatchTooLargeError the pipeline splits the batch
     408, 429, 5xx (except a sink's own)  RetryableSinkError with the server's Retry-After
-    any other status                     FatalSinkError     the batch is dead-lettered
+    any other status                     every event rejected under the sink's reason
 
 Connection failures and timeouts are retryable; TLS failures (bad CA, bad client
 certificate) are configuration errors.
@@ -22,7 +22,7 @@ import base64
 import gzip
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -33,15 +33,10 @@ from multidict import CIMultiDict
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from forwarder.errors import (
-    BatchTooLargeError,
-    ConfigError,
-    FatalSinkError,
-    RetryableSinkError,
-    SinkConfigError,
-)
+from forwarder.encode import Event
+from forwarder.errors import BatchTooLargeError, ConfigError, RetryableSinkError, SinkConfigError
 from forwarder.options import TlsConfig, read_secret
-from forwarder.sinks.base import SinkConfigBase
+from forwarder.sinks.base import Rejection, SendResult, SinkConfigBase
 
 Compression = Literal["none", "gzip"]
 GZIP_LEVEL = 6
@@ -220,17 +215,21 @@ def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float
     return max(0.0, moment.timestamp() - (time.time() if now_s is None else now_s))
 
 
-def raise_for_status(
+def check_status(
     reply: HttpReply,
     what: str,
     *,
     config_statuses: frozenset[int] = frozenset(),
     permanent_statuses: frozenset[int] = frozenset(),
-) -> None:
-    """Raise the sink error a non-2xx answer means (see the module docstring)."""
+) -> str | None:
+    """Raise the sink error a failing answer means; return a detail if it is permanent.
+
+    None means 2xx. A returned detail means the batch can never be delivered as it is:
+    the sink rejects its events under its own low-cardinality reason (``http_4xx``).
+    """
     status = reply.status
     if 200 <= status < 300:
-        return
+        return None
     message = f"{what}: HTTP {status}: {reply.excerpt()}"
     if status in {401, 403} or status in config_statuses:
         raise SinkConfigError(message, retry_after_s=reply.retry_after_s)
@@ -238,4 +237,9 @@ def raise_for_status(
         raise BatchTooLargeError(message)
     if status in {408, 429} or (status >= 500 and status not in permanent_statuses):
         raise RetryableSinkError(message, retry_after_s=reply.retry_after_s)
-    raise FatalSinkError(message)
+    return message
+
+
+def reject_all(events: Sequence[Event], reason: str, detail: str) -> SendResult:
+    """A result rejecting every event for one permanent reason."""
+    return SendResult(rejected=[Rejection(event, reason, detail) for event in events])

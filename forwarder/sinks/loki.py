@@ -10,7 +10,8 @@ What Loki would refuse is refused here first (label rules, line size, age), so a
 batch never fails for one bad entry. Answers: 2xx stored (260: stored nothing, by
 policy: dead-lettered as ``loki_blocked``); 400 is a partial success, never retried:
 the ignored entries are dead-lettered as ``loki_400`` with Loki's reason; 404 (wrong
-endpoint) is a configuration error; the rest as in :mod:`forwarder.sinks.httpclient`.
+endpoint) is a configuration error; the rest as in :mod:`forwarder.sinks.httpclient`
+(other 4xx: ``loki_4xx``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
 from forwarder.sinks.httpclient import (
     HttpClient,
     HttpSinkConfigBase,
+    check_status,
     compress,
-    raise_for_status,
 )
 from forwarder.sinks.loki_push import Entry, LabelSet, Stream
 
@@ -46,6 +47,7 @@ _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _MAX_LABEL_NAME_BYTES: Final = 1024
 _MAX_LABEL_VALUE_BYTES: Final = 2048
 _MAX_METADATA_BYTES: Final = 64 * 1024
+_CONFIG: Final = frozenset({404})  # a wrong endpoint path: a configuration problem
 _log = structlog.get_logger(__name__)
 
 
@@ -140,6 +142,7 @@ class LokiSink(Sink):
         if config.tenant_id:
             self._headers["X-Scope-OrgID"] = config.tenant_id
         self._static = tuple(config.labels.items())
+        self._what = f"Loki {name}"
 
     async def start(self) -> None:
         """Open the connection pool."""
@@ -161,8 +164,8 @@ class LokiSink(Sink):
         body, headers = self._body(streams)
         reply = await self._client.send(body, headers)
         if reply.status == 260:
-            detail = f"Loki blocked ingestion (HTTP 260): {reply.excerpt()}"
-            rejected += [Rejection(entry.event, "loki_blocked", detail) for _, entry in labelled]
+            blocked = f"Loki blocked ingestion (HTTP 260): {reply.excerpt()}"
+            rejected += [Rejection(entry.event, "loki_blocked", blocked) for _, entry in labelled]
         elif reply.status == 400:
             ignored = loki_push.rejected_entries(reply.body.decode("utf-8", "replace"), streams)
             rejected += [Rejection(e.event, "loki_400", why) for e, why in ignored.values()]
@@ -173,8 +176,8 @@ class LokiSink(Sink):
                 sent=len(labelled),
                 reasons=sorted({why for _, why in ignored.values()})[:5],
             )
-        else:
-            raise_for_status(reply, f"Loki {self.name}", config_statuses=frozenset({404}))
+        elif (detail := check_status(reply, self._what, config_statuses=_CONFIG)) is not None:
+            rejected += [Rejection(entry.event, "loki_4xx", detail) for _, entry in labelled]
         return SendResult(rejected=rejected)
 
     async def close(self) -> None:

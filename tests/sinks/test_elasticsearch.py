@@ -11,7 +11,6 @@ from forwarder.config import parse_config
 from forwarder.errors import (
     BatchTooLargeError,
     ConfigError,
-    FatalSinkError,
     RetryableSinkError,
     SinkConfigError,
 )
@@ -118,7 +117,6 @@ async def test_index_action_overwrites_on_a_plain_index():
         (Reply(413, "too large"), BatchTooLargeError, None),
         (Reply(401, "no auth"), SinkConfigError, None),
         (Reply(404, "no such path"), SinkConfigError, None),
-        (Reply(400, "malformed"), FatalSinkError, None),
         (Reply(200, "not json"), RetryableSinkError, None),
         (Reply(200, '{"errors": false, "items": []}'), RetryableSinkError, None),
     ],
@@ -130,6 +128,17 @@ async def test_whole_request_status_classes(reply, error, retry_after_s):
         with pytest.raises(error) as raised:
             await send(es_config(es), make_events(["x"]))
         assert getattr(raised.value, "retry_after_s", None) == retry_after_s
+
+
+async def test_whole_request_4xx_dead_letters_the_batch():
+    """A whole-request 400 (malformed bulk) rejects every event as es_request."""
+    events = make_events(["x", "y"])
+    async with ElasticsearchReceiver() as es:
+        es.script(Reply(400, "malformed"))
+        result = await send(es_config(es), events)
+    assert [(r.event.id, r.reason) for r in result.rejected] == [
+        (e.id, "es_request") for e in events
+    ]
 
 
 async def test_max_bulk_bytes_splits_before_sending():

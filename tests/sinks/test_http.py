@@ -14,7 +14,6 @@ from forwarder.config import parse_config
 from forwarder.errors import (
     BatchTooLargeError,
     ConfigError,
-    FatalSinkError,
     RetryableSinkError,
     SinkConfigError,
 )
@@ -95,21 +94,29 @@ async def test_idempotency_key_is_stable_per_batch_and_differs_for_halves():
         (Reply(429, "", {"Retry-After": "5"}), RetryableSinkError),
         (Reply(500, "oops"), RetryableSinkError),
         (Reply(503, "later"), RetryableSinkError),
-        (Reply(501, "not implemented"), FatalSinkError),
-        (Reply(400, "bad"), FatalSinkError),
-        (Reply(404, "gone"), FatalSinkError),
-        (Reply(422, "no"), FatalSinkError),
+        (Reply(501, "not implemented"), "http_5xx"),
+        (Reply(400, "bad"), "http_4xx"),
+        (Reply(404, "gone"), "http_4xx"),
+        (Reply(422, "no"), "http_4xx"),
         (Reply(401, "who"), SinkConfigError),
         (Reply(403, "no"), SinkConfigError),
         (Reply(413, "big"), BatchTooLargeError),
     ],
 )
 async def test_status_classes(reply, error):
-    """408/429/5xx retry, 501 and other 4xx are fatal, auth is config, 413 splits."""
+    """408/429/5xx retry, 501 and other 4xx dead-letter the batch, auth is config, 413 splits."""
+    events = make_events(["x", "y"])
     async with HttpReceiver() as receiver:
         receiver.script(reply)
-        with pytest.raises(error):
-            await send(http_config(receiver), make_events(["x"]))
+        if isinstance(error, str):
+            result = await send(http_config(receiver), events)
+            assert [(r.event.id, r.reason) for r in result.rejected] == [
+                (e.id, error) for e in events
+            ]
+            assert f"HTTP {reply.status}" in result.rejected[0].detail
+        else:
+            with pytest.raises(error):
+                await send(http_config(receiver), events)
 
 
 async def test_retry_after_http_date_is_honoured():

@@ -14,7 +14,6 @@ from forwarder.config import parse_config
 from forwarder.errors import (
     BatchTooLargeError,
     ConfigError,
-    FatalSinkError,
     RetryableSinkError,
     SinkConfigError,
 )
@@ -135,7 +134,6 @@ async def test_missing_tenant_is_a_configuration_error():
         (Reply(413, "too big"), BatchTooLargeError, None),
         (Reply(403, "forbidden"), SinkConfigError, None),
         (Reply(404, "no such path"), SinkConfigError, None),
-        (Reply(422, "unprocessable"), FatalSinkError, None),
     ],
 )
 async def test_status_classes(reply, error, retry_after_s):
@@ -146,6 +144,15 @@ async def test_status_classes(reply, error, retry_after_s):
             await send(loki_config(loki), make_events(["x"]))
         assert getattr(raised.value, "retry_after_s", None) == retry_after_s
         assert loki.stored == {}
+
+
+async def test_other_4xx_dead_letters_the_batch():
+    """A 4xx other than 400/401/403/404/413 rejects every entry as loki_4xx."""
+    events = make_events(["x", "y"])
+    async with LokiReceiver() as loki:
+        loki.script(Reply(422, "unprocessable"))
+        result = await send(loki_config(loki), events)
+    assert [(r.event.id, r.reason) for r in result.rejected] == [(e.id, "loki_4xx") for e in events]
 
 
 async def test_413_halves_fit():
