@@ -299,3 +299,28 @@ def test_rendered_objects_match_the_kubernetes_api_schema(values: dict[str, Any]
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         checked += 1
     assert checked >= 4
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> dict[str, bool]:
+    """Every key path in ``values``, mapped to whether it is a leaf."""
+    paths = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        nested = isinstance(value, dict) and bool(value)
+        paths[path] = not nested
+        if nested:
+            paths |= _value_paths(value, path + ".")
+    return paths
+
+
+def test_readme_values_table_matches_values_yaml() -> None:
+    """Every value is documented in the README table (itself or a parent), and no row is stale."""
+    readme = (CHART.parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, re.MULTILINE)
+    assert rows, "no Helm values table in README.md"
+    paths = _value_paths(yaml.safe_load((CHART / "values.yaml").read_text()))
+    for path in [path for path, leaf in paths.items() if leaf]:
+        parts = path.split(".")
+        documented = {".".join(parts[:depth]) for depth in range(1, len(parts) + 1)}
+        assert documented & set(rows), f"values.yaml key {path} is missing from the README table"
+    assert not set(rows) - set(paths), f"README documents unknown values {set(rows) - set(paths)}"
