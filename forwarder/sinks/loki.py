@@ -218,11 +218,12 @@ class LokiSink(Sink):
         config = self._config
         if not labels:
             return "loki_labels", "the record has none of the label fields"
-        if too_long := [n for n, v in labels if len(v.encode()) > _MAX_LABEL_VALUE_BYTES]:
+        if too_long := [n for n, v in labels if _utf8_over(v, _MAX_LABEL_VALUE_BYTES)]:
             return "loki_labels", f"label {too_long[0]} is over 2048 bytes"
-        if (size := len(entry.line.encode())) > config.max_line_bytes:
+        if _utf8_over(entry.line, config.max_line_bytes):
+            size = len(entry.line.encode())
             return "loki_line_too_long", f"line of {size} bytes > {config.max_line_bytes}"
-        if sum(len(n) + len(v.encode()) for n, v in entry.metadata) > _MAX_METADATA_BYTES:
+        if _utf8_over("".join(n + v for n, v in entry.metadata), _MAX_METADATA_BYTES):
             return "loki_metadata_too_large", "structured metadata over 64 KiB"
         now_ns = self._clock() * 1e9
         if config.max_age_s and entry.timestamp_ns < now_ns - config.max_age_s * 1e9:
@@ -230,6 +231,11 @@ class LokiSink(Sink):
         if config.max_future_s and entry.timestamp_ns > now_ns + config.max_future_s * 1e9:
             return "loki_too_new", f"timestamp beyond max_future_s={config.max_future_s:g}"
         return None
+
+
+def _utf8_over(text: str, limit: int) -> bool:
+    """Whether ``text`` is over ``limit`` bytes in UTF-8 (encoding only when it may be)."""
+    return len(text) * 4 > limit and len(text.encode()) > limit
 
 
 def _text(value: Any) -> str:

@@ -21,6 +21,7 @@ ignored ones. :func:`rejected_entries` maps that text back onto the entries sent
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -109,23 +110,35 @@ def format_labels(labels: LabelSet) -> str:
 
 def _entry(entry: Entry) -> bytes:
     seconds, nanos = divmod(entry.timestamp_ns, 1_000_000_000)
-    timestamp = bytearray()
-    if seconds:
-        timestamp += b"\x08" + _varint(seconds & 0xFFFF_FFFF_FFFF_FFFF)
-    if nanos:
-        timestamp += b"\x10" + _varint(nanos)
-    out = bytearray(_field(0x0A, bytes(timestamp)))
-    out += _field(0x12, entry.line.encode())
+    timestamp = (b"\x08" + _varint(seconds & _U64) if seconds else b"") + (
+        b"\x10" + _varint(nanos) if nanos else b""
+    )
+    line = entry.line.encode()
+    parts = [b"\x0a", _varint(len(timestamp)), timestamp, b"\x12", _varint(len(line)), line]
     for name, value in entry.metadata:
-        out += _field(0x1A, _field(0x0A, name.encode()) + _field(0x12, value.encode()))
-    return bytes(out)
+        encoded = value.encode()
+        pair = _name_field(name) + b"\x12" + _varint(len(encoded)) + encoded
+        parts += (b"\x1a", _varint(len(pair)), pair)
+    return b"".join(parts)
 
 
 def _field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + _varint(len(payload)) + payload
 
 
+@functools.cache
+def _name_field(name: str) -> bytes:
+    """Field 1 (``name``) of a LabelPairAdapter; the few names repeat on every entry."""
+    return _field(0x0A, name.encode())
+
+
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
