@@ -162,7 +162,8 @@ async def measure(
         result = await sink.send(batch)
         cpu += time.process_time() - cpu_start
         wall += time.perf_counter() - wall_start
-        assert not result.rejected and not result.retry, result
+        if result.rejected or result.retry:
+            raise SystemExit(f"the receiver refused records: {result}")
         records += len(events)
     await sink.close()
     async with ClientSession() as session, session.get(url + "/stats") as response:
