@@ -99,6 +99,10 @@ def test_lint_fails_on_values_that_break_the_schema(chart_copy: Path) -> None:
         ({"config": {"metrics": {"listen": "0.0.0.0:1"}}}, "listen"),
         ({"sinks": {"k": {"type": "kafka", "sasl": {"password": "hunter2"}}}}, "password"),
         ({"sinks": {"l": {"type": "loki", "bearer_token": "abc"}}}, "bearer_token"),
+        (
+            {"sinks": {"h": {"type": "http", "headers": {"Authorization": "Bearer x"}}}},
+            "Authorization",
+        ),
         ({"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}, "SYSLOG"),
     ],
 )
