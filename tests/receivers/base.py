@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,8 +48,15 @@ class Request:
 class Receiver:
     """Base of the Loki, Elasticsearch and HTTP receivers."""
 
-    def __init__(self, *, authorization: str | None = None, max_body_bytes: int | None = None):
+    def __init__(
+        self,
+        *,
+        authorization: str | None = None,
+        max_body_bytes: int | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.authorization = authorization
+        self.tls = tls
         self.max_body_bytes = max_body_bytes
         self.requests: list[Request] = []
         self.violations: list[str] = []
@@ -60,7 +68,7 @@ class Receiver:
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order."""
@@ -77,7 +85,7 @@ class Receiver:
         # Bodies are decompressed here, by hand, so a bad gzip stream is a violation.
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         server = site._server
         assert server is not None

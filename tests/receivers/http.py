@@ -9,6 +9,7 @@ header as a structured-field string, and stores events by ``id``.
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Any
 
 import orjson
@@ -31,8 +32,9 @@ class HttpReceiver(Receiver):
         authorization: str | None = None,
         required_headers: dict[str, str] | None = None,
         max_body_bytes: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(authorization=authorization, max_body_bytes=max_body_bytes)
+        super().__init__(authorization=authorization, max_body_bytes=max_body_bytes, tls=tls)
         self.path = path
         self.method = method
         self.body_format = body_format

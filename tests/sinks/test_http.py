@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -185,3 +188,45 @@ def test_missing_secret_file_is_a_config_error(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match="password_file"):
         HttpSink("h", config)
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI) and the server context using it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+async def test_tls_with_the_configured_ca(server_tls):
+    """An https endpoint is trusted through tls.ca_file and records arrive."""
+    context, cert = server_tls
+    async with HttpReceiver(tls=context) as receiver:
+        await send(http_config(receiver, tls={"ca_file": str(cert)}), make_events(["secure"]))
+        assert len(receiver.events) == 1
+
+
+async def test_tls_verify_false_skips_verification(server_tls):
+    """tls.verify = false accepts an untrusted certificate (tests only)."""
+    context, _ = server_tls
+    async with HttpReceiver(tls=context) as receiver:
+        await send(http_config(receiver, tls={"verify": False}), make_events(["trusting"]))
+        assert len(receiver.events) == 1
+
+
+async def test_untrusted_certificate_is_a_configuration_error(server_tls):
+    """A certificate the CA bundle does not trust is a SinkConfigError (data kept)."""
+    context, _ = server_tls
+    async with HttpReceiver(tls=context) as receiver:
+        with pytest.raises(SinkConfigError, match="TLS"):
+            await send(http_config(receiver), make_events(["x"]))
+        assert receiver.requests == []
