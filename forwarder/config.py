@@ -99,6 +99,10 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("invalid config: " + "; ".join(problems)) from error
 
 
+def _default_sink() -> SinkConfig:
+    return StdoutSinkConfig(type="stdout")
+
+
 def _expand_env(value: Any, where: tuple[str, ...]) -> Any:
     if isinstance(value, dict):
         return {key: _expand_env(item, (*where, key)) for key, item in value.items()}
@@ -134,9 +138,7 @@ class Config(StrictModel):
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
-    sinks: dict[str, SinkConfig] = Field(
-        default_factory=lambda: {"stdout": StdoutSinkConfig(type="stdout")}
-    )
+    sinks: dict[str, SinkConfig] = Field(default_factory=lambda: {"stdout": _default_sink()})
 
     @field_validator("sinks")
     @classmethod

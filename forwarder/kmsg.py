@@ -1,13 +1,13 @@
-"""Parse one /dev/kmsg record into a :class:`Record` (pure: no I/O).
+r"""Parse one /dev/kmsg record into a :class:`Record` (pure: no I/O).
 
 Format, from the kernel's ``Documentation/ABI/testing/dev-kmsg``
 (https://www.kernel.org/doc/Documentation/ABI/testing/dev-kmsg)::
 
-    <prefix>,<seq>,<ts_usec>,<flags>[,<more fields>...];<text>\\n
-     KEY=value\\n            (zero or more dictionary lines, leading space)
+    <prefix>,<seq>,<ts_usec>,<flags>[,<more fields>...];<text>\n
+     KEY=value\n            (zero or more dictionary lines, leading space)
 
 ``prefix`` is ``facility << 3 | level``. Bytes < 0x20, >= 0x7f and the backslash are
-escaped as ``\\xNN`` in the text and in dictionary values; we decode them in one pass,
+escaped as ``\xNN`` in the text and in dictionary values; we decode them in one pass,
 then UTF-8 with replacement. Unknown header fields after ``flags`` are ignored.
 """
 
@@ -139,7 +139,9 @@ def render_record(record: Record) -> bytes:
         lines.append(b" SUBSYSTEM=" + _escape(record.subsystem))
     if record.device is not None:
         lines.append(b" DEVICE=" + _escape(record.device))
-    lines.extend(b" " + key.encode() + b"=" + _escape(value) for key, value in record.fields.items())
+    lines.extend(
+        b" " + key.encode() + b"=" + _escape(value) for key, value in record.fields.items()
+    )
     return b"\n".join(lines) + b"\n"
 
 

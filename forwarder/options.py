@@ -39,7 +39,9 @@ class TlsConfig(StrictModel):
         """Build the client SSL context these options describe."""
         context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         if self.cert_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+            context.load_cert_chain(
+                str(self.cert_file), str(self.key_file) if self.key_file else None
+            )
         if not self.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

@@ -1,0 +1,188 @@
+"""The forwarder's side of capture: open the source, run the capture process, read frames.
+
+The source is opened here, so that a missing device or a permission problem is a clear
+:class:`DeviceError` before anything runs; the open file is then handed to the capture
+process (``capture_worker``), which does nothing but read. Its frames arrive over a pipe
+that the event loop watches (a pipe, never /dev/kmsg itself: uvloop's ``add_reader``
+stops for good on the device's first overrun, FACTS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from forwarder.capture_worker import FRAME_HEADER, FrameKind
+from forwarder.config import SourceConfig
+from forwarder.errors import DeviceError
+
+HIGH_WATER_BYTES: Final = 8 << 20
+MAX_FRAMES_PER_READ: Final = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One message from the capture process."""
+
+    kind: FrameKind
+    payload: bytes
+
+
+def open_source(path: Path, *, seek_newest: bool) -> tuple[int, bool]:
+    """Open the kmsg device or dump; return (fd, is_device) or raise DeviceError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError as error:
+        raise DeviceError(f"cannot open {path}: no such device or file") from error
+    except PermissionError as error:
+        hint = "reading the kernel log needs root or CAP_SYSLOG"
+        if error.errno == errno.EPERM:
+            hint += " (and kernel.printk_devkmsg must not be 'off')"
+        raise DeviceError(f"cannot open {path}: {error.strerror}; {hint}") from error
+    except OSError as error:
+        raise DeviceError(f"cannot open {path}: {error.strerror}") from error
+    is_device = stat.S_ISCHR(os.fstat(fd).st_mode)
+    if not is_device:
+        os.set_blocking(fd, True)  # dumps and FIFOs are read with plain blocking reads
+    if seek_newest and is_device:
+        os.lseek(fd, 0, os.SEEK_END)
+    return fd, is_device
+
+
+class Capture:
+    """Runs the capture process for one source and yields its frames."""
+
+    def __init__(self, source: SourceConfig, *, seek_newest: bool) -> None:
+        self._source = source
+        self._seek_newest = seek_newest
+        self._process: subprocess.Popen[bytes] | None = None
+        self._buffer = bytearray()
+        self._offset = 0
+        self._data_ready = asyncio.Event()
+        self._eof = False
+        self._transport: asyncio.ReadTransport | None = None
+        self._paused = False
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the capture process, once started."""
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        """True while the capture process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received from the capture process and not consumed yet."""
+        return len(self._buffer) - self._offset
+
+    def open(self) -> None:
+        """Open the source and start the capture process (raises DeviceError)."""
+        fd, is_device = open_source(self._source.path, seek_newest=self._seek_newest)
+        command = [
+            sys.executable,
+            "-m",
+            "forwarder.capture_worker",
+            f"--fd={fd}",
+            f"--kind={'device' if is_device else 'dump'}",
+            f"--buffer-records={self._source.buffer_records}",
+            f"--spin-us={self._source.spin_us}",
+        ]
+        if self._source.follow:
+            command.append("--follow")
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(fd,)
+            )
+        finally:
+            os.close(fd)
+
+    async def attach(self) -> None:
+        """Start watching the pipe from the capture process (call once, in the loop)."""
+        assert self._process is not None
+        assert self._process.stdout is not None
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_read_pipe(
+            lambda: _PipeProtocol(self), self._process.stdout
+        )
+
+    async def read_frames(self) -> Sequence[Frame]:
+        """Return the next frames (at least one), or an empty list at the end of input."""
+        while True:
+            frames = self._parse()
+            if frames:
+                return frames
+            if self._eof:
+                return []
+            self._data_ready.clear()
+            await self._data_ready.wait()
+
+    def stop(self) -> None:
+        """Stop the capture process (by its pid) and close the pipe."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _parse(self) -> list[Frame]:
+        buffer, offset, end = self._buffer, self._offset, len(self._buffer)
+        frames: list[Frame] = []
+        header_size = FRAME_HEADER.size
+        while len(frames) < MAX_FRAMES_PER_READ and end - offset >= header_size:
+            kind, length = FRAME_HEADER.unpack_from(buffer, offset)
+            if end - offset - header_size < length:
+                break
+            start = offset + header_size
+            frames.append(Frame(FrameKind(kind), bytes(buffer[start : start + length])))
+            offset = start + length
+        if offset > (1 << 20) or offset == end:
+            del buffer[:offset]
+            offset = 0
+        self._offset = offset
+        if self._paused and self.buffered_bytes < HIGH_WATER_BYTES // 2:
+            self._paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+        return frames
+
+    def _received(self, data: bytes) -> None:
+        self._buffer += data
+        self._data_ready.set()
+        if not self._paused and self.buffered_bytes > HIGH_WATER_BYTES:
+            self._paused = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def _ended(self) -> None:
+        self._eof = True
+        self._data_ready.set()
+
+
+class _PipeProtocol(asyncio.Protocol):
+    def __init__(self, capture: Capture) -> None:
+        self._capture = capture
+
+    def data_received(self, data: bytes) -> None:
+        self._capture._received(data)  # noqa: SLF001 - the protocol is Capture's own part
+
+    def eof_received(self) -> bool | None:
+        self._capture._ended()  # noqa: SLF001
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - interface
+        self._capture._ended()  # noqa: SLF001

@@ -1,0 +1,237 @@
+"""The capture process: read raw records as fast as the kernel writes them, nothing else.
+
+Runs as its own process (``python -m forwarder.capture_worker``) so that nothing in the
+forwarder (encoding, compression, a sink's retries, the GIL) can ever stall the read
+loop: the kernel ring lasts ~2 ms in a flood (FACTS.md). It reads the inherited source
+fd and writes framed raw records to stdout (a pipe to the forwarder), buffering up to
+``--buffer-records`` when the forwarder is slow; only then does it stop reading.
+
+After the ring runs dry it keeps spinning on ``read()`` for ``--spin-us`` before sleeping
+in ``poll()``: a sleeping reader wakes up to ~4 ms late, longer than a flood leaves.
+
+Frame: ``struct "<BI"`` (kind, payload length) + payload. Kinds: see ``FrameKind``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from collections import deque
+from enum import IntEnum
+from typing import Final
+
+FRAME_HEADER: Final = struct.Struct("<BI")
+READ_SIZE: Final = 16_384  # > 8 KiB: a record larger than the buffer is lost (EINVAL)
+FILE_CHUNK: Final = 1 << 16
+PIPE_SIZE: Final = 1 << 20
+FLUSH_RECORDS: Final = 256
+FOLLOW_POLL_S: Final = 0.2
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class FrameKind(IntEnum):
+    """What a frame carries."""
+
+    RECORD = 1  # one raw record, as read
+    OVERRUN = 2  # read() gave EPIPE: unread records were overwritten
+    TOO_LARGE = 3  # read() gave EINVAL: a record larger than our buffer was consumed
+    END = 4  # the dump file or FIFO ended
+    ERROR = 5  # reading failed for good; payload is the message
+
+
+class _Output:
+    """Frames waiting for the pipe, written without blocking while reading goes on."""
+
+    def __init__(self, fd: int, max_records: int) -> None:
+        self.fd = fd
+        self.max_records = max_records
+        self.chunks: deque[tuple[memoryview, int]] = deque()
+        self.queued_records = 0
+        self.current: list[bytes] = []
+
+    def add(self, kind: FrameKind, payload: bytes = b"") -> None:
+        self.current.append(FRAME_HEADER.pack(kind, len(payload)))
+        self.current.append(payload)
+        if len(self.current) >= 2 * FLUSH_RECORDS:
+            self.flush()
+
+    def seal(self) -> None:
+        if self.current:
+            records = len(self.current) // 2
+            self.chunks.append((memoryview(b"".join(self.current)), records))
+            self.queued_records += records
+            self.current = []
+
+    @property
+    def full(self) -> bool:
+        return self.queued_records + len(self.current) // 2 >= self.max_records
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunks and not self.current
+
+    def flush(self) -> None:
+        """Write what the pipe takes now; raise BrokenPipeError if the forwarder is gone."""
+        self.seal()
+        while self.chunks:
+            data, records = self.chunks[0]
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                return
+            if written < len(data):
+                self.chunks[0] = (data[written:], records)
+                return
+            self.chunks.popleft()
+            self.queued_records -= records
+
+    def wait_writable(self) -> None:
+        select.select([], [self.fd], [])
+
+
+def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
+    """Read /dev/kmsg (one record per read) until the forwarder goes away."""
+    poller = select.poll()
+    poller.register(source_fd, select.POLLIN)
+    last_record = time.monotonic()
+    while True:
+        if output.full:
+            output.flush()
+            if output.full:
+                output.wait_writable()
+                continue
+        try:
+            raw = os.read(source_fd, READ_SIZE)
+        except BlockingIOError:
+            output.flush()
+            if time.monotonic() - last_record < spin_s:
+                continue
+            _sleep_until_readable(poller, output)
+            last_record = time.monotonic()
+            continue
+        except BrokenPipeError:
+            output.add(FrameKind.OVERRUN)
+            continue
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            output.add(FrameKind.TOO_LARGE)
+            continue
+        output.add(FrameKind.RECORD, raw)
+
+
+def _sleep_until_readable(poller: select.poll, output: _Output) -> None:
+    if output.empty:
+        poller.poll()
+        return
+    # Frames still queued: wake for the pipe too, so the forwarder is not starved.
+    poller.register(output.fd, select.POLLOUT)
+    try:
+        poller.poll()
+    finally:
+        poller.unregister(output.fd)
+
+
+def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
+    """Read a kmsg dump (records as ``cat /dev/kmsg`` writes them) from a file or FIFO."""
+    pending = b""
+    while True:
+        if output.full:
+            output.flush()
+            if output.full:
+                output.wait_writable()
+                continue
+        chunk = os.read(source_fd, FILE_CHUNK)
+        if not chunk:
+            if follow:
+                output.flush()
+                if pending and not _grows(source_fd):
+                    output.add(FrameKind.RECORD, pending)
+                    pending = b""
+                continue
+            if pending:
+                output.add(FrameKind.RECORD, pending)
+            output.add(FrameKind.END)
+            return
+        pending = _emit_complete_records(pending + chunk, output)
+
+
+def _grows(source_fd: int) -> bool:
+    time.sleep(FOLLOW_POLL_S)
+    position = os.lseek(source_fd, 0, os.SEEK_CUR)
+    return os.fstat(source_fd).st_size > position
+
+
+def _emit_complete_records(data: bytes, output: _Output) -> bytes:
+    """Emit every record followed by the start of another; return the unfinished tail."""
+    start = 0
+    search = 0
+    while True:
+        newline = data.find(b"\n", search)
+        if newline < 0 or newline + 1 >= len(data):
+            return data[start:]
+        if data[newline + 1] != 0x20:  # next line is not a " KEY=value" continuation
+            output.add(FrameKind.RECORD, data[start : newline + 1])
+            start = newline + 1
+        search = newline + 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the capture process."""
+    parser = argparse.ArgumentParser(prog="kmsg-forwarder-capture")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--kind", choices=("device", "dump"), required=True)
+    parser.add_argument("--buffer-records", type=int, required=True)
+    parser.add_argument("--spin-us", type=int, default=2000)
+    parser.add_argument("--follow", action="store_true")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the forwarder decides when we stop
+    out_fd = sys.stdout.fileno()
+    _grow_pipe(out_fd)
+    os.set_blocking(out_fd, False)
+    output = _Output(out_fd, args.buffer_records)
+    try:
+        if args.kind == "device":
+            os.set_blocking(args.fd, False)
+            read_device(args.fd, output, args.spin_us / 1e6)
+        else:
+            read_dump(args.fd, output, args.follow)
+    except BrokenPipeError:
+        return 0  # the forwarder closed the pipe: it is stopping
+    except OSError as error:
+        output.add(FrameKind.ERROR, f"reading failed: {error.strerror}".encode())
+    while not output.empty:
+        output.flush()
+        if not output.empty:
+            output.wait_writable()
+    return 0
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: the broken pipe still ends us
+    if os.getppid() == 1:
+        sys.exit(0)
+
+
+def _grow_pipe(fd: int) -> None:
+    # Not a pipe, or above pipe-max-size: the default size works, only slower.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

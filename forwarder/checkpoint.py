@@ -1,0 +1,110 @@
+"""Per-sink checkpoints: the last kernel seq a sink confirmed, per boot.
+
+One small JSON file per sink, ``<state_dir>/checkpoints/<sink>.json``::
+
+    {"boot_id": "...", "seq": 1234, "clock_offset_ns": 1764182530123456789,
+     "updated_at": "2026-11-26T19:42:10.123456Z"}
+
+Written atomically (temp file in the same directory, write, fsync, rename, fsync the
+directory), so a crash leaves the old or the new checkpoint, never a torn one. A file
+that exists but cannot be read as a checkpoint is an error, never "no checkpoint".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from forwarder.encode import format_timestamp
+from forwarder.errors import CheckpointCorruptError, StateError
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where one sink stands: everything of ``boot_id`` up to ``seq`` is delivered.
+
+    ``seq`` is -1 when nothing of the boot is delivered yet.
+    """
+
+    boot_id: str
+    seq: int
+    clock_offset_ns: int
+    updated_at: str = ""
+
+
+class CheckpointStore:
+    """Reads and atomically writes the checkpoint files of one state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.directory = state_dir / "checkpoints"
+
+    def prepare(self) -> None:
+        """Create the directory and prove it is writable (raises StateError)."""
+        probe = self.directory / ".write-test"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise StateError(
+                f"state directory {self.directory} is not writable: {error.strerror}"
+            ) from error
+
+    def path(self, sink: str) -> Path:
+        """The checkpoint file of ``sink``."""
+        return self.directory / f"{sink}.json"
+
+    def load(self, sink: str) -> Checkpoint | None:
+        """The sink's checkpoint, None if it has none; raise if the file is unusable."""
+        path = self.path(sink)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StateError(f"cannot read checkpoint {path}: {error.strerror}") from error
+        try:
+            data = orjson.loads(raw)
+            checkpoint = Checkpoint(
+                boot_id=data["boot_id"],
+                seq=data["seq"],
+                clock_offset_ns=data["clock_offset_ns"],
+                updated_at=data.get("updated_at", ""),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+            raise CheckpointCorruptError(
+                f"checkpoint {path} is corrupt ({error}); move it away to start over"
+            ) from error
+        if not (
+            isinstance(checkpoint.boot_id, str)
+            and isinstance(checkpoint.seq, int)
+            and isinstance(checkpoint.clock_offset_ns, int)
+            and checkpoint.seq >= -1
+        ):
+            raise CheckpointCorruptError(
+                f"checkpoint {path} is corrupt (wrong field types); move it away to start over"
+            )
+        return checkpoint
+
+    def save(self, sink: str, boot_id: str, seq: int, clock_offset_ns: int) -> Checkpoint:
+        """Durably replace the sink's checkpoint."""
+        checkpoint = Checkpoint(boot_id, seq, clock_offset_ns, format_timestamp(time.time_ns()))
+        path = self.path(sink)
+        temporary = path.with_name(f".{path.name}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, orjson.dumps(asdict(checkpoint)))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        temporary.replace(path)
+        directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+        return checkpoint

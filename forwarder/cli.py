@@ -1,0 +1,154 @@
+"""``kmsg-forwarder run|check|status``: the command line.
+
+Each branch of the error tree maps to an exit code and one line a person can act on:
+config errors exit 2, start-up problems (device, state dir, checkpoint) exit 3, other
+forwarder errors exit 1. The first SIGTERM/SIGINT drains and exits 0; a second one
+exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+import uvloop
+
+from forwarder.checkpoint import CheckpointStore
+from forwarder.config import Config, load_config
+from forwarder.errors import ConfigError, ForwarderError, StartupError
+from forwarder.logs import configure_logging
+from forwarder.pipeline import Pipeline, read_boot_id
+from forwarder.ring import ring_bounds
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+SECRET_KEY_PARTS = ("password", "token", "secret", "api_key")
+
+log = structlog.get_logger("forwarder.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kmsg-forwarder`` command."""
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        config = load_config(args.config)
+        if args.command == "check":
+            return _check(config)
+        if args.command == "status":
+            return _status(config)
+        return _run(config)
+    except ConfigError as error:
+        return _fail(EXIT_CONFIG, f"config error: {error}")
+    except StartupError as error:
+        return _fail(EXIT_STARTUP, f"cannot start: {error}")
+    except ForwarderError as error:
+        return _fail(EXIT_ERROR, f"error: {error}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kmsg-forwarder",
+        description="Ship the Linux kernel log (/dev/kmsg) with checkpoints and gap reports.",
+    )
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "check", "status"))
+    parser.add_argument("--config", "-c", type=Path, help="TOML config file (default: none)")
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument("--log-format", default="auto", choices=("auto", "json", "text"))
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"kmsg-forwarder: {message}", file=sys.stderr)
+    return code
+
+
+def _check(config: Config) -> int:
+    """Print the effective config with secrets masked."""
+    sys.stdout.buffer.write(
+        orjson.dumps(_masked(config.model_dump(mode="json")), option=orjson.OPT_INDENT_2) + b"\n"
+    )
+    return EXIT_OK
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: "***" if _is_secret(key) and item is not None else _masked(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
+
+
+def _is_secret(key: str) -> bool:
+    return any(part in key for part in SECRET_KEY_PARTS) and not key.endswith("_file")
+
+
+def _status(config: Config) -> int:
+    """Print the ring bounds, the boot id and each sink's checkpoint and lag as JSON."""
+    boot_id = read_boot_id(config.source.boot_id_path)
+    oldest, newest = ring_bounds(config.source.path)
+    store = CheckpointStore(config.state_dir)
+    sinks: dict[str, Any] = {}
+    for name in config.sinks:
+        checkpoint = store.load(name)
+        entry: dict[str, Any] = {"checkpoint": None}
+        if checkpoint is not None:
+            entry["checkpoint"] = {
+                "boot_id": checkpoint.boot_id,
+                "seq": checkpoint.seq,
+                "updated_at": checkpoint.updated_at,
+            }
+            if checkpoint.boot_id == boot_id and newest is not None:
+                entry["lag_records"] = max(0, newest - checkpoint.seq)
+                if oldest is not None and oldest > checkpoint.seq + 1:
+                    entry["gap"] = {"first_seq": checkpoint.seq + 1, "last_seq": oldest - 1}
+            elif checkpoint.boot_id != boot_id:
+                entry["gap"] = {"reason": "reboot", "old_boot_id": checkpoint.boot_id}
+        sinks[name] = entry
+    report = {"boot_id": boot_id, "ring": {"oldest_seq": oldest, "newest_seq": newest}}
+    report["sinks"] = sinks
+    sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return EXIT_OK
+
+
+def _run(config: Config) -> int:
+    pipeline = Pipeline(config)
+    pipeline.prepare()
+    uvloop.run(_serve(pipeline))
+    return EXIT_OK
+
+
+async def _serve(pipeline: Pipeline) -> None:
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second_signal_exit_now", signal=signal.Signals(signum).name)
+            os._exit(128 + signum)
+        pipeline.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await pipeline.run()
+    log.info("stopped", source_ended=pipeline.source_ended)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

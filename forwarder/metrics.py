@@ -1,0 +1,103 @@
+"""The catalogue of Prometheus metrics (exposition by ``prometheus_client``).
+
+One registry per forwarder instance (not the global one), so tests and embedded uses
+never share counters. Names follow Prometheus conventions: ``_total`` counters, base
+units (seconds, bytes). ``records_read_total{facility,level}`` gives dmesg_exporter
+parity: alert on ``level="crit"``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PREFIX = "kmsg_forwarder"
+
+
+class Metrics:
+    """Every metric the forwarder exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.records_read = Counter(
+            f"{PREFIX}_records_read", "Kernel records read, by facility and level.",
+            ["facility", "level"], registry=registry,
+        )  # fmt: skip
+        self.records_lost = Counter(
+            f"{PREFIX}_records_lost", "Kernel records lost before they could be read, by reason.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.overruns = Counter(
+            f"{PREFIX}_overruns", "Times read() reported overwritten records (EPIPE).",
+            registry=registry,
+        )  # fmt: skip
+        self.parse_errors = Counter(
+            f"{PREFIX}_parse_errors", "Raw records that could not be parsed (skipped).",
+            registry=registry,
+        )  # fmt: skip
+        self.records_sent = Counter(
+            f"{PREFIX}_records_sent", "Events confirmed by a sink.", ["sink"], registry=registry
+        )
+        self.records_filtered = Counter(
+            f"{PREFIX}_records_filtered", "Records dropped by min_level (counted as delivered).",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.records_duplicate = Counter(
+            f"{PREFIX}_records_duplicate", "Events a sink already had (e.g. Elasticsearch 409).",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.records_dead_lettered = Counter(
+            f"{PREFIX}_records_dead_lettered", "Events refused for good, written to dead-letter.",
+            ["sink", "reason"], registry=registry,
+        )  # fmt: skip
+        self.sink_retries = Counter(
+            f"{PREFIX}_sink_retries", "Failed send attempts that will be retried.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.batch_splits = Counter(
+            f"{PREFIX}_batch_splits",
+            "Batches split in two because the receiver found them too large.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.gap_events = Counter(
+            f"{PREFIX}_gap_events", "Gap events emitted to a sink, by reason.",
+            ["sink", "reason"], registry=registry,
+        )  # fmt: skip
+        self.batch_latency = Histogram(
+            f"{PREFIX}_batch_latency_seconds",
+            "Time from a batch's first send to its confirmation.",
+            ["sink"], registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )  # fmt: skip
+        self.buffer_records = Gauge(
+            f"{PREFIX}_buffer_records", "Records waiting in the forwarder for a sink.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.buffer_bytes = Gauge(
+            f"{PREFIX}_capture_buffer_bytes", "Bytes received from capture and not yet parsed.",
+            registry=registry,
+        )  # fmt: skip
+        self.checkpoint_seq = Gauge(
+            f"{PREFIX}_checkpoint_seq", "Kernel seq up to which a sink confirmed delivery.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.checkpoint_lag = Gauge(
+            f"{PREFIX}_checkpoint_lag_records", "Newest seq read minus the sink's checkpoint seq.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.last_seq_read = Gauge(
+            f"{PREFIX}_last_seq_read", "Seq of the newest record read.", registry=registry
+        )
+        self.sink_up = Gauge(
+            f"{PREFIX}_sink_up", "1 while the sink's last attempt succeeded, else 0.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.clock_offset_drift = Gauge(
+            f"{PREFIX}_clock_offset_drift_seconds",
+            "Current (realtime - monotonic) minus the boot's stored offset used for timestamps.",
+            registry=registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)

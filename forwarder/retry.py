@@ -1,0 +1,61 @@
+"""The one place that retries: capped exponential backoff with full jitter (tenacity).
+
+Every sink call the pipeline makes (``start`` and ``send``) goes through
+:meth:`RetryPolicy.call`. Only :class:`RetryableSinkError` is retried; a server's
+Retry-After is honoured (the wait is at least what it asked). ``budget_s = 0`` retries
+forever, otherwise the last error is re-raised once the budget is spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_never,
+    wait_random_exponential,
+)
+
+from forwarder.config import RetryConfig
+from forwarder.errors import RetryableSinkError
+
+T = TypeVar("T")
+FailureHook = Callable[[RetryableSinkError, float], None]
+
+
+class RetryPolicy:
+    """Retries retryable sink failures according to ``[retry]``."""
+
+    def __init__(self, config: RetryConfig) -> None:
+        self._config = config
+        self._jitter = wait_random_exponential(
+            multiplier=config.initial_backoff_ms / 1000, max=config.max_backoff_ms / 1000
+        )
+
+    async def call(self, operation: Callable[[], Awaitable[T]], on_failure: FailureHook) -> T:
+        """Run ``operation`` until it succeeds; ``on_failure(error, wait_s)`` before each wait."""
+
+        def wait(state: RetryCallState) -> float:
+            jittered = self._jitter(state)
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, RetryableSinkError) and error.retry_after_s is not None:
+                return max(error.retry_after_s, jittered)
+            return jittered
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            assert isinstance(error, RetryableSinkError)
+            on_failure(error, state.upcoming_sleep)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableSinkError),
+            wait=wait,
+            stop=stop_after_delay(self._config.budget_s) if self._config.budget_s else stop_never,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(operation)
