@@ -1,0 +1,43 @@
+"""Shared fixtures: forwarder subprocesses that are always cleaned up by pid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.forwarder import ForwarderProcess, free_port
+
+ForwarderFactory = Callable[[Mapping[str, Any]], ForwarderProcess]
+
+
+@pytest.fixture
+def forwarder_factory(tmp_path: Path) -> Iterator[ForwarderFactory]:
+    """Create ForwarderProcess objects (in tmp_path) that teardown kills by pid."""
+    created: list[ForwarderProcess] = []
+
+    def create(config: Mapping[str, Any]) -> ForwarderProcess:
+        workdir = tmp_path / f"forwarder-{len(created)}"
+        workdir.mkdir()
+        process = ForwarderProcess(workdir, config)
+        created.append(process)
+        return process
+
+    yield create
+    for process in created:
+        process.cleanup()
+
+
+@pytest.fixture
+def file_sink_config(tmp_path: Path) -> dict[str, Any]:
+    """A config reading the real /dev/kmsg into an NDJSON file sink, metrics on loopback."""
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "shutdown_timeout_s": 10,
+        "batch": {"max_records": 100, "linger_ms": 50},
+        "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "sinks": {"out": {"type": "file", "path": str(tmp_path / "out.ndjson")}},
+    }
