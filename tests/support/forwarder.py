@@ -72,10 +72,11 @@ def free_port() -> int:
 
 
 def read_ndjson(path: Path) -> list[dict[str, Any]]:
-    """Every JSON line of ``path`` (empty if it does not exist yet)."""
+    """Every complete JSON line of ``path`` (a line still being written is left out)."""
     if not path.exists():
         return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    complete = path.read_bytes().rpartition(b"\n")[0]
+    return [orjson.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 class ForwarderProcess:
@@ -103,7 +104,7 @@ class ForwarderProcess:
     def start(self, *args: str) -> ForwarderProcess:
         """Start ``kmsg-forwarder run`` (stdout to a file, stderr to a log)."""
         with self.stderr_path.open("ab") as stderr, (self.workdir / "stdout").open("ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "forwarder", "run", "--config", str(self.config_path),
                  "--log-format", "json", *args],
                 stdout=out, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -151,7 +152,7 @@ class ForwarderProcess:
     def http_get(self, path: str) -> tuple[int, bytes]:
         """GET a status-server path; (status, body)."""
         try:
-            with urllib.request.urlopen(self.metrics_url + path, timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(self.metrics_url + path, timeout=5) as response:
                 return int(response.status), bytes(response.read())
         except urllib.error.HTTPError as error:
             return int(error.code), bytes(error.read())
