@@ -171,7 +171,7 @@ def test_restart_while_records_flow_loses_nothing(
         assert duplicates == 0
     else:
         assert duplicates <= 20
-    assert [gap for gap in iter_gaps(events)] == []
+    assert list(iter_gaps(events)) == []
     seqs = sorted({record["seq"] for record in received})
     assert len(seqs) == total
 
