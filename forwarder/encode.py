@@ -7,6 +7,7 @@ so a record sent twice is byte-identical (Loki dedup, Elasticsearch ``create``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +20,7 @@ EventKind = Literal["kmsg", "gap"]
 GapReason = Literal["overwritten", "missed_while_down", "reboot"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per record on the hot path
 class Event:
     """One output event, ready for any sink.
 
@@ -121,5 +122,10 @@ def encode_gap(
 def format_timestamp(timestamp_ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-11-26T19:42:10.123456Z``."""
     seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos // 1000:06d}Z"
+    return f"{_format_seconds(seconds)}.{nanos // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _format_seconds(seconds: int) -> str:
+    # Records come in bursts within the same second: formatting the date once pays.
+    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}"

@@ -24,7 +24,7 @@ from forwarder.deadletter import DeadLetterFile
 from forwarder.delivery import SinkWorker
 from forwarder.encode import Identity
 from forwarder.errors import ForwarderError, RecordParseError, StateError
-from forwarder.kmsg import parse_record
+from forwarder.kmsg import facility_name, level_name, parse_record
 from forwarder.metrics import Metrics
 from forwarder.retry import RetryPolicy
 from forwarder.router import Item, Router
@@ -77,7 +77,6 @@ class Pipeline:
         self._router: Router | None = None
         self._capture: Capture | None = None
         self._stopping = False
-        self._record_counters: dict[tuple[int, int], Any] = {}
         self.source_ended = False
 
     # -- start-up -------------------------------------------------------------------
@@ -180,8 +179,9 @@ class Pipeline:
             await self._capture.attach()
             for name, items in self._router.startup_items().items():
                 if items:
-                    self._count_gaps(name, items)
                     await self._workers[name].batcher.put(items)
+            for sink, reason in self._router.drain_gap_reports():
+                self.metrics.gap_events.labels(sink, reason).inc()
             workers = {
                 asyncio.create_task(worker.run(), name=f"sink-{name}")
                 for name, worker in self._workers.items()
@@ -234,12 +234,13 @@ class Pipeline:
             self._route_frames(frames, router, out)
             for name, items in out.items():
                 if items:
-                    self._count_gaps(name, items)
                     await self._workers[name].batcher.put(items)
 
     def _route_frames(
         self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
     ) -> None:
+        read_by_prefix: dict[tuple[int, int], int] = {}
+        last_seq = None
         for frame in frames:
             if frame.kind is FrameKind.RECORD:
                 try:
@@ -248,7 +249,9 @@ class Pipeline:
                     self.metrics.parse_errors.inc()
                     log.warning("parse_error", error=str(error))
                     continue
-                self._count_read(record.facility_code, record.level_code)
+                key = (record.facility_code, record.level_code)
+                read_by_prefix[key] = read_by_prefix.get(key, 0) + 1
+                last_seq = record.seq
                 gap = router.route(record, out)
                 if gap is not None:
                     self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
@@ -259,30 +262,21 @@ class Pipeline:
                         last_seq=gap.last_seq,
                         lost=gap.lost,
                     )
-                self.metrics.last_seq_read.set(record.seq)
             elif frame.kind is FrameKind.OVERRUN:
                 self.metrics.overruns.inc()
             elif frame.kind is FrameKind.TOO_LARGE:
                 log.warning("record_too_large", hint="a record larger than 16 KiB was lost")
             elif frame.kind is FrameKind.ERROR:
                 raise ForwarderError(frame.payload.decode(errors="replace"))
-
-    def _count_read(self, facility_code: int, level_code: int) -> None:
-        key = (facility_code, level_code)
-        counter = self._record_counters.get(key)
-        if counter is None:
-            from forwarder.kmsg import facility_name, level_name  # noqa: PLC0415
-
-            counter = self.metrics.records_read.labels(
+        # Counted once per group of frames: per-record metric calls cost more than parsing.
+        for (facility_code, level_code), count in read_by_prefix.items():
+            self.metrics.records_read.labels(
                 facility_name(facility_code), level_name(level_code)
-            )
-            self._record_counters[key] = counter
-        counter.inc()
-
-    def _count_gaps(self, sink: str, items: list[Item]) -> None:
-        for item in items:
-            if getattr(item, "kind", None) == "gap":
-                self.metrics.gap_events.labels(sink, item.fields["reason"]).inc()  # type: ignore[union-attr]
+            ).inc(count)
+        if last_seq is not None:
+            self.metrics.last_seq_read.set(last_seq)
+        for sink, reason in router.drain_gap_reports():
+            self.metrics.gap_events.labels(sink, reason).inc()
 
     async def _watch_gauges(self) -> None:
         last_clock_check = time.monotonic()

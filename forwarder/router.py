@@ -51,7 +51,6 @@ class _Cursor:
 
     def __init__(self, last_seq: int | None) -> None:
         self.last_seq = last_seq  # None: no checkpoint, take whatever comes first
-        self.routed_any = False
 
 
 class Router:
@@ -83,6 +82,14 @@ class Router:
                 self._initial[sink].append(self._reboot_gap(checkpoint))
         self._last_read: int | None = min(same_boot_positions, default=None)
         self._read_any = False
+        self._gap_reports: list[tuple[str, GapReason]] = [
+            (sink, "reboot") for sink, items in self._initial.items() if items
+        ]
+
+    def drain_gap_reports(self) -> list[tuple[str, GapReason]]:
+        """(sink, reason) of every gap event emitted since the last call (for metrics)."""
+        reports, self._gap_reports = self._gap_reports, []
+        return reports
 
     def startup_items(self) -> dict[str, list[Item]]:
         """Events due before any record (reboot gaps), per sink."""
@@ -94,6 +101,9 @@ class Router:
         Returns the stream-wide gap this record revealed, if any (counted once in
         metrics however many sinks report it).
         """
+        # Only a jump at the very first record read can predate us; any later jump is an
+        # overwrite while reading, also for a sink that was still skipping delivered records.
+        reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
         gap = self._stream_gap(record.seq)
         event: Event | None = None
         filtered = record.level_code > self._min_level
@@ -103,8 +113,8 @@ class Router:
                 continue
             items = out[sink]
             if last is not None and record.seq > last + 1:
-                reason: GapReason = "overwritten" if cursor.routed_any else "missed_while_down"
                 items.append(self._gap(last + 1, record, reason))
+                self._gap_reports.append((sink, reason))
             if filtered:
                 items.append(Position(self.identity.boot_id, record.seq))
             else:
@@ -112,7 +122,6 @@ class Router:
                     event = encode_record(record, self.identity)
                 items.append(event)
             cursor.last_seq = record.seq
-            cursor.routed_any = True
         return gap
 
     def _stream_gap(self, seq: int) -> Gap | None:
