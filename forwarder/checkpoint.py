@@ -12,6 +12,7 @@ that exists but cannot be read as a checkpoint is an error, never "no checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -81,8 +82,8 @@ class CheckpointStore:
             ) from error
         if not (
             isinstance(checkpoint.boot_id, str)
-            and isinstance(checkpoint.seq, int)
-            and isinstance(checkpoint.clock_offset_ns, int)
+            and type(checkpoint.seq) is int  # not bool, which isinstance() would accept
+            and type(checkpoint.clock_offset_ns) is int
             and checkpoint.seq >= -1
         ):
             raise CheckpointCorruptError(
@@ -95,16 +96,21 @@ class CheckpointStore:
         checkpoint = Checkpoint(boot_id, seq, clock_offset_ns, format_timestamp(time.time_ns()))
         path = self.path(sink)
         temporary = path.with_name(f".{path.name}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, orjson.dumps(asdict(checkpoint)))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        temporary.replace(path)
-        directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, orjson.dumps(asdict(checkpoint)))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            temporary.replace(path)
+            directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(directory_fd)
+            finally:
+                os.close(directory_fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):  # a torn temp file must not stay behind
+                temporary.unlink(missing_ok=True)
+            raise StateError(f"cannot write checkpoint {path}: {error.strerror}") from error
         return checkpoint

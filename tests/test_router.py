@@ -1,0 +1,195 @@
+"""The router: skip what a sink has, report gaps (down, overwritten, reboot), filter by level."""
+
+from __future__ import annotations
+
+from forwarder.checkpoint import Checkpoint
+from forwarder.encode import Event, Identity
+from forwarder.kmsg import Record
+from forwarder.router import Gap, Position, Router
+
+BOOT = "boot-new"
+OLD_BOOT = "boot-old"
+IDENTITY = Identity(host="node-1", boot_id=BOOT, clock_offset_ns=1_000_000_000_000)
+NOW_NS = 5_000_000_000_000
+
+
+def record(seq, level_code=6):
+    """A record with this seq and level."""
+    return Record(
+        facility_code=0,
+        level_code=level_code,
+        seq=seq,
+        ts_usec=seq * 10,
+        flags="-",
+        message=f"m{seq}",
+    )
+
+
+def router(checkpoints, min_level=7):
+    """A router for these checkpoints (sink name -> Checkpoint or None)."""
+    return Router(IDENTITY, checkpoints, min_level=min_level, now_ns=lambda: NOW_NS)
+
+
+def route_all(the_router, seqs, level_code=6):
+    """Route records with these seqs; return (items per sink, stream gaps)."""
+    out = {name: [] for name in the_router._cursors}
+    gaps = []
+    for seq in seqs:
+        gap = the_router.route(record(seq, level_code), out)
+        if gap is not None:
+            gaps.append(gap)
+    return out, gaps
+
+
+def kmsg_seqs(items):
+    """Seqs of the kmsg events among items."""
+    return [
+        item.checkpoint_seq for item in items if isinstance(item, Event) and item.kind == "kmsg"
+    ]
+
+
+def gaps_of(items):
+    """(first_seq, last_seq, lost, reason) of the gap events among items."""
+    return [
+        (f["first_seq"], f["last_seq"], f["lost"], f["reason"])
+        for f in (item.fields for item in items if isinstance(item, Event) and item.kind == "gap")
+    ]
+
+
+def test_records_at_or_below_the_checkpoint_are_skipped():
+    """A sink whose checkpoint is seq 10 of this boot gets 11 onwards, nothing earlier."""
+    the_router = router({"a": Checkpoint(BOOT, 10, 0)})
+    out, gaps = route_all(the_router, range(5, 14))
+    assert kmsg_seqs(out["a"]) == [11, 12, 13]
+    assert gaps_of(out["a"]) == []
+    assert gaps == []
+
+
+def test_no_checkpoint_takes_everything_without_a_gap():
+    """A sink without a checkpoint starts at whatever comes first, and reports no gap."""
+    the_router = router({"a": None})
+    out, gaps = route_all(the_router, [500, 501])
+    assert kmsg_seqs(out["a"]) == [500, 501]
+    assert gaps_of(out["a"]) == []
+    assert gaps == []
+    assert the_router.startup_items() == {"a": []}
+
+
+def test_first_record_above_checkpoint_is_a_missed_while_down_gap():
+    """When the oldest record left is above checkpoint+1, a missed_while_down gap comes first."""
+    the_router = router({"a": Checkpoint(BOOT, 10, 0)})
+    out, gaps = route_all(the_router, [15, 16])
+    assert gaps_of(out["a"]) == [(11, 14, 4, "missed_while_down")]
+    assert out["a"][0].kind == "gap"
+    assert out["a"][0].checkpoint_seq == 14
+    assert kmsg_seqs(out["a"]) == [15, 16]
+    assert gaps == [Gap(11, 14, "missed_while_down")]
+
+
+def test_seq_jump_while_reading_is_an_overwritten_gap():
+    """A jump after records were read is reported as overwritten, in order with the records."""
+    the_router = router({"a": None})
+    out, gaps = route_all(the_router, [1, 2, 7, 8])
+    assert [item.fields.get("seq", "gap") for item in out["a"]] == [1, 2, "gap", 7, 8]
+    assert gaps_of(out["a"]) == [(3, 6, 4, "overwritten")]
+    assert gaps == [Gap(3, 6, "overwritten")]
+    assert gaps[0].lost == 4
+
+
+def test_gap_event_time_is_that_of_the_record_after_it():
+    """The gap's timestamp is the next record's (deterministic on re-send), not read time."""
+    the_router = router({"a": None})
+    out, _ = route_all(the_router, [1, 5])
+    gap, after = out["a"][1], out["a"][2]
+    assert gap.timestamp_ns == after.timestamp_ns
+
+
+def test_reboot_checkpoint_gives_a_reboot_gap_then_the_whole_new_boot():
+    """A checkpoint of another boot yields a reboot gap (end unknown) before any record."""
+    the_router = router({"a": Checkpoint(OLD_BOOT, 50, 0)})
+    startup = the_router.startup_items()["a"]
+    assert len(startup) == 1
+    gap = startup[0]
+    assert gap.fields["reason"] == "reboot"
+    assert gap.fields["boot_id"] == OLD_BOOT
+    assert gap.fields["first_seq"] == 51
+    assert gap.fields["last_seq"] is None
+    assert gap.fields["lost"] is None
+    assert gap.timestamp_ns == NOW_NS
+    assert (gap.boot_id, gap.checkpoint_seq) == (BOOT, -1)
+    out, gaps = route_all(the_router, [0, 1, 2])
+    assert kmsg_seqs(out["a"]) == [0, 1, 2]
+    assert gaps_of(out["a"]) == []
+    assert gaps == []
+
+
+def test_reboot_then_new_boot_already_wrapped_reports_both_losses():
+    """After a reboot, a new boot whose oldest record is above 0 also reports seqs 0..n-1."""
+    the_router = router({"a": Checkpoint(OLD_BOOT, 50, 0)})
+    out, _ = route_all(the_router, [3, 4])
+    assert gaps_of(out["a"]) == [(0, 2, 3, "missed_while_down")]
+
+
+def test_min_level_turns_filtered_records_into_positions():
+    """Records above min_level are not sent but still move the checkpoint (Position markers)."""
+    the_router = router({"a": None}, min_level=4)
+    out = {"a": []}
+    the_router.route(record(1, level_code=3), out)
+    the_router.route(record(2, level_code=7), out)
+    the_router.route(record(3, level_code=4), out)
+    assert isinstance(out["a"][1], Position)
+    assert out["a"][1] == Position(BOOT, 2)
+    assert kmsg_seqs(out["a"]) == [1, 3]
+
+
+def test_filtered_records_still_report_gaps():
+    """A gap before a filtered record is still reported."""
+    the_router = router({"a": Checkpoint(BOOT, 0, 0)}, min_level=0)
+    out, _ = route_all(the_router, [5], level_code=6)
+    assert gaps_of(out["a"]) == [(1, 4, 4, "missed_while_down")]
+    assert out["a"][1] == Position(BOOT, 5)
+
+
+def test_sinks_with_different_checkpoints_get_their_own_gaps():
+    """Each sink skips and reports gaps against its own checkpoint; the stream gap counts once."""
+    the_router = router(
+        {
+            "a": Checkpoint(BOOT, 10, 0),
+            "b": Checkpoint(BOOT, 12, 0),
+            "c": None,
+            "d": Checkpoint(BOOT, 30, 0),
+        }
+    )
+    out, gaps = route_all(the_router, [15, 16])
+    assert gaps_of(out["a"]) == [(11, 14, 4, "missed_while_down")]
+    assert gaps_of(out["b"]) == [(13, 14, 2, "missed_while_down")]
+    assert gaps_of(out["c"]) == []
+    assert out["d"] == []
+    assert kmsg_seqs(out["a"]) == kmsg_seqs(out["b"]) == kmsg_seqs(out["c"]) == [15, 16]
+    assert gaps == [Gap(11, 14, "missed_while_down")]
+
+
+def test_sinks_share_one_encoded_event():
+    """Every sink gets the same Event object for a record (encoded once)."""
+    the_router = router({"a": None, "b": None})
+    out, _ = route_all(the_router, [1])
+    assert out["a"][0] is out["b"][0]
+
+
+def test_overwrite_seen_by_a_sink_still_skipping_is_overwritten():
+    """A jump after the reader has read records is 'overwritten' for every sink, even one that was still skipping."""
+    the_router = router({"a": Checkpoint(BOOT, 10, 0), "b": Checkpoint(BOOT, 20, 0)})
+    out, gaps = route_all(the_router, [11, 12, 13, 25])
+    assert gaps == [Gap(14, 24, "overwritten")]
+    assert gaps_of(out["a"]) == [(14, 24, 11, "overwritten")]
+    assert gaps_of(out["b"]) == [(21, 24, 4, "overwritten")]
+
+
+def test_stream_gap_is_returned_once_per_record():
+    """route() returns the stream-wide gap only with the record that revealed it."""
+    the_router = router({"a": None, "b": None})
+    out = {"a": [], "b": []}
+    assert the_router.route(record(1), out) is None
+    assert the_router.route(record(4), out) == Gap(2, 3, "overwritten")
+    assert the_router.route(record(5), out) is None
+    assert len(gaps_of(out["a"])) == len(gaps_of(out["b"])) == 1
