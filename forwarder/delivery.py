@@ -122,8 +122,10 @@ class SinkWorker:
 
     async def _deliver(self, events: list[Event]) -> None:
         """Deliver events, splitting on 'too large'; return when all are stored or dead."""
-        parts = deque([events]) if events else deque()
+        parts = deque([list(events)]) if events else deque()
         while parts:
+            # _send_with_retry cuts `part` down to the events still unsent after a partial
+            # success: only those may be split or dead-lettered, the rest is already settled.
             part = parts.popleft()
             started = time.monotonic()
             try:
@@ -144,8 +146,8 @@ class SinkWorker:
                 continue
             self._metrics.batch_latency.labels(self.sink.name).observe(time.monotonic() - started)
 
-    async def _send_with_retry(self, events: list[Event]) -> None:
-        remaining = list(events)
+    async def _send_with_retry(self, remaining: list[Event]) -> None:
+        """Send until stored; ``remaining`` is cut down in place to what must be sent again."""
 
         async def attempt() -> None:
             result = await self.sink.send(Batch(remaining))

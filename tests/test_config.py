@@ -1,0 +1,204 @@
+"""Configuration: useful defaults, strict keys named by path, ${ENV} references, clear errors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from forwarder.config import load_config, parse_config
+from forwarder.errors import ConfigError
+from forwarder.sinks import FileSinkConfig, KafkaSinkConfig, StdoutSinkConfig
+
+
+def write_config(tmp_path, text):
+    """Write a TOML config file and return its path."""
+    path = tmp_path / "forwarder.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_config_reads_dev_kmsg_into_stdout(monkeypatch):
+    """With no file at all: /dev/kmsg, oldest first, all levels, one stdout sink."""
+    monkeypatch.setenv("XDG_STATE_HOME", "/tmp/xdg-state")
+    config = load_config(None)
+    assert config.source.path == Path("/dev/kmsg")
+    assert config.source.boot_id_path == Path("/proc/sys/kernel/random/boot_id")
+    assert config.source.start_at == "oldest"
+    assert config.source.min_level == 7
+    assert config.host == socket.gethostname()
+    assert config.state_dir == Path("/tmp/xdg-state/kmsg-forwarder")
+    assert config.metrics.listen is None
+    assert list(config.sinks) == ["stdout"]
+    assert isinstance(config.sinks["stdout"], StdoutSinkConfig)
+
+
+def test_empty_file_equals_defaults(tmp_path):
+    """An empty TOML file gives the same config as no file."""
+    assert load_config(write_config(tmp_path, "")) == load_config(None)
+
+
+def test_full_config_is_typed(tmp_path):
+    """A file with every table loads into typed values, including a sink's own batch."""
+    path = write_config(
+        tmp_path,
+        """
+host = "node-7"
+state_dir = "/var/tmp/state"
+[source]
+path = "/tmp/dump"
+start_at = "newest"
+min_level = "warning"
+[batch]
+max_records = 10
+linger_ms = 5
+[retry]
+initial_backoff_ms = 10
+budget_s = 3.5
+[metrics]
+listen = "127.0.0.1:9108"
+[sinks.out]
+type = "file"
+path = "/tmp/out.ndjson"
+batch = { max_records = 2 }
+""",
+    )
+    config = load_config(path)
+    assert config.host == "node-7"
+    assert config.source.start_at == "newest"
+    assert config.source.min_level == 4
+    assert (config.batch.max_records, config.batch.linger_ms) == (10, 5)
+    assert config.retry.budget_s == 3.5
+    assert config.metrics.listen == "127.0.0.1:9108"
+    sink = config.sinks["out"]
+    assert isinstance(sink, FileSinkConfig)
+    assert sink.path == Path("/tmp/out.ndjson")
+    assert sink.batch.max_records == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"source": {"bogus": 1}}, "source.bogus"),
+        ({"batch": {"max_record": 1}}, "batch.max_record"),
+        ({"sinks": {"out": {"type": "file", "path": "/x", "bogus": 1}}}, "sinks.out.bogus"),
+        (
+            {"sinks": {"out": {"type": "file", "path": "/x", "batch": {"linger": 1}}}},
+            "sinks.out.batch.linger",
+        ),
+        (
+            {"sinks": {"k": {"type": "kafka", "bootstrap_servers": "a:1", "topic": "t", "ack": 1}}},
+            "sinks.k.ack",
+        ),
+    ],
+)
+def test_unknown_key_error_names_its_path(raw, key):
+    """An unknown key is an error whose message names the key's full path."""
+    with pytest.raises(
+        ConfigError, match=rf"invalid config: {key}: Extra inputs are not permitted"
+    ):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({"sinks": {"k": {"type": "nope"}}}, "sinks.k: Input tag 'nope'"),
+        ({"sinks": {"k": {"path": "/x"}}}, "sinks.k: Unable to extract tag"),
+        ({"sinks": {"k": {"type": "file"}}}, "sinks.k.path: Field required"),
+        ({"sinks": {}}, "sinks: .*at least one sink"),
+        ({"sinks": {"a b": {"type": "stdout"}}}, "sink name 'a b'"),
+        ({"batch": {"max_records": 0}}, "batch.max_records"),
+        ({"source": {"start_at": "middle"}}, "source.start_at"),
+        ({"source": {"buffer_records": 3}}, "source.buffer_records"),
+    ],
+)
+def test_invalid_values_name_their_key(raw, words):
+    """Wrong sink types, missing fields and out-of-range numbers name the key at fault."""
+    with pytest.raises(ConfigError, match=words):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [("emerg", 0), ("err", 3), ("warning", 4), ("debug", 7), (2, 2), ("5", 5)],
+)
+def test_min_level_accepts_names_and_numbers(value, level):
+    """min_level is a syslog level name or 0..7."""
+    assert parse_config({"source": {"min_level": value}}).source.min_level == level
+
+
+@pytest.mark.parametrize("value", ["loud", 8, -1, True, 4.0])
+def test_min_level_rejects_others(value):
+    """Unknown names, out-of-range numbers, booleans and floats are refused with the key."""
+    with pytest.raises(ConfigError, match=r"source\.min_level"):
+        parse_config({"source": {"min_level": value}})
+
+
+@pytest.mark.parametrize("listen", ["9108", ":9108", "localhost", "host:0", "host:65536", "h:x"])
+def test_bad_listen_is_refused(listen):
+    """metrics.listen must be HOST:PORT with a valid port."""
+    with pytest.raises(ConfigError, match=r"metrics\.listen: .*HOST:PORT"):
+        parse_config({"metrics": {"listen": listen}})
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9108", "[::1]:9108", "0.0.0.0:1"])
+def test_good_listen_is_accepted(listen):
+    """IPv4, bracketed IPv6 and any host with a port 1..65535 are accepted."""
+    assert parse_config({"metrics": {"listen": listen}}).metrics.listen == listen
+
+
+def test_env_references_are_expanded(tmp_path, monkeypatch):
+    """${NAME} in any string (nested tables and lists too) is replaced by the variable."""
+    monkeypatch.setenv("KF_TEST_BROKER", "broker-1:9092")
+    monkeypatch.setenv("KF_TEST_DIR", str(tmp_path))
+    path = write_config(
+        tmp_path,
+        """
+state_dir = "${KF_TEST_DIR}/state"
+[sinks.k]
+type = "kafka"
+bootstrap_servers = ["${KF_TEST_BROKER}"]
+topic = "kmsg"
+""",
+    )
+    config = load_config(path)
+    assert config.state_dir == tmp_path / "state"
+    assert isinstance(config.sinks["k"], KafkaSinkConfig)
+    assert config.sinks["k"].bootstrap_servers == ["broker-1:9092"]
+
+
+def test_missing_env_variable_is_an_error_naming_key_and_variable(monkeypatch):
+    """A ${NAME} reference to an unset variable fails, naming the key path and the variable."""
+    monkeypatch.delenv("KF_TEST_UNSET", raising=False)
+    raw = {"sinks": {"out": {"type": "file", "path": "${KF_TEST_UNSET}/out"}}}
+    with pytest.raises(ConfigError, match=r"sinks\.out\.path: environment variable KF_TEST_UNSET"):
+        parse_config(raw)
+
+
+def test_dollar_without_braces_is_kept():
+    """Only ${NAME} is a reference: a lone '$' or '$NAME' stays as written."""
+    config = parse_config({"host": "a$b$HOME"})
+    assert config.host == "a$b$HOME"
+
+
+def test_invalid_toml_is_a_config_error(tmp_path):
+    """A file that is not TOML gives ConfigError naming the file and the position."""
+    path = write_config(tmp_path, "[source\npath = 1\n")
+    with pytest.raises(ConfigError, match=r"forwarder\.toml is not valid TOML: .*line 1"):
+        load_config(path)
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    """A config path that does not exist gives ConfigError, not a traceback."""
+    with pytest.raises(ConfigError, match=r"cannot read config .*No such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_config_is_frozen():
+    """A loaded config cannot be changed by accident."""
+    config = parse_config({})
+    with pytest.raises(ValueError, match="frozen"):
+        config.host = "other"

@@ -1,0 +1,450 @@
+"""SinkWorker: retry, split, dead-letter, partial retries and in-order checkpoints, with fake sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from forwarder.checkpoint import CheckpointStore
+from forwarder.config import RetryConfig
+from forwarder.deadletter import DeadLetterFile
+from forwarder.delivery import SinkWorker
+from forwarder.encode import encode_gap
+from forwarder.errors import (
+    BatchTooLargeError,
+    FatalSinkError,
+    RetryableSinkError,
+    SinkConfigError,
+)
+from forwarder.metrics import Metrics
+from forwarder.options import BatchConfig
+from forwarder.retry import RetryPolicy
+from forwarder.router import Position
+from forwarder.sinks.base import Batch, Rejection, SendResult, Sink
+from tests.support.events import identity, make_events
+
+WHO = identity()
+
+
+class StoringSink(Sink):
+    """Stores every batch it is sent; subclasses decide when to fail."""
+
+    def __init__(self, name="fake"):
+        super().__init__(name)
+        self.sent: list[list] = []  # every send attempt, as received
+        self.stored: list = []  # events acknowledged
+        self.attempt_times: list[float] = []
+        self.closed = False
+
+    async def send(self, batch: Batch) -> SendResult:
+        """Record the attempt, then let the subclass answer."""
+        self.sent.append(list(batch.events))
+        self.attempt_times.append(time.monotonic())
+        return await self.answer(list(batch.events))
+
+    async def answer(self, events):
+        """Store everything."""
+        self.stored.extend(events)
+        return SendResult()
+
+    async def close(self):
+        """Remember that the worker closed us."""
+        self.closed = True
+
+
+class FlakySink(StoringSink):
+    """Fails the first ``failures`` attempts with ``error``, then stores."""
+
+    def __init__(self, failures, error):
+        super().__init__()
+        self.failures = failures
+        self.error = error
+
+    async def answer(self, events):
+        """Fail while failures remain."""
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        return await super().answer(events)
+
+
+class SizeLimitedSink(StoringSink):
+    """Refuses batches of more than ``limit`` events, and any event saying 'huge'."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    async def answer(self, events):
+        """Too large when over the limit or holding a huge event."""
+        if len(events) > self.limit or any("huge" in e.fields.get("message", "") for e in events):
+            raise BatchTooLargeError(f"{len(events)} events is too large")
+        return await super().answer(events)
+
+
+class PoisonSink(StoringSink):
+    """Refuses for good any batch holding a 'poison' event."""
+
+    async def answer(self, events):
+        """Fatal for poisoned batches."""
+        if any("poison" in e.fields["message"] for e in events):
+            raise FatalSinkError("mapping conflict")
+        return await super().answer(events)
+
+
+class Harness:
+    """A SinkWorker over real checkpoint and dead-letter files in a temp state dir."""
+
+    def __init__(self, tmp_path, sink, *, max_records=100, max_in_flight=2, budget_s=0.0):
+        self.sink = sink
+        self.state_dir = tmp_path / "state"
+        self.store = CheckpointStore(self.state_dir)
+        self.store.prepare()
+        self.dead_letters = DeadLetterFile(self.state_dir, sink.name)
+        self.metrics = Metrics()
+        self.worker = SinkWorker(
+            sink,
+            BatchConfig(max_records=max_records, max_in_flight=max_in_flight),
+            store=self.store,
+            retry=RetryPolicy(
+                RetryConfig(initial_backoff_ms=1, max_backoff_ms=5, budget_s=budget_s)
+            ),
+            dead_letters=self.dead_letters,
+            metrics=self.metrics,
+            clock_offset_ns=WHO.clock_offset_ns,
+        )
+
+    async def deliver(self, *chunks):
+        """Queue the chunks, end the stream and run the worker to completion."""
+        for chunk in chunks:
+            await self.worker.batcher.put(chunk)
+        await self.worker.batcher.close()
+        await self.worker.run()
+
+    def metric(self, name, **labels):
+        """A sample of the worker's metrics (0 when never set)."""
+        value = self.metrics.registry.get_sample_value(
+            f"kmsg_forwarder_{name}", {"sink": self.sink.name, **labels}
+        )
+        return value or 0
+
+    def dead(self):
+        """(reason, id) of every dead-lettered event."""
+        if not self.dead_letters.path.exists():
+            return []
+        lines = self.dead_letters.path.read_bytes().splitlines()
+        return [(entry["reason"], entry["event"]["id"]) for entry in map(orjson.loads, lines)]
+
+    def checkpoint_seq(self):
+        """The saved checkpoint seq, None when none was saved."""
+        checkpoint = self.store.load(self.sink.name)
+        return None if checkpoint is None else checkpoint.seq
+
+
+def events(count, first_seq=100, message="event"):
+    """Consecutive events of one boot."""
+    return make_events([f"{message} {i}" for i in range(count)], who=WHO, first_seq=first_seq)
+
+
+def ids(items):
+    """Ids of events."""
+    return [event.id for event in items]
+
+
+async def test_everything_is_delivered_and_checkpointed(tmp_path):
+    """A healthy sink gets every event once, in order, and the checkpoint ends at the last seq."""
+    sample = events(10)
+    harness = Harness(tmp_path, StoringSink(), max_records=3)
+    await harness.deliver(sample[:4], sample[4:])
+    assert ids(harness.sink.stored) == ids(sample)
+    assert harness.checkpoint_seq() == 109
+    assert harness.metric("records_sent_total") == 10
+    assert harness.worker.health.checkpoint_seq == 109
+    assert harness.sink.closed
+
+
+async def test_retryable_errors_are_retried_then_delivered(tmp_path):
+    """Transient failures are retried (and counted) until the batch is stored; nothing is dropped."""
+    sample = events(5)
+    harness = Harness(tmp_path, FlakySink(3, RetryableSinkError("503 busy")))
+    await harness.deliver(sample)
+    assert ids(harness.sink.stored) == ids(sample)
+    assert len(harness.sink.sent) == 4
+    assert harness.metric("sink_retries_total") == 3
+    assert harness.metric("records_sent_total") == 5
+    assert harness.metric("sink_up") == 1
+    assert harness.worker.health.failing_since is None
+    assert harness.dead() == []
+    assert harness.checkpoint_seq() == 104
+
+
+async def test_retry_after_is_honoured(tmp_path):
+    """A server's Retry-After makes the next attempt wait at least that long despite tiny backoff."""
+    harness = Harness(tmp_path, FlakySink(1, RetryableSinkError("429", retry_after_s=0.3)))
+    await harness.deliver(events(2))
+    first, second = harness.sink.attempt_times
+    assert second - first >= 0.3
+    assert len(harness.sink.stored) == 2
+
+
+async def test_start_failures_are_retried(tmp_path):
+    """A sink whose start() fails transiently is retried before sending."""
+
+    class SlowStartSink(StoringSink):
+        starts = 0
+
+        async def start(self):
+            self.starts += 1
+            if self.starts < 3:
+                raise RetryableSinkError("connection refused")
+
+    harness = Harness(tmp_path, SlowStartSink())
+    await harness.deliver(events(2))
+    assert harness.sink.starts == 3
+    assert len(harness.sink.stored) == 2
+    assert harness.metric("sink_retries_total") == 2
+
+
+async def test_too_large_batches_are_split_in_halves(tmp_path):
+    """A batch the receiver finds too large is halved until it fits, keeping the order."""
+    sample = events(5)
+    harness = Harness(tmp_path, SizeLimitedSink(limit=2))
+    await harness.deliver(sample)
+    assert ids(harness.sink.stored) == ids(sample)
+    assert [len(attempt) for attempt in harness.sink.sent] == [5, 2, 3, 1, 2]
+    assert harness.metric("batch_splits_total") == 2
+    assert harness.dead() == []
+    assert harness.checkpoint_seq() == 104
+
+
+async def test_single_too_large_event_is_dead_lettered(tmp_path):
+    """One event too large on its own goes to the dead-letter file; the rest is delivered."""
+    sample = make_events(["a", "b", "huge one", "c"], who=WHO)
+    harness = Harness(tmp_path, SizeLimitedSink(limit=10))
+    await harness.deliver(sample)
+    assert ids(harness.sink.stored) == ids([sample[0], sample[1], sample[3]])
+    assert harness.dead() == [("too_large", sample[2].id)]
+    assert harness.metric("records_dead_lettered_total", reason="too_large") == 1
+    assert harness.checkpoint_seq() == 103
+
+
+async def test_fatal_error_dead_letters_the_batch_and_moves_on(tmp_path):
+    """A FatalSinkError sends that batch to dead-letter; later batches go on and the checkpoint passes it."""
+    sample = events(6)
+    poisoned = make_events(["ok", "poison"], who=WHO, first_seq=102)
+    chunk = [*sample[:2], *poisoned, *events(2, first_seq=104)]
+    harness = Harness(tmp_path, PoisonSink(), max_records=2)
+    await harness.deliver(chunk)
+    assert ids(harness.sink.stored) == ids([*chunk[:2], *chunk[4:]])
+    assert harness.dead() == [("fatal", poisoned[0].id), ("fatal", poisoned[1].id)]
+    assert harness.metric("records_dead_lettered_total", reason="fatal") == 2
+    assert harness.checkpoint_seq() == 105
+
+
+async def test_dead_letter_entries_carry_the_event_and_detail(tmp_path):
+    """A dead-letter line holds sink, reason, the receiver's detail and the event itself."""
+    poisoned = make_events(["poison"], who=WHO)
+    harness = Harness(tmp_path, PoisonSink())
+    await harness.deliver(poisoned)
+    entry = orjson.loads(harness.dead_letters.path.read_bytes())
+    assert entry["sink"] == "fake"
+    assert entry["reason"] == "fatal"
+    assert entry["detail"] == "mapping conflict"
+    assert entry["event"] == poisoned[0].fields
+    assert entry["at"].endswith("Z")
+
+
+async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path):
+    """SendResult.rejected entries go to dead-letter under the sink's reason label; the rest counts as sent."""
+
+    class RejectingSink(StoringSink):
+        async def answer(self, events):
+            bad = [e for e in events if "bad" in e.fields["message"]]
+            self.stored.extend(e for e in events if e not in bad)
+            return SendResult(rejected=[Rejection(e, "http_4xx", "400 mapping") for e in bad])
+
+    sample = make_events(["good", "bad", "good", "bad"], who=WHO)
+    harness = Harness(tmp_path, RejectingSink())
+    await harness.deliver(sample)
+    assert harness.dead() == [("http_4xx", sample[1].id), ("http_4xx", sample[3].id)]
+    assert harness.metric("records_dead_lettered_total", reason="http_4xx") == 2
+    assert harness.metric("records_sent_total") == 2
+    assert len(harness.sink.sent) == 1
+    assert harness.checkpoint_seq() == 103
+
+
+async def test_partial_retry_resends_only_those_events(tmp_path):
+    """SendResult.retry makes the worker resend exactly the listed events, then the batch is done."""
+
+    class PartialSink(StoringSink):
+        async def answer(self, events):
+            if len(self.sent) == 1:
+                keep = [events[1], events[3]]
+                self.stored.extend(e for e in events if e not in keep)
+                return SendResult(retry=keep)
+            return await super().answer(events)
+
+    sample = events(5)
+    harness = Harness(tmp_path, PartialSink())
+    await harness.deliver(sample)
+    assert [ids(attempt) for attempt in harness.sink.sent] == [
+        ids(sample),
+        ids([sample[1], sample[3]]),
+    ]
+    assert sorted(ids(harness.sink.stored)) == sorted(ids(sample))
+    assert harness.metric("records_sent_total") == 5
+    assert harness.metric("sink_retries_total") == 1
+    assert harness.dead() == []
+    assert harness.checkpoint_seq() == 104
+
+
+async def test_duplicates_are_counted_not_sent(tmp_path):
+    """Events the receiver already had (e.g. ES 409) count as duplicates, not as sent."""
+
+    class DuplicateSink(StoringSink):
+        async def answer(self, events):
+            await super().answer(events)
+            return SendResult(duplicates=2)
+
+    harness = Harness(tmp_path, DuplicateSink())
+    await harness.deliver(events(5))
+    assert harness.metric("records_duplicate_total") == 2
+    assert harness.metric("records_sent_total") == 3
+    assert harness.checkpoint_seq() == 104
+
+
+async def test_checkpoint_waits_for_an_earlier_slow_batch(tmp_path):
+    """With two batches in flight, the later one finishing first never moves the checkpoint past the earlier one."""
+
+    class FirstSlowSink(StoringSink):
+        def __init__(self):
+            super().__init__()
+            self.release = asyncio.Event()
+            self.second_done = asyncio.Event()
+
+        async def answer(self, events):
+            if events[0].checkpoint_seq == 100:
+                await self.release.wait()
+            result = await super().answer(events)
+            if events[0].checkpoint_seq == 103:
+                self.second_done.set()
+            return result
+
+    sink = FirstSlowSink()
+    harness = Harness(tmp_path, sink, max_records=3, max_in_flight=2)
+    run = asyncio.create_task(harness.deliver(events(6)))
+    await sink.second_done.wait()
+    await asyncio.sleep(0.2)  # time for a wrong early checkpoint write to land
+    assert harness.checkpoint_seq() is None
+    assert harness.worker.health.checkpoint_seq is None
+    sink.release.set()
+    await run
+    assert [e.checkpoint_seq for e in sink.stored] == [103, 104, 105, 100, 101, 102]
+    assert harness.checkpoint_seq() == 105
+
+
+async def test_retry_budget_exhausted_dead_letters(tmp_path):
+    """When the retry budget is spent the batch is dead-lettered as retry_budget_exhausted and the checkpoint moves."""
+    sample = events(3)
+    harness = Harness(tmp_path, FlakySink(10**9, RetryableSinkError("down")), budget_s=0.2)
+    await harness.deliver(sample)
+    assert harness.dead() == [("retry_budget_exhausted", e.id) for e in sample]
+    assert harness.metric("records_dead_lettered_total", reason="retry_budget_exhausted") == 3
+    assert harness.metric("sink_up") == 0
+    assert harness.checkpoint_seq() == 102
+
+
+async def test_budget_exhausted_after_partial_retry_dead_letters_only_the_rest(tmp_path):
+    """After a partial success, an exhausted budget dead-letters only the events still unsent."""
+
+    class PartialThenDownSink(StoringSink):
+        async def answer(self, events):
+            if len(self.sent) == 1:
+                self.stored.extend(events[:2])
+                return SendResult(retry=events[2:])
+            raise RetryableSinkError("down")
+
+    sample = events(3)
+    harness = Harness(tmp_path, PartialThenDownSink(), budget_s=0.2)
+    await harness.deliver(sample)
+    assert harness.dead() == [("retry_budget_exhausted", sample[2].id)]
+    assert harness.metric("records_dead_lettered_total", reason="retry_budget_exhausted") == 1
+    assert harness.metric("records_sent_total") == 2
+    assert harness.checkpoint_seq() == 102
+
+
+async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
+    """A 'too large' answer after a partial success splits only the events still unsent."""
+
+    class PartialThenTooLargeSink(StoringSink):
+        async def answer(self, events):
+            if len(self.sent) == 1:
+                self.stored.extend(events[:2])
+                return SendResult(retry=events[2:])
+            if len(events) > 1:
+                raise BatchTooLargeError("too large")
+            return await super().answer(events)
+
+    sample = events(4)
+    harness = Harness(tmp_path, PartialThenTooLargeSink())
+    await harness.deliver(sample)
+    assert ids(harness.sink.stored) == ids(sample)
+    assert harness.dead() == []
+
+
+async def test_config_error_is_retried_and_shown_as_config_problem(tmp_path):
+    """A SinkConfigError keeps the data (retried) and marks health.config_problem until it recovers."""
+
+    class MisconfiguredSink(StoringSink):
+        def __init__(self):
+            super().__init__()
+            self.fixed = False
+
+        async def answer(self, events):
+            if not self.fixed:
+                raise SinkConfigError("401 unauthorized")
+            return await super().answer(events)
+
+    sink = MisconfiguredSink()
+    sample = events(2)
+    harness = Harness(tmp_path, sink)
+    run = asyncio.create_task(harness.deliver(sample))
+    while not harness.worker.health.config_problem:
+        await asyncio.sleep(0.01)
+    assert harness.worker.health.last_error == "401 unauthorized"
+    assert harness.worker.health.failing_since is not None
+    sink.fixed = True
+    await run
+    assert harness.worker.health.config_problem is False
+    assert ids(sink.stored) == ids(sample)
+    assert harness.dead() == []
+
+
+async def test_positions_only_move_the_checkpoint(tmp_path):
+    """A batch of filtered records is never sent (no empty Batch) but moves the checkpoint and counts."""
+    harness = Harness(tmp_path, StoringSink())
+    await harness.deliver([Position(WHO.boot_id, 7), Position(WHO.boot_id, 8)])
+    assert harness.sink.sent == []
+    assert harness.checkpoint_seq() == 8
+    assert harness.metric("records_filtered_total") == 2
+
+
+async def test_reboot_gap_moves_checkpoint_to_the_new_boot(tmp_path):
+    """Delivering a reboot gap saves a checkpoint of the new boot at seq -1."""
+    gap = encode_gap(
+        host="node-1",
+        boot_id="old-boot",
+        first_seq=51,
+        last_seq=None,
+        reason="reboot",
+        timestamp_ns=0,
+        checkpoint_boot_id=WHO.boot_id,
+        checkpoint_seq=-1,
+    )
+    harness = Harness(tmp_path, StoringSink())
+    await harness.deliver([gap])
+    checkpoint = harness.store.load("fake")
+    assert (checkpoint.boot_id, checkpoint.seq) == (WHO.boot_id, -1)
+    assert checkpoint.clock_offset_ns == WHO.clock_offset_ns
