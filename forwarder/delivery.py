@@ -24,6 +24,7 @@ from forwarder.errors import (
     FatalSinkError,
     RetryableSinkError,
     SinkConfigError,
+    SinkError,
 )
 from forwarder.metrics import Metrics
 from forwarder.options import BatchConfig
@@ -150,7 +151,14 @@ class SinkWorker:
         """Send until stored; ``remaining`` is cut down in place to what must be sent again."""
 
         async def attempt() -> None:
-            result = await self.sink.send(Batch(remaining))
+            try:
+                result = await self.sink.send(Batch(remaining))
+            except SinkError:
+                raise
+            except Exception as error:
+                # A failure the sink did not classify: keep the data and retry, loudly.
+                log.exception("sink_unclassified_error", sink=self.sink.name)
+                raise RetryableSinkError(f"unexpected {type(error).__name__}: {error}") from error
             self._on_success()
             if result.rejected:
                 self._dead_letter_rejections(result.rejected)
