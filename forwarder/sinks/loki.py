@@ -152,8 +152,9 @@ class LokiSink(Sink):
         """Push the batch; entries Loki (or our pre-check) refused come back as rejected."""
         rejected: list[Rejection] = []
         labelled: list[tuple[LabelSet, Entry]] = []
+        now_ns = self._clock() * 1e9
         for event in batch.events:
-            labels, entry, problem = self._entry(event)
+            labels, entry, problem = self._entry(event, now_ns)
             if problem is not None:
                 rejected.append(Rejection(event, problem[0], problem[1]))
             else:
@@ -191,7 +192,7 @@ class LokiSink(Sink):
         body, encoding = compress(loki_push.json_body(streams), self._config.compression)
         return body, self._headers | encoding
 
-    def _entry(self, event: Event) -> tuple[LabelSet, Entry, tuple[str, str] | None]:
+    def _entry(self, event: Event, now_ns: float) -> tuple[LabelSet, Entry, tuple[str, str] | None]:
         """Labels and entry of an event, or the reason Loki would refuse it."""
         fields = event.fields
         config = self._config
@@ -209,11 +210,13 @@ class LokiSink(Sink):
             line = str(fields["message"])
         else:
             line = event.json.decode()
-        entry = Entry(event.timestamp_ns, line, metadata, event)
-        return tuple(labels), entry, self._problem(labels, entry)
+        # The entry time is @timestamp exactly (microseconds), so sub-microsecond noise in
+        # a re-measured clock offset cannot make a re-sent entry look new to Loki.
+        entry = Entry(event.timestamp_ns - event.timestamp_ns % 1000, line, metadata, event)
+        return tuple(labels), entry, self._problem(labels, entry, now_ns)
 
     def _problem(  # noqa: PLR0911 - one return per Loki rule reads best
-        self, labels: list[tuple[str, str]], entry: Entry
+        self, labels: list[tuple[str, str]], entry: Entry, now_ns: float
     ) -> tuple[str, str] | None:
         config = self._config
         if not labels:
@@ -225,7 +228,6 @@ class LokiSink(Sink):
             return "loki_line_too_long", f"line of {size} bytes > {config.max_line_bytes}"
         if _utf8_over("".join(n + v for n, v in entry.metadata), _MAX_METADATA_BYTES):
             return "loki_metadata_too_large", "structured metadata over 64 KiB"
-        now_ns = self._clock() * 1e9
         if config.max_age_s and entry.timestamp_ns < now_ns - config.max_age_s * 1e9:
             return "loki_too_old", f"timestamp older than max_age_s={config.max_age_s:g}"
         if config.max_future_s and entry.timestamp_ns > now_ns + config.max_future_s * 1e9:

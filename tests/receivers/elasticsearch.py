@@ -9,6 +9,7 @@ streams (``logs-*``) take only ``create``. Item statuses can be scripted per doc
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,8 @@ class ElasticsearchReceiver(Receiver):
         self.docs: dict[str, dict[str, Any]] = {}
         self.item_rules: list[ItemRule] = []
         self.item_statuses: list[int] = []
+        self.tries: Counter[str] = Counter()
+        self.bulks_with_retryable_items = 0
 
     def docs_containing(self, text: str) -> list[dict[str, Any]]:
         """Stored documents whose message contains ``text``, by seq."""
@@ -79,7 +82,9 @@ class ElasticsearchReceiver(Receiver):
         lines = body[:-1].split(b"\n")
         require(len(lines) % 2 == 0, "odd number of lines: action without source")
         items = [self._item(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)]
-        errors = any(next(iter(item.values()))["status"] >= 300 for item in items)
+        statuses = [next(iter(item.values()))["status"] for item in items]
+        errors = any(status >= 300 for status in statuses)
+        self.bulks_with_retryable_items += any(s == 429 or s >= 500 for s in statuses)
         answer = {"took": 1, "errors": errors, "items": items}
         return web.Response(status=200, body=orjson.dumps(answer), content_type="application/json")
 
@@ -94,6 +99,7 @@ class ElasticsearchReceiver(Receiver):
         source = _json_object(source_line, "source line")
         require(isinstance(source.get("@timestamp"), str), "source without @timestamp")
         require(source.get("id") == doc_id, "_id differs from the record id")
+        self.tries[doc_id] += 1
         status = self._status(verb, doc_id, source)
         self.item_statuses.append(status)
         outcome: dict[str, Any] = {"_index": self.index, "_id": doc_id, "status": status}

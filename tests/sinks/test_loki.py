@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from forwarder.config import parse_config
+from forwarder.encode import format_timestamp
 from forwarder.errors import (
     BatchTooLargeError,
     ConfigError,
@@ -55,7 +56,12 @@ async def test_every_record_arrives_with_labels_metadata_and_exact_timestamp(opt
         assert result.rejected == []
         stored = loki.entries("line ")
     assert [entry.line for entry in stored] == [f"line {i}" for i in range(20)]
-    assert [entry.timestamp_ns for entry in stored] == [event.timestamp_ns for event in events]
+    assert [entry.timestamp_ns for entry in stored] == [
+        event.timestamp_ns // 1000 * 1000 for event in events
+    ]
+    assert [format_timestamp(entry.timestamp_ns) for entry in stored] == [
+        event.fields["@timestamp"] for event in events
+    ]
     first = stored[0]
     assert first.labels == {"host": "node-1", "facility": "user", "level": "info"}
     assert first.metadata == {
@@ -258,7 +264,9 @@ def test_endpoint_without_path_gets_the_push_path():
 
 def _streams() -> tuple[list[Stream], list[Entry]]:
     events = make_events(["a", "b", "c"])
-    entries = [Entry(e.timestamp_ns, str(e.fields["message"]), (), e) for e in events]
+    entries = [
+        Entry(e.timestamp_ns // 1000 * 1000, str(e.fields["message"]), (), e) for e in events
+    ]
     labels = (("host", "node-1"), ("level", "info"))
     return [Stream(labels, entries)], entries
 
