@@ -49,7 +49,11 @@ def open_source(path: Path, *, seek_newest: bool) -> tuple[int, bool]:
         raise DeviceError(f"cannot open {path}: {error.strerror}; {hint}") from error
     except OSError as error:
         raise DeviceError(f"cannot open {path}: {error.strerror}") from error
-    is_device = stat.S_ISCHR(os.fstat(fd).st_mode)
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise DeviceError(f"cannot read {path}: it is a directory, not /dev/kmsg or a dump")
+    is_device = stat.S_ISCHR(mode)
     if not is_device:
         os.set_blocking(fd, True)  # dumps and FIFOs are read with plain blocking reads
     if seek_newest and is_device:

@@ -22,6 +22,7 @@ import fcntl
 import os
 import select
 import signal
+import stat
 import struct
 import sys
 import time
@@ -142,7 +143,13 @@ def _sleep_until_readable(poller: select.poll, output: _Output) -> None:
 
 
 def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
-    """Read a kmsg dump (records as ``cat /dev/kmsg`` writes them) from a file or FIFO."""
+    """Read a kmsg dump (records as ``cat /dev/kmsg`` writes them) from a file or FIFO.
+
+    A FIFO ends when its writer closes it (``follow`` applies to regular files only).
+    """
+    if stat.S_ISFIFO(os.fstat(source_fd).st_mode):
+        follow = False
+        _wait_for_writer(source_fd)
     pending = b""
     while True:
         if output.full:
@@ -154,7 +161,8 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
         if not chunk:
             if follow:
                 output.flush()
-                if pending and not _grows(source_fd):
+                grew = _grows(source_fd)  # sleeps: an idle file must not be read in a busy loop
+                if pending and not grew:
                     output.add(FrameKind.RECORD, pending)
                     pending = b""
                 continue
@@ -163,6 +171,14 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
             output.add(FrameKind.END)
             return
         pending = _emit_complete_records(pending + chunk, output)
+
+
+def _wait_for_writer(fifo_fd: int) -> None:
+    # A FIFO opened (non-blocking) before any writer reads as EOF at once; poll() waits
+    # for the first writer's data or its close (Linux reports no POLLHUP before a writer).
+    poller = select.poll()
+    poller.register(fifo_fd, select.POLLIN)
+    poller.poll()
 
 
 def _grows(source_fd: int) -> bool:

@@ -1,0 +1,242 @@
+"""The capture process on dump files and FIFOs: records stay whole, the end is signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from forwarder.capture import Capture, open_source
+from forwarder.capture_worker import FrameKind
+from forwarder.config import SourceConfig
+from forwarder.errors import DeviceError
+from forwarder.kmsg import Record, parse_record, render_record
+
+
+def sample_records(count, first_seq=1):
+    """Records with and without dictionary lines and escapes."""
+    return [
+        Record(
+            facility_code=0,
+            level_code=6,
+            seq=seq,
+            ts_usec=seq * 1000,
+            flags="-",
+            message=f"record {seq} \\ tab\there",
+            subsystem="net" if seq % 2 else None,
+            device="n2" if seq % 2 else None,
+            fields=MappingProxyType({"OTHER": f"v{seq}"}) if seq % 3 == 0 else MappingProxyType({}),
+        )
+        for seq in range(first_seq, first_seq + count)
+    ]
+
+
+def dump_bytes(records):
+    """Records as `cat /dev/kmsg > file` writes them."""
+    return b"".join(render_record(record) for record in records)
+
+
+async def read_until(capture, predicate):
+    """Collect frames until predicate(frames) holds or the input ends."""
+    frames = []
+    while not predicate(frames):
+        batch = await capture.read_frames()
+        if not batch:
+            break
+        frames.extend(batch)
+    return frames
+
+
+async def read_all(capture):
+    """Every frame until the capture process's output ends."""
+    return await read_until(capture, lambda _frames: False)
+
+
+def record_frames(frames):
+    """Parsed records of the RECORD frames."""
+    return [parse_record(f.payload) for f in frames if f.kind is FrameKind.RECORD]
+
+
+async def started(source):
+    """A Capture for this source, opened and attached."""
+    capture = Capture(source, seek_newest=False)
+    capture.open()
+    await capture.attach()
+    return capture
+
+
+async def test_dump_file_gives_every_record_then_end(tmp_path):
+    """A dump file yields each record (continuation lines kept with it) in order, then END."""
+    records = sample_records(50)
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(dump_bytes(records))
+    capture = await started(SourceConfig(path=dump))
+    try:
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    assert record_frames(frames) == records
+    assert [f.kind for f in frames].count(FrameKind.END) == 1
+    assert frames[-1].kind is FrameKind.END
+
+
+async def test_dump_payloads_are_whole_records(tmp_path):
+    """Each RECORD frame is exactly one record's bytes, dictionary lines included."""
+    records = sample_records(3)
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(dump_bytes(records))
+    capture = await started(SourceConfig(path=dump))
+    try:
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    payloads = [f.payload for f in frames if f.kind is FrameKind.RECORD]
+    assert payloads == [render_record(record) for record in records]
+
+
+async def test_last_record_without_newline_is_not_lost(tmp_path):
+    """The dump's last record, lacking its trailing newline, still arrives whole."""
+    records = sample_records(3)
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(dump_bytes(records)[:-1])
+    capture = await started(SourceConfig(path=dump))
+    try:
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    assert record_frames(frames) == records
+
+
+async def test_large_dump_is_read_completely(tmp_path):
+    """A dump larger than the read chunk and the pipe keeps every record across chunk edges."""
+    records = sample_records(20_000)
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(dump_bytes(records))
+    capture = await started(SourceConfig(path=dump, buffer_records=64))
+    try:
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    assert [r.seq for r in record_frames(frames)] == [r.seq for r in records]
+    assert frames[-1].kind is FrameKind.END
+
+
+async def test_empty_dump_gives_only_end(tmp_path):
+    """An empty dump ends at once with a single END frame."""
+    dump = tmp_path / "empty.dump"
+    dump.write_bytes(b"")
+    capture = await started(SourceConfig(path=dump))
+    try:
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    assert [f.kind for f in frames] == [FrameKind.END]
+
+
+async def test_fifo_is_read_until_the_writer_closes(tmp_path):
+    """A FIFO opened before its writer waits for it, keeps records split across writes whole, and ends when it closes."""
+    fifo = tmp_path / "kmsg.fifo"
+    os.mkfifo(fifo)
+    records = sample_records(6)
+    data = dump_bytes(records)
+    capture = await started(SourceConfig(path=fifo))
+    try:
+        await asyncio.sleep(0.5)  # the capture process is up before any writer appears
+        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO if the reader gave up
+        os.set_blocking(writer, True)
+        try:
+            cut = data.index(b"\n SUBSYSTEM=") + 1  # split between a record and its dictionary
+            os.write(writer, data[:cut])
+            await asyncio.sleep(0.3)
+            os.write(writer, data[cut:])
+        finally:
+            os.close(writer)
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    assert record_frames(frames) == records
+    assert frames[-1].kind is FrameKind.END
+
+
+async def test_follow_mode_picks_up_appended_records(tmp_path):
+    """With follow, records appended to the dump later are read too, and no END comes."""
+    records = sample_records(6)
+    dump = tmp_path / "growing.dump"
+    dump.write_bytes(dump_bytes(records[:3]))
+    capture = await started(SourceConfig(path=dump, follow=True))
+    try:
+        first = await read_until(capture, lambda frames: len(frames) >= 3)
+        with dump.open("ab") as appender:
+            appender.write(dump_bytes(records[3:]))
+        rest = await read_until(capture, lambda frames: len(frames) >= 3)
+        assert capture.running
+    finally:
+        capture.stop()
+    frames = first + rest
+    assert record_frames(frames) == records
+    assert FrameKind.END not in [f.kind for f in frames]
+
+
+async def test_follow_mode_does_not_spin_on_an_idle_file(tmp_path):
+    """An idle followed file costs the capture process little CPU (it sleeps between polls, no busy loop)."""
+    dump = tmp_path / "idle.dump"
+    dump.write_bytes(dump_bytes(sample_records(1)))
+    capture = await started(SourceConfig(path=dump, follow=True))
+    try:
+        await read_until(capture, lambda frames: len(frames) >= 1)
+        before = _cpu_seconds(capture.pid)
+        await asyncio.sleep(1.0)
+        used = _cpu_seconds(capture.pid) - before
+    finally:
+        capture.stop()
+    assert used < 0.5  # a busy loop would use the whole second
+
+
+def _cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_missing_source_is_a_device_error(tmp_path):
+    """A missing device or dump path is a DeviceError naming the path."""
+    missing = tmp_path / "absent"
+    with pytest.raises(DeviceError, match=rf"cannot open {missing}: no such device or file"):
+        open_source(missing, seek_newest=False)
+
+
+def test_missing_source_fails_capture_open(tmp_path):
+    """Capture.open() refuses a missing source before starting any process."""
+    capture = Capture(SourceConfig(path=tmp_path / "absent"), seek_newest=False)
+    with pytest.raises(DeviceError, match="no such device or file"):
+        capture.open()
+    assert capture.pid is None
+
+
+def test_directory_source_is_a_device_error(tmp_path):
+    """A directory given as the source is refused at open, not at the first read."""
+    with pytest.raises(DeviceError, match="is a directory"):
+        open_source(tmp_path, seek_newest=False)
+
+
+def test_source_under_a_regular_file_is_a_device_error(tmp_path):
+    """A path below a regular file (ENOTDIR) is a DeviceError with the OS's reason."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DeviceError, match="Not a directory"):
+        open_source(blocker / "kmsg", seek_newest=False)
+
+
+def test_dump_file_is_opened_blocking(tmp_path):
+    """A dump file is handed over as a plain blocking fd (the worker reads it with read())."""
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(b"6,1,2,-;x\n")
+    fd, is_device = open_source(dump, seek_newest=True)
+    try:
+        assert is_device is False
+        assert os.get_blocking(fd)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # seek_newest applies to the device only
+    finally:
+        os.close(fd)
