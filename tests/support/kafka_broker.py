@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.support.tcp_proxy import TcpProxy, free_port
 
@@ -190,6 +190,34 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
         await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions")
+
+
+async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 60) -> list[Any]:
+    """Every message of a one-partition topic, up to a sentinel we append now.
+
+    Tansu's end offsets are not reliable, so "everything" is proven by reading up to a
+    message produced after the producer under test was done.
+    """
+    sentinel = f"sentinel-{uuid.uuid4().hex}".encode()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, sentinel, partition=0)
+    finally:
+        await producer.stop()
+    messages = await consume(
+        bootstrap, topic, done=lambda got: bool(got) and got[-1].value == sentinel,
+        timeout_s=timeout_s,
+    )  # fmt: skip
+    assert messages, "nothing read back"
+    assert {m.partition for m in messages} == {0}, "read_all needs a one-partition topic"
+    assert messages[-1].value == sentinel, "the sentinel never arrived"
+    return messages[:-1]
+
+
+def read_all_sync(bootstrap: str, topic: str, *, timeout_s: float = 60) -> list[Any]:
+    """:func:`read_all` for synchronous tests."""
+    return asyncio.run(read_all(bootstrap, topic, timeout_s=timeout_s))
 
 
 def consume_sync(
