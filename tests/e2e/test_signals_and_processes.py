@@ -1,0 +1,108 @@
+"""Process behaviour operators rely on: signals, readiness while a sink is down, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.conftest import ForwarderFactory
+from tests.support.forwarder import free_port, read_ndjson, records_with_tag, wait_until
+from tests.support.kernel import inject, requires_kernel, unique_tag
+
+pytestmark = requires_kernel
+
+
+def _capture_pid(forwarder_pid: int) -> int:
+    children = Path(f"/proc/{forwarder_pid}/task/{forwarder_pid}/children").read_text().split()
+    for child in children:
+        if "capture_worker" in Path(f"/proc/{child}/cmdline").read_text():
+            return int(child)
+    raise AssertionError(f"no capture process under {forwarder_pid}: {children}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_capture_process_dies_with_a_killed_forwarder(
+    forwarder_factory: ForwarderFactory, file_sink_config: dict[str, Any]
+) -> None:
+    """SIGKILL of the forwarder alone (not its group) also ends its capture process."""
+    forwarder = forwarder_factory(file_sink_config).start()
+    forwarder.wait_serving()
+    capture = _capture_pid(forwarder.pid)
+    os.kill(forwarder.pid, signal.SIGKILL)
+    assert forwarder.process is not None
+    forwarder.process.wait(timeout=10)
+    wait_until(lambda: _gone(capture), timeout_s=10)
+
+
+def _down_sink_config(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "shutdown_timeout_s": 120,
+        "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 200},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "source": {"start_at": "newest"},
+        "sinks": {"web": {"type": "http", "endpoint": f"http://127.0.0.1:{free_port()}/ingest"}},
+    }
+
+
+def test_down_sink_makes_readyz_fail_while_healthz_stays_ok(
+    forwarder_factory: ForwarderFactory, tmp_path: Path
+) -> None:
+    """A sink nobody listens for turns /readyz 503 naming it; /healthz stays 200 (no restart)."""
+    forwarder = forwarder_factory(_down_sink_config(tmp_path)).start()
+    forwarder.wait_serving()
+    inject([f"{unique_tag()} needs delivery"])
+    wait_until(lambda: forwarder.http_get("/readyz")[0] == 503)
+    status, body = forwarder.http_get("/readyz")
+    assert status == 503
+    assert "web" in orjson.loads(body)["failing_sinks"]
+    assert forwarder.http_get("/healthz")[0] == 200
+    wait_until(lambda: forwarder.metric("kmsg_forwarder_sink_retries_total", sink="web") >= 2)
+    assert forwarder.metric("kmsg_forwarder_sink_up", sink="web") == 0
+    assert forwarder.stop(signal.SIGKILL) == -signal.SIGKILL
+
+
+def test_second_signal_exits_at_once_while_the_first_is_draining(
+    forwarder_factory: ForwarderFactory, tmp_path: Path
+) -> None:
+    """SIGTERM starts a drain that waits for a down sink; a second SIGTERM exits immediately."""
+    forwarder = forwarder_factory(_down_sink_config(tmp_path)).start()
+    forwarder.wait_serving()
+    inject([f"{unique_tag()} pending"])
+    wait_until(lambda: forwarder.metric("kmsg_forwarder_sink_retries_total", sink="web") >= 1)
+    assert forwarder.process is not None
+    forwarder.process.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    assert forwarder.process.poll() is None, "the first signal drains (the sink is down)"
+    forwarder.process.send_signal(signal.SIGTERM)
+    assert forwarder.process.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+def test_sigint_drains_and_saves_like_sigterm(
+    forwarder_factory: ForwarderFactory, file_sink_config: dict[str, Any]
+) -> None:
+    """Ctrl-C (SIGINT) drains what is buffered, saves the checkpoint and exits 0."""
+    forwarder = forwarder_factory(file_sink_config).start()
+    forwarder.wait_serving()
+    tag = unique_tag()
+    inject([f"{tag} last words"])
+    out = Path(file_sink_config["sinks"]["out"]["path"])
+    wait_until(lambda: records_with_tag(read_ndjson(out), tag))
+    assert forwarder.stop(signal.SIGINT) == 0
+    (record,) = records_with_tag(read_ndjson(out), tag)
+    saved = orjson.loads(
+        (Path(file_sink_config["state_dir"]) / "checkpoints/out.json").read_bytes()
+    )
+    assert saved["seq"] >= record["seq"]
