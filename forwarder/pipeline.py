@@ -44,7 +44,8 @@ def clock_offset_now_ns() -> int:
 def read_boot_id(path: Any) -> str:
     """The boot id (a UUID) from ``path``; raise StateError if unreadable."""
     try:
-        boot_id = str(open(path, encoding="ascii").read()).strip()  # noqa: PTH123, SIM115
+        with open(path, encoding="ascii") as boot_id_file:  # noqa: PTH123 - path may be str
+            boot_id = boot_id_file.read().strip()
     except OSError as error:
         raise StateError(f"cannot read boot id from {path}: {error.strerror}") from error
     if not boot_id:
