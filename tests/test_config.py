@@ -202,3 +202,42 @@ def test_config_is_frozen():
     config = parse_config({})
     with pytest.raises(ValueError, match="frozen"):
         config.host = "other"
+
+
+def _kafka_with_sasl(**sasl):
+    """A kafka sink table with these sasl options."""
+    return {
+        "sinks": {
+            "k": {
+                "type": "kafka",
+                "bootstrap_servers": "b:9092",
+                "topic": "t",
+                "sasl": {"username": "u", **sasl},
+            }
+        }
+    }
+
+
+def test_secret_from_file_is_read_and_stripped(tmp_path):
+    """A *_file secret is read from its file, without the trailing newline."""
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n")
+    config = parse_config(_kafka_with_sasl(password_file=str(secret)))
+    assert config.sinks["k"].sasl.secret == "hunter2"
+
+
+def test_secret_inline_and_file_together_is_an_error(tmp_path):
+    """Giving both password and password_file is refused, naming the table."""
+    secret = tmp_path / "pw"
+    secret.write_text("x")
+    with pytest.raises(
+        ConfigError, match=r"sinks\.k\.sasl: .*give password or password_file, not both"
+    ):
+        parse_config(_kafka_with_sasl(password="y", password_file=str(secret)))
+
+
+def test_unreadable_secret_file_is_an_error(tmp_path):
+    """A *_file that cannot be read is a config error naming the option and the file."""
+    missing = tmp_path / "absent"
+    with pytest.raises(ConfigError, match=rf"cannot read password_file {missing}: No such file"):
+        parse_config(_kafka_with_sasl(password_file=str(missing)))
