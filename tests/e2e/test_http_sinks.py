@@ -9,111 +9,78 @@ receiver's view, the dead-letter file and the forwarder's own metrics against ea
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.receivers.base import Reply
 from tests.receivers.elasticsearch import ElasticsearchReceiver, ItemRule
 from tests.receivers.http import HttpReceiver
 from tests.receivers.loki import LokiReceiver
+from tests.support.forwarder import ForwarderProcess, checkpoint, free_port, read_ndjson
 from tests.support.kernel import inject, requires_kernel, unique_tag
 
 pytestmark = [requires_kernel, pytest.mark.kernel]
 WAIT_S = 60.0
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Forwarder:
-    """One ``kmsg-forwarder run`` subprocess and its metrics endpoint."""
-
-    def __init__(self, process: asyncio.subprocess.Process, metrics_url: str, state_dir: Path):
-        self.process = process
-        self.metrics_url = metrics_url
-        self.state_dir = state_dir
-
-    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Every sample, keyed by (name, sorted labels)."""
-        async with aiohttp.ClientSession() as session, session.get(self.metrics_url) as response:
-            text = await response.text()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    async def value(self, name: str, **labels: str) -> float:
-        """One sample's value (0 when the series does not exist yet)."""
-        return (await self.metrics()).get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def dead_letters(self, sink: str) -> list[dict[str, Any]]:
-        """The sink's dead-letter entries."""
-        path = self.state_dir / "deadletter" / f"{sink}.ndjson"
-        if not path.exists():
-            return []
-        return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
 @asynccontextmanager
-async def forwarder(tmp_path: Path, sink: str, name: str = "first") -> AsyncIterator[Forwarder]:
-    """Run the forwarder with one sink table until the block ends (SIGTERM, then wait).
+async def forwarder(
+    tmp_path: Path, sinks: dict[str, Any], name: str = "first"
+) -> AsyncIterator[ForwarderProcess]:
+    """Run the forwarder with these sink tables until the block ends (SIGTERM, then wait).
 
-    Every run shares ``tmp_path/state``; ``name`` tells their config and log files apart.
+    Every run shares ``tmp_path/state``; ``name`` is the run's own work directory.
+    The helper's calls block, so they run in a thread: the receivers share this loop.
     """
-    port = free_port()
-    state_dir = tmp_path / "state"
-    config = tmp_path / f"{name}.toml"
-    config.write_text(
-        f'host = "e2e-node"\nstate_dir = "{state_dir}"\n'
-        "[batch]\nmax_records = 50\nlinger_ms = 50\n"
-        "[retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 500\n"
-        f'[metrics]\nlisten = "127.0.0.1:{port}"\n' + sink
-    )
-    with (tmp_path / f"{name}.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "forwarder", "run", "--config", str(config),
-            "--log-format", "json", stdout=asyncio.subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-    running = Forwarder(process, f"http://127.0.0.1:{port}/metrics", state_dir)
+    workdir = tmp_path / name
+    workdir.mkdir()
+    config = {
+        "host": "e2e-node",
+        "state_dir": tmp_path / "state",
+        "batch": {"max_records": 50, "linger_ms": 50},
+        "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "sinks": sinks,
+    }
+    process = ForwarderProcess(workdir, config).start()
     try:
-        await until(lambda: _listening(port), "the metrics endpoint to listen")
-        yield running
+        await asyncio.to_thread(process.wait_serving)
+        yield process
+        await asyncio.to_thread(process.stop)
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        process.cleanup()
 
 
-def rewind(run: Forwarder, sink: str, seq: int) -> None:
+async def metric(process: ForwarderProcess, name: str, **labels: str) -> float:
+    """One sample of the forwarder's metrics (0 when absent)."""
+    return await asyncio.to_thread(process.metric, name, **labels)
+
+
+async def reaches(process: ForwarderProcess, value: float, name: str, **labels: str) -> None:
+    """Wait until a metric equals ``value`` (counters settle a moment after the receiver)."""
+
+    async def equal() -> bool:
+        return await metric(process, name, **labels) == value
+
+    await until(equal, f"{name}{labels} == {value}")
+
+
+def dead_letters(tmp_path: Path, sink: str) -> list[dict[str, Any]]:
+    """The sink's dead-letter entries so far."""
+    return read_ndjson(tmp_path / "state" / "deadletter" / f"{sink}.ndjson")
+
+
+def rewind(tmp_path: Path, sink: str, seq: int) -> None:
     """Move a stopped forwarder's checkpoint back to ``seq``, keeping its boot and clock offset."""
-    path = run.state_dir / "checkpoints" / f"{sink}.json"
-    checkpoint = orjson.loads(path.read_bytes())
-    checkpoint["seq"] = seq
-    path.write_bytes(orjson.dumps(checkpoint))
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+    path = tmp_path / "state" / "checkpoints" / f"{sink}.json"
+    saved = checkpoint(tmp_path / "state", sink)
+    assert saved is not None
+    path.write_bytes(orjson.dumps(saved | {"seq": seq}))
 
 
 async def until(condition: Callable[[], Any], what: str) -> None:
@@ -139,31 +106,29 @@ async def test_loki_end_to_end_with_retries_partial_400_and_identical_resend(tmp
     async with LokiReceiver(tenant_id="e2e") as loki:
         loki.ignore_lines_containing.add(f"{tag} bad")
         loki.script(Reply(429, "slow down", {"Retry-After": "1"}), Reply(503, "unavailable"))
-        sink = f'[sinks.loki]\ntype = "loki"\nendpoint = "{loki.url}"\ntenant_id = "e2e"\n'
+        sink = {"loki": {"type": "loki", "endpoint": loki.url, "tenant_id": "e2e"}}
         async with forwarder(tmp_path, sink) as run:
             await until(lambda: loki.scripted_left == 0, "the scripted failures to be used")
             inject(good + bad)
             await until(lambda: len(loki.entries(f"{tag} good")) == len(good), "every good record")
             await until(
                 lambda: (
-                    len([d for d in run.dead_letters("loki") if tag in d["event"]["message"]])
+                    len([d for d in dead_letters(tmp_path, "loki") if tag in d["event"]["message"]])
                     == len(bad)
                 ),
                 "the bad records in the dead-letter file",
             )
-            assert await run.value("kmsg_forwarder_sink_retries_total", sink="loki") == 2
-            dead = await run.value(
-                "kmsg_forwarder_records_dead_lettered_total", sink="loki", reason="loki_400"
-            )
-            assert dead == len(bad)
-            assert await run.value("kmsg_forwarder_records_sent_total", sink="loki") >= len(good)
+            await reaches(run, 2, "kmsg_forwarder_sink_retries_total", sink="loki")
+            dead = "kmsg_forwarder_records_dead_lettered_total"
+            await reaches(run, len(bad), dead, sink="loki", reason="loki_400")
+            assert await metric(run, "kmsg_forwarder_records_sent_total", sink="loki") >= len(good)
         first = [(e.timestamp_ns, e.line, e.metadata) for e in loki.entries(tag)]
         assert [line for _, line, _ in first] == good
-        tagged = [d for d in run.dead_letters("loki") if tag in d["event"]["message"]]
+        tagged = [d for d in dead_letters(tmp_path, "loki") if tag in d["event"]["message"]]
         assert sorted(d["event"]["message"] for d in tagged) == sorted(bad)
         assert all("too far behind" in d["detail"] and d["reason"] == "loki_400" for d in tagged)
         # As after a crash before the checkpoint moved: the same records are sent again.
-        rewind(run, "loki", min(int(e.metadata["seq"]) for e in loki.entries(tag)) - 1)
+        rewind(tmp_path, "loki", min(int(e.metadata["seq"]) for e in loki.entries(tag)) - 1)
         duplicates_before = loki.duplicates
         async with forwarder(tmp_path, sink, name="again"):
             await until(
@@ -177,11 +142,11 @@ async def test_loki_413_splits_until_batches_fit(tmp_path: Path):
     tag = unique_tag()
     messages = [f"{tag} split {i} " + "p" * 300 for i in range(40)]
     async with LokiReceiver(max_body_bytes=6000) as loki:
-        sink = f'[sinks.loki]\ntype = "loki"\nendpoint = "{loki.url}"\nencoding = "json"\n'
+        sink = {"loki": {"type": "loki", "endpoint": loki.url, "encoding": "json"}}
         async with forwarder(tmp_path, sink) as run:
             inject(messages)
             await until(lambda: len(loki.entries(f"{tag} split")) == len(messages), "every record")
-            assert await run.value("kmsg_forwarder_batch_splits_total", sink="loki") > 0
+            assert await metric(run, "kmsg_forwarder_batch_splits_total", sink="loki") > 0
             assert 413 in loki.statuses
         assert [e.line for e in loki.entries(tag)] == messages
 
@@ -198,7 +163,7 @@ async def test_elasticsearch_end_to_end_with_item_retries_mapping_errors_and_409
             ItemRule(f"{tag} broken", (400,), forever=True),
         ]
         es.script(Reply(503, "whole bulk refused"))
-        sink = f'[sinks.es]\ntype = "elasticsearch"\nendpoint = "{es.url}"\n'
+        sink = {"es": {"type": "elasticsearch", "endpoint": es.url}}
         async with forwarder(tmp_path, sink) as run:
             await until(lambda: es.scripted_left == 0, "the scripted failure to be used")
             inject(messages)
@@ -206,23 +171,11 @@ async def test_elasticsearch_end_to_end_with_item_retries_mapping_errors_and_409
             await until(
                 lambda: len(es.docs_containing(tag)) == len(stored), "every storable record"
             )
-            await until(
-                lambda: run.value(
-                    "kmsg_forwarder_records_dead_lettered_total", sink="es", reason="es_mapping"
-                ),
-                "the mapping errors to be counted",
-            )
-            assert (
-                await run.value(
-                    "kmsg_forwarder_records_dead_lettered_total", sink="es", reason="es_mapping"
-                )
-                == 2
-            )
+            dead = "kmsg_forwarder_records_dead_lettered_total"
+            await reaches(run, 2, dead, sink="es", reason="es_mapping")
             # one retry for the refused bulk, one per bulk that carried a 429/503 item
-            assert (
-                await run.value("kmsg_forwarder_sink_retries_total", sink="es")
-                == 1 + es.bulks_with_retryable_items
-            )
+            retries = 1 + es.bulks_with_retryable_items
+            await reaches(run, retries, "kmsg_forwarder_sink_retries_total", sink="es")
         assert [doc["message"] for doc in es.docs_containing(tag)] == stored
         # nothing the server stored was sent again: only the scripted items saw a second try
         tagged_ids = {doc["id"] for doc in es.docs_containing(tag)}
@@ -233,15 +186,20 @@ async def test_elasticsearch_end_to_end_with_item_retries_mapping_errors_and_409
         }
         docs_before = {doc["id"]: doc for doc in es.docs_containing(tag)}
         tries_before = dict(es.tries)
-        rewind(run, "es", min(int(doc["seq"]) for doc in docs_before.values()) - 1)
+        rewind(tmp_path, "es", min(int(doc["seq"]) for doc in docs_before.values()) - 1)
         async with forwarder(tmp_path, sink, name="again") as again:
             await until(
                 lambda: all(es.tries[i] > tries_before[i] for i in docs_before),
                 "every record re-sent",
             )
-            assert await again.value("kmsg_forwarder_records_duplicate_total", sink="es") >= len(
-                docs_before
-            )
+
+            async def all_duplicates() -> bool:
+                duplicates = await metric(
+                    again, "kmsg_forwarder_records_duplicate_total", sink="es"
+                )
+                return duplicates >= len(docs_before)
+
+            await until(all_duplicates, "the re-sent records to be counted as duplicates")
         assert {doc["id"]: doc for doc in es.docs_containing(tag)} == docs_before
 
 
@@ -250,7 +208,7 @@ async def test_http_end_to_end_with_retries_and_a_fatal_batch(tmp_path: Path):
     tag = unique_tag()
     messages = [f"{tag} http {i}" for i in range(30)]
     async with HttpReceiver(path="/in") as receiver:
-        sink = f'[sinks.web]\ntype = "http"\nendpoint = "{receiver.url}/in"\ncompression = "gzip"\n'
+        sink = {"web": {"type": "http", "endpoint": f"{receiver.url}/in", "compression": "gzip"}}
         async with forwarder(tmp_path, sink) as run:
             await until(lambda: receiver.events, "the ring's records to start arriving")
             receiver.script(
@@ -260,16 +218,22 @@ async def test_http_end_to_end_with_retries_and_a_fatal_batch(tmp_path: Path):
             await until(lambda: receiver.scripted_left == 0, "the scripted failures to be used")
 
             def delivered_or_dead() -> bool:
-                arrived = {e["message"] for e in receiver.events.values()}
-                dead = {d["event"].get("message") for d in run.dead_letters("web")}
+                arrived = {e.get("message") for e in receiver.events.values()}
+                dead = {d["event"].get("message") for d in dead_letters(tmp_path, "web")}
                 return set(messages) <= arrived | dead
 
             await until(delivered_or_dead, "every record delivered or dead-lettered")
-            dead_letters = run.dead_letters("web")
+
+            async def counted() -> bool:
+                dead = await metric(
+                    run, "kmsg_forwarder_records_dead_lettered_total", sink="web", reason="http_4xx"
+                )
+                return dead > 0 and dead == len(dead_letters(tmp_path, "web"))
+
+            await until(counted, "the dead-lettered batch to be counted")
+            refused = dead_letters(tmp_path, "web")
             ids = set(receiver.events)
-            assert await run.value("kmsg_forwarder_sink_retries_total", sink="web") == 2
-            assert await run.value(
-                "kmsg_forwarder_records_dead_lettered_total", sink="web", reason="http_4xx"
-            ) == len(dead_letters)
-            assert 1 <= len(dead_letters) <= 50
-            assert not {d["event"]["id"] for d in dead_letters} & ids
+            await reaches(run, 2, "kmsg_forwarder_sink_retries_total", sink="web")
+            assert {d["reason"] for d in refused} == {"http_4xx"}
+            assert 1 <= len(refused) <= 50
+            assert not {d["event"]["id"] for d in refused} & ids
