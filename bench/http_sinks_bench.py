@@ -18,6 +18,9 @@ import asyncio
 import gzip
 import multiprocessing
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -119,6 +122,34 @@ def receiver(port: int, ready: Any) -> None:
     asyncio.run(serve())
 
 
+async def forwarder_table(dump: Path, url: str, count: int) -> None:
+    """Whole forwarder, dump to receiver, one row per sink configuration."""
+    tables = {
+        "loki protobuf+snappy": {"type": "loki", "endpoint": url, "max_age_s": 0},
+        "loki json+gzip": {
+            "type": "loki", "endpoint": url, "max_age_s": 0, "encoding": "json", "compression": "gzip",
+        },
+        "elasticsearch": {"type": "elasticsearch", "endpoint": url},
+        "elasticsearch gzip": {"type": "elasticsearch", "endpoint": url, "compression": "gzip"},
+        "http ndjson": {"type": "http", "endpoint": url + "/ingest"},
+        "http ndjson+gzip": {"type": "http", "endpoint": url + "/ingest", "compression": "gzip"},
+    }  # fmt: skip
+    print(
+        f"whole forwarder (kmsg-forwarder run, [source] path = dump, default batching), {count:,} records"
+    )
+    print(f"{'sink':<22} {'records/s':>10} {'CPU s/M':>8} {'requests':>9} {'wire MB':>8}")
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, (name, table) in enumerate(tables.items()):
+            row = await asyncio.to_thread(run_forwarder, dump, table, Path(scratch) / str(index))
+            async with ClientSession() as session, session.get(url + "/stats") as response:
+                stats = await response.json()
+            if row["seq"] != count - 1:
+                raise SystemExit(f"{name}: checkpoint at {row['seq']}, not {count - 1}")
+            print(f"{name:<22} {count / row['wall']:>10,.0f} {row['cpu'] / count * 1e6:>8.2f} "
+                  f"{stats['requests']:>9,} {stats['wire_bytes'] / 1e6:>8.1f}")  # fmt: skip
+    print()
+
+
 def sinks(url: str) -> list[tuple[str, Sink]]:
     """The configurations measured."""
     loki = {"type": "loki", "endpoint": url, "max_age_s": 0, "max_future_s": 0}
@@ -171,12 +202,45 @@ async def measure(
     return {"records": records, "wall": wall, "cpu": cpu, **stats}
 
 
+def run_forwarder(dump: Path, sink: dict[str, Any], workdir: Path) -> dict[str, float]:
+    """Replay the dump through ``kmsg-forwarder run`` ([source] path = dump) to the receiver.
+
+    Returns wall and CPU seconds (forwarder and its capture process, from start to exit)
+    and the checkpoint's final seq, which proves every record was acknowledged.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "forwarder.toml"
+    table = "\n".join(f"{key} = {orjson.dumps(value).decode()}" for key, value in sink.items())
+    config.write_text(
+        f'host = "bench-node"\nstate_dir = "{workdir / "state"}"\n'
+        f'[source]\npath = "{dump}"\n[sinks.bench]\n{table}\n'
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with (workdir / "stderr").open("wb") as log:
+        code = subprocess.run(  # noqa: PLW1510 - the code is checked just below
+            [sys.executable, "-m", "forwarder", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        ).returncode
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if code != 0:
+        raise SystemExit(f"forwarder exited {code}: see {workdir / 'stderr'}")
+    checkpoint = orjson.loads((workdir / "state" / "checkpoints" / "bench.json").read_bytes())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "seq": checkpoint["seq"]}
+
+
 async def main() -> None:
     """Build the dump, start the receiver, measure every configuration, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--dump", type=Path, default=None)
+    parser.add_argument(
+        "--forwarder", action="store_true", help="replay the dump through kmsg-forwarder run too"
+    )
     args = parser.parse_args()
     dump = args.dump or Path(tempfile.gettempdir()) / f"kmsg-dump-{args.records}.bin"
     if not dump.exists():
@@ -203,6 +267,8 @@ async def main() -> None:
         f"{'sink':<22} {'records/s':>10} {'CPU s/M':>8} {'requests':>9} {'wire MB':>8} {'B/record':>9}"
     )
     try:
+        if args.forwarder:
+            await forwarder_table(dump, url, args.records)
         for name, sink in sinks(url):
             row = await measure(sink, dump, args.batch, who, url)
             per_million = row["cpu"] / row["records"] * 1e6
