@@ -263,12 +263,13 @@ async def main() -> None:
         f"{parsed:,} records from {dump} ({dump.stat().st_size / 1e6:.0f} MB), batches of {args.batch}, "
         f"{os.cpu_count()} CPUs; parse+encode (not counted below): {encode_cpu / parsed * 1e6:.2f} CPU s per million"
     )
-    print(
-        f"{'sink':<22} {'records/s':>10} {'CPU s/M':>8} {'requests':>9} {'wire MB':>8} {'B/record':>9}"
-    )
     try:
         if args.forwarder:
             await forwarder_table(dump, url, args.records)
+        print("sinks alone: send() only, one batch in flight")
+        print(
+            f"{'sink':<22} {'records/s':>10} {'CPU s/M':>8} {'requests':>9} {'wire MB':>8} {'B/record':>9}"
+        )
         for name, sink in sinks(url):
             row = await measure(sink, dump, args.batch, who, url)
             per_million = row["cpu"] / row["records"] * 1e6
