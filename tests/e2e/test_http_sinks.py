@@ -30,7 +30,7 @@ WAIT_S = 60.0
 
 @asynccontextmanager
 async def forwarder(
-    tmp_path: Path, sinks: dict[str, Any], name: str = "first"
+    tmp_path: Path, sinks: dict[str, Any], name: str = "first", **extra: Any
 ) -> AsyncIterator[ForwarderProcess]:
     """Run the forwarder with these sink tables until the block ends (SIGTERM, then wait).
 
@@ -46,6 +46,7 @@ async def forwarder(
         "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 500},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "sinks": sinks,
+        **extra,
     }
     process = ForwarderProcess(workdir, config).start()
     try:
@@ -135,6 +136,30 @@ async def test_loki_end_to_end_with_retries_partial_400_and_identical_resend(tmp
                 lambda: loki.duplicates - duplicates_before >= len(good), "the re-sent records"
             )
         assert [(e.timestamp_ns, e.line, e.metadata) for e in loki.entries(tag)] == first
+
+
+async def test_loki_401_is_a_configuration_problem_that_keeps_the_data(tmp_path: Path):
+    """A wrong tenant (401) is retried and shown on /readyz; fixed, every record arrives."""
+    tag = unique_tag()
+    messages = [f"{tag} kept {i}" for i in range(10)]
+    async with LokiReceiver(tenant_id="right") as loki:
+        wrong = {"loki": {"type": "loki", "endpoint": loki.url, "tenant_id": "wrong"}}
+        async with forwarder(tmp_path, wrong, shutdown_timeout_s=1) as run:
+            inject(messages)
+
+            async def not_ready() -> bool:
+                status, body = await asyncio.to_thread(run.http_get, "/readyz")
+                failing = orjson.loads(body).get("failing_sinks", {}) if status == 503 else {}
+                return bool(failing.get("loki", {}).get("config_problem"))
+
+            await until(not_ready, "/readyz to report the configuration problem")
+            assert await metric(run, "kmsg_forwarder_sink_retries_total", sink="loki") > 0
+            assert dead_letters(tmp_path, "loki") == []
+        assert loki.entries(tag) == []
+        right = {"loki": {"type": "loki", "endpoint": loki.url, "tenant_id": "right"}}
+        async with forwarder(tmp_path, right, name="fixed"):
+            await until(lambda: len(loki.entries(tag)) == len(messages), "every kept record")
+        assert [entry.line for entry in loki.entries(tag)] == messages
 
 
 async def test_loki_413_splits_until_batches_fit(tmp_path: Path):
