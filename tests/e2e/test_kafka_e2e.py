@@ -32,6 +32,7 @@ from tests.support.kafka_broker import (
     tansu_binary,
 )
 from tests.support.kernel import inject, requires_kernel, unique_tag
+from tests.support.tcp_proxy import TcpProxy
 
 __all__ = ["kafka_broker", "proxied_kafka_broker"]  # fixtures used by name below
 
@@ -217,27 +218,32 @@ def test_broker_absent_at_start_is_waited_for_while_capturing(
     forwarder_factory: ForwarderFactory, tmp_path: Path
 ) -> None:
     """With no broker at start the forwarder captures, retries and is not ready; it delivers once the broker appears."""
-    port = free_port()
-    broker = KafkaBroker(tansu_binary(), port, port, tmp_path / "tansu.log")
-    topic = "late-broker"
-    forwarder = forwarder_factory(forwarder_config(tmp_path, broker.bootstrap, topic))
-    forwarder.start().wait_serving()
-    tag = unique_tag()
-    inject(f"{tag} #{index}" for index in range(30))
+    # The broker runs (with its topic) behind an address where nothing listens yet; it
+    # "appears" when a proxy starts listening there. Tansu would auto-create the topic if
+    # the forwarder reached it first, so it is created before.
+    address_port = free_port()
+    broker = KafkaBroker(tansu_binary(), free_port(), address_port, tmp_path / "tansu.log")
+    proxy = TcpProxy(target_port=broker.port, port=address_port)
     try:
+        broker.start()
+        topic = broker.create_topic(partitions=1)
+        forwarder = forwarder_factory(forwarder_config(tmp_path, broker.bootstrap, topic))
+        forwarder.start().wait_serving()
+        tag = unique_tag()
+        inject(f"{tag} #{index}" for index in range(30))
         wait_until(lambda: forwarder.metric("kmsg_forwarder_sink_retries_total", sink=SINK) >= 2)
         status, body = forwarder.http_get("/readyz")
         assert status == 503
         assert SINK in body.decode()
         wait_until(lambda: forwarder.metric("kmsg_forwarder_last_seq_read") > 0)
-        broker.start()
-        broker.create_topic(topic, partitions=1)
+        proxy.start()
         arrived = wait_for_tagged(broker.bootstrap, topic, tag, 30)
         assert indexes(arrived) == set(range(30))
         wait_until(lambda: forwarder.http_get("/readyz")[0] == 200)
         assert forwarder.stop() == 0
     finally:
         broker.stop()
+        proxy.stop()
 
 
 @pytest.fixture

@@ -52,10 +52,11 @@ class TcpProxy:
         self._call(self._listen())
 
     def stop(self) -> None:
-        """Cut, then end the thread."""
-        self.cut()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        """Cut, then end the thread (also fine if never started)."""
+        if self._thread.is_alive():
+            self.cut()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
         self._loop.close()
 
     def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
