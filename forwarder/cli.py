@@ -128,7 +128,13 @@ def _status(config: Config) -> int:
 def _run(config: Config) -> int:
     pipeline = Pipeline(config)
     pipeline.prepare()
-    uvloop.run(_serve(pipeline))
+    try:
+        uvloop.run(_serve(pipeline))
+    except StartupError as error:
+        if pipeline.started_reading:
+            # e.g. a checkpoint that can no longer be written: a runtime failure.
+            raise ForwarderError(f"stopped: {error}") from error
+        raise
     return EXIT_OK
 
 

@@ -79,6 +79,7 @@ class Pipeline:
         self._capture: Capture | None = None
         self._stopping = False
         self.source_ended = False
+        self.started_reading = False
 
     # -- start-up -------------------------------------------------------------------
 
@@ -189,6 +190,7 @@ class Pipeline:
             }
             watcher = asyncio.create_task(self._watch_gauges())
             reader = asyncio.create_task(self._read(), name="reader")
+            self.started_reading = True
             while not reader.done():
                 done, _ = await asyncio.wait(
                     {reader, *workers}, return_when=asyncio.FIRST_COMPLETED
