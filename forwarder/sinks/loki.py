@@ -46,7 +46,7 @@ METADATA_FIELDS: Final = LABEL_FIELDS | {"seq", "boot_id", "id", "caller", "mono
 _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _MAX_LABEL_NAME_BYTES: Final = 1024
 _MAX_LABEL_VALUE_BYTES: Final = 2048
-_MAX_METADATA_BYTES: Final = 64 * 1024
+_MAX_CACHED_LABEL_SETS: Final = 4096
 _CONFIG: Final = frozenset({404})  # a wrong endpoint path: a configuration problem
 _log = structlog.get_logger(__name__)
 
@@ -142,6 +142,7 @@ class LokiSink(Sink):
         if config.tenant_id:
             self._headers["X-Scope-OrgID"] = config.tenant_id
         self._static = tuple(config.labels.items())
+        self._label_sets: dict[tuple[Any, ...], tuple[LabelSet, tuple[str, str] | None]] = {}
         self._what = f"Loki {name}"
 
     async def start(self) -> None:
@@ -196,15 +197,13 @@ class LokiSink(Sink):
         """Labels and entry of an event, or the reason Loki would refuse it."""
         fields = event.fields
         config = self._config
-        labels = [*self._static]
-        labels += [
-            (name, _text(fields[name]))
-            for name in config.label_fields
-            if fields.get(name) not in (None, "")
-        ]
-        labels.sort()
+        key = tuple(fields.get(name) for name in config.label_fields)
+        cached = self._label_sets.get(key)
+        if cached is None:
+            cached = self._label_set(key)
+        labels, problem = cached
         metadata = tuple(
-            (name, _text(fields[name])) for name in config.structured_metadata if name in fields
+            (name, str(fields[name])) for name in config.structured_metadata if name in fields
         )
         if config.line == "message" and event.kind == "kmsg":
             line = str(fields["message"])
@@ -212,22 +211,41 @@ class LokiSink(Sink):
             line = event.json.decode()
         # The entry time is @timestamp exactly (microseconds), so sub-microsecond noise in
         # a re-measured clock offset cannot make a re-sent entry look new to Loki.
-        entry = Entry(event.timestamp_ns - event.timestamp_ns % 1000, line, metadata, event)
-        return tuple(labels), entry, self._problem(labels, entry, now_ns)
+        timestamp_ns = event.timestamp_ns - event.timestamp_ns % 1000
+        entry = Entry(timestamp_ns, line, metadata, event)
+        if problem is None:
+            problem = self._entry_problem(entry, now_ns)
+        return labels, entry, problem
 
-    def _problem(  # noqa: PLR0911 - one return per Loki rule reads best
-        self, labels: list[tuple[str, str]], entry: Entry, now_ns: float
-    ) -> tuple[str, str] | None:
-        config = self._config
+    def _label_set(self, values: tuple[Any, ...]) -> tuple[LabelSet, tuple[str, str] | None]:
+        """The sorted label set for these field values, and what Loki would say against it.
+
+        Label values are low-cardinality by design, so each set is built and checked once.
+        """
+        labels = [*self._static]
+        labels += [
+            (name, str(value))
+            for name, value in zip(self._config.label_fields, values, strict=True)
+            if value not in (None, "")
+        ]
+        labels.sort()
+        problem = None
         if not labels:
-            return "loki_labels", "the record has none of the label fields"
-        if too_long := [n for n, v in labels if _utf8_over(v, _MAX_LABEL_VALUE_BYTES)]:
-            return "loki_labels", f"label {too_long[0]} is over 2048 bytes"
+            problem = "loki_labels", "the record has none of the label fields"
+        elif too_long := [n for n, v in labels if _utf8_over(v, _MAX_LABEL_VALUE_BYTES)]:
+            problem = "loki_labels", f"label {too_long[0]} is over 2048 bytes"
+        if len(self._label_sets) >= _MAX_CACHED_LABEL_SETS:
+            self._label_sets.clear()
+        self._label_sets[values] = result = (tuple(labels), problem)
+        return result
+
+    def _entry_problem(self, entry: Entry, now_ns: float) -> tuple[str, str] | None:
+        # Structured metadata needs no size check: every field allowed in it is bounded
+        # (ids, seq, device <= 47 bytes...), far below Loki's 64 KiB per entry.
+        config = self._config
         if _utf8_over(entry.line, config.max_line_bytes):
             size = len(entry.line.encode())
             return "loki_line_too_long", f"line of {size} bytes > {config.max_line_bytes}"
-        if _utf8_over("".join(n + v for n, v in entry.metadata), _MAX_METADATA_BYTES):
-            return "loki_metadata_too_large", "structured metadata over 64 KiB"
         if config.max_age_s and entry.timestamp_ns < now_ns - config.max_age_s * 1e9:
             return "loki_too_old", f"timestamp older than max_age_s={config.max_age_s:g}"
         if config.max_future_s and entry.timestamp_ns > now_ns + config.max_future_s * 1e9:
@@ -238,7 +256,3 @@ class LokiSink(Sink):
 def _utf8_over(text: str, limit: int) -> bool:
     """Whether ``text`` is over ``limit`` bytes in UTF-8 (encoding only when it may be)."""
     return len(text) * 4 > limit and len(text.encode()) > limit
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)

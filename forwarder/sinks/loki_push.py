@@ -114,11 +114,19 @@ def _entry(entry: Entry) -> bytes:
         b"\x10" + _varint(nanos) if nanos else b""
     )
     line = entry.line.encode()
-    parts = [b"\x0a", _varint(len(timestamp)), timestamp, b"\x12", _varint(len(line)), line]
+    size = len(line)
+    # proto3 leaves out empty strings; the timestamp message is always there.
+    parts = [b"\x0a", _ONE_BYTE[len(timestamp)], timestamp]  # at most 17 bytes
+    if size:
+        parts += (b"\x12", _ONE_BYTE[size] if size < 0x80 else _varint(size), line)
     for name, value in entry.metadata:
         encoded = value.encode()
-        pair = _name_field(name) + b"\x12" + _varint(len(encoded)) + encoded
-        parts += (b"\x1a", _varint(len(pair)), pair)
+        size = len(encoded)
+        pair = _name_field(name)
+        if size:
+            pair += b"\x12" + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + encoded
+        size = len(pair)
+        parts += (b"\x1a", _ONE_BYTE[size] if size < 0x80 else _varint(size), pair)
     return b"".join(parts)
 
 
@@ -137,8 +145,27 @@ _ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
 
 
 def _varint(value: int) -> bytes:
+    # Unrolled up to 5 bytes (< 2**35): lengths, nanoseconds and today's Unix seconds.
     if value < 0x80:
         return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x20_0000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    if value < 0x1000_0000:
+        return bytes(
+            (value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80, value >> 21)
+        )
+    if value < 0x8_0000_0000:
+        return bytes(
+            (
+                value & 0x7F | 0x80,
+                value >> 7 & 0x7F | 0x80,
+                value >> 14 & 0x7F | 0x80,
+                value >> 21 & 0x7F | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

@@ -73,7 +73,7 @@ class LokiReceiver(Receiver):
             streams = _json_streams(body)
         elif content_type == "application/x-protobuf":
             require("Content-Encoding" not in request.headers, "protobuf bodies are raw snappy")
-            streams = _protobuf_streams(body)
+            streams = decode_protobuf_push(body)
         else:
             raise ApiViolationError(f"Content-Type {content_type!r}")
         require(bool(streams), "no streams")
@@ -143,9 +143,10 @@ def _json_streams(
     return streams
 
 
-def _protobuf_streams(
+def decode_protobuf_push(
     body: bytes,
 ) -> list[tuple[dict[str, str], list[tuple[int, str, dict[str, str]]]]]:
+    """Decode and check a snappy-compressed PushRequest: (labels, [(ns, line, metadata)])."""
     try:
         raw = bytes(cramjam.snappy.decompress_raw(body))
     except Exception as error:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import cramjam
 import orjson
 import pytest
 
@@ -20,9 +21,9 @@ from forwarder.errors import (
 )
 from forwarder.sinks.base import Batch
 from forwarder.sinks.loki import LokiSink, LokiSinkConfig
-from forwarder.sinks.loki_push import Entry, Stream, rejected_entries
+from forwarder.sinks.loki_push import Entry, Stream, protobuf_body, rejected_entries
 from tests.receivers.base import Reply
-from tests.receivers.loki import LokiReceiver, go_time
+from tests.receivers.loki import LokiReceiver, decode_protobuf_push, go_time
 from tests.support.events import gap_event, identity, make_events
 
 ENCODINGS = [
@@ -225,6 +226,15 @@ async def test_local_checks_reject_what_loki_would_before_sending():
         assert len(loki.requests) == 1
 
 
+async def test_label_value_over_2048_bytes_is_rejected_locally():
+    """A record whose label value Loki would refuse is rejected, the others are sent."""
+    events = make_events(["long host"], who=identity(host="h" * 3000)) + make_events(["fine"])
+    async with LokiReceiver() as loki:
+        result = await send(loki_config(loki), events)
+        assert [(r.event.id, r.reason) for r in result.rejected] == [(events[0].id, "loki_labels")]
+        assert [entry.line for entry in loki.entries()] == ["fine"]
+
+
 async def test_connection_refused_is_retryable():
     """A receiver that is gone gives a RetryableSinkError."""
     async with LokiReceiver() as loki:
@@ -260,6 +270,18 @@ def test_endpoint_without_path_gets_the_push_path():
     proxied = LokiSinkConfig(type="loki", endpoint="https://gw/tenant/loki/api/v1/push")
     assert str(bare.push_url()) == "http://loki:3100/loki/api/v1/push"
     assert str(proxied.push_url()) == "https://gw/tenant/loki/api/v1/push"
+
+
+@pytest.mark.parametrize("size", [0, 127, 128, 16_383, 16_384, 2**21 - 1, 2**21, 2**28])
+def test_protobuf_lengths_decode_with_the_official_runtime(size):
+    """Every varint width (1 to 5 bytes) and empty strings decode with the protobuf runtime."""
+    event = make_events(["x"])[0]
+    timestamp_ns = 2**34 * 1_000_000_000 + 999_999_999  # seconds needing a 5-byte varint
+    entry = Entry(timestamp_ns, "y" * size, (("seq", "1"), ("device", "")), event)
+    body = cramjam.snappy.compress_raw(protobuf_body([Stream((("host", "h"),), [entry])]))
+    ((labels, values),) = decode_protobuf_push(bytes(body))
+    assert labels == {"host": "h"}
+    assert values == [(timestamp_ns, "y" * size, {"seq": "1", "device": ""})]
 
 
 def _streams() -> tuple[list[Stream], list[Entry]]:
