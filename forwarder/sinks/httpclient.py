@@ -84,7 +84,8 @@ class HttpSinkConfigBase(SinkConfigBase):
             raise ValueError("password needs a username")
         if sum(map(bool, (basic, bearer, self._has_api_key()))) > 1:
             raise ValueError("configure one kind of authentication only")
-        if self.headers.keys() & {"Authorization", "authorization"} and (basic or bearer):
+        header = any(name.lower() == "authorization" for name in self.headers)
+        if header and (basic or bearer or self._has_api_key()):
             raise ValueError("an Authorization header and auth options exclude each other")
         return self
 
@@ -109,7 +110,10 @@ class HttpSinkConfigBase(SinkConfigBase):
         headers = dict(self.headers)
         if (authorization := self.authorization()) is not None:
             headers["Authorization"] = authorization
-        tls = self.tls.ssl_context() if url.scheme == "https" else None
+        try:
+            tls = self.tls.ssl_context() if url.scheme == "https" else None
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"TLS options: {error}") from error
         return HttpClient(url, headers=headers, tls=tls, timeout_s=self.timeout_s, session=session)
 
 

@@ -166,6 +166,7 @@ def test_parse_retry_after(value, seconds):
         ({"password": "p"}, "needs a username"),
         ({"username": "u", "bearer_token": "t"}, "one kind of authentication"),
         ({"headers": {"Authorization": "x"}, "bearer_token": "t"}, "exclude each other"),
+        ({"headers": {"AUTHORIZATION": "x"}, "username": "u"}, "exclude each other"),
         ({"headers": {"Content-Encoding": "br"}}, "set by the sink"),
         ({"format": "csv"}, "format"),
         ({"timeout_s": 0}, "timeout_s"),
@@ -176,6 +177,19 @@ def test_config_errors(options, message):
     raw = {"sinks": {"h": {"type": "http", "endpoint": "http://127.0.0.1:8080/in", **options}}}
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+def test_unreadable_ca_file_is_a_config_error(tmp_path: Path):
+    """A tls.ca_file that cannot be loaded fails when the sink is built, naming TLS."""
+    config = HttpSinkConfig.model_validate(
+        {
+            "type": "http",
+            "endpoint": "https://127.0.0.1:1/x",
+            "tls": {"ca_file": str(tmp_path / "no")},
+        }
+    )
+    with pytest.raises(ConfigError, match="TLS options"):
+        HttpSink("h", config)
 
 
 def test_missing_secret_file_is_a_config_error(tmp_path: Path):
