@@ -276,10 +276,17 @@ class KafkaSink(Sink):
                 return
             producer = self._factory(self._options)
             try:
-                await producer.start()
-                await producer.partitions_for(self._topic)
+                # Bounded like a send: a connection that never answers must become a retry.
+                async with asyncio.timeout(self._delivery_timeout_s):
+                    await producer.start()
+                    await producer.partitions_for(self._topic)
             except BaseException as error:
                 self._abandon(producer, [])
+                if isinstance(error, TimeoutError):
+                    raise RetryableSinkError(
+                        f"kafka {','.join(self._config.bootstrap_servers)}: no answer within"
+                        f" delivery_timeout_ms={self._config.delivery_timeout_ms} at connect"
+                    ) from error
                 if isinstance(error, Exception):
                     raise self._classify(error) from error
                 raise

@@ -271,11 +271,14 @@ class ScriptedProducer:
         self.future_error = future_error
         self.sent: list[bytes] = []
         self.stopped = False
+        self.start_hangs = False
 
     async def start(self) -> None:
-        """Fail if scripted to."""
+        """Fail, or never answer, if scripted to."""
         if self.start_error is not None:
             raise self.start_error
+        if self.start_hangs:
+            await asyncio.Event().wait()
 
     async def stop(self) -> None:
         """Remember the stop."""
@@ -346,6 +349,18 @@ async def test_failures_are_classified(
         assert not isinstance(raised.value, SinkConfigError)
     await sink.close()
     assert scripted.stopped
+
+
+async def test_broker_that_never_answers_at_connect_is_retryable() -> None:
+    """A connect that hangs becomes a RetryableSinkError after delivery_timeout_ms, not a stuck sink."""
+    hanging = ScriptedProducer()
+    hanging.start_hangs = True
+    config = sink_config("127.0.0.1:9", "logs", request_timeout_ms=100, delivery_timeout_ms=200)
+    sink = build(config, producer_factory=Factory(hanging))
+    with pytest.raises(RetryableSinkError, match="no answer"):
+        await sink.start()
+    await sink.close()
+    assert hanging.stopped
 
 
 async def test_failed_attempt_starts_a_new_producer_session() -> None:
