@@ -71,10 +71,11 @@ class SinkWorker:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._clock_offset_ns = clock_offset_ns
+        self._recovered = asyncio.Event()
 
     async def run(self) -> None:
         """Start the sink, then deliver batches until the stream ends."""
-        await self._retry.call(self.sink.start, self._on_failure)
+        await self._retry.call(self.sink.start, self._on_failure, wake=self._recovered)
         self._on_success()
         slots = asyncio.Semaphore(self._max_in_flight)
         last_commit: asyncio.Task[None] | None = None
@@ -173,7 +174,7 @@ class SinkWorker:
                     retry_after_s=result.retry_after_s,
                 )
 
-        await self._retry.call(attempt, self._on_failure)
+        await self._retry.call(attempt, self._on_failure, wake=self._recovered)
 
     def _on_failure(self, error: RetryableSinkError, wait_s: float) -> None:
         now = time.monotonic()
@@ -189,6 +190,9 @@ class SinkWorker:
     def _on_success(self) -> None:
         if self.health.failing_since is not None:
             log.info("sink_recovered", sink=self.sink.name)
+            # Batches still backing off retry now instead of after their full wait.
+            self._recovered.set()
+            self._recovered.clear()
         self.health.failing_since = None
         self.health.last_error = None
         self.health.config_problem = False

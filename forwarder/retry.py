@@ -8,6 +8,8 @@ forever, otherwise the last error is re-raised once the budget is spent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,15 +38,36 @@ class RetryPolicy:
             multiplier=config.initial_backoff_ms / 1000, max=config.max_backoff_ms / 1000
         )
 
-    async def call(self, operation: Callable[[], Awaitable[T]], on_failure: FailureHook) -> T:
-        """Run ``operation`` until it succeeds; ``on_failure(error, wait_s)`` before each wait."""
+    async def call(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        on_failure: FailureHook,
+        *,
+        wake: asyncio.Event | None = None,
+    ) -> T:
+        """Run ``operation`` until it succeeds; ``on_failure(error, wait_s)`` before each wait.
+
+        Setting ``wake`` ends a backoff early (the receiver is back: another call to it just
+        succeeded), except a wait the server asked for with Retry-After.
+        """
+        interruptible = True
 
         def wait(state: RetryCallState) -> float:
+            nonlocal interruptible
             jittered = self._jitter(state)
             error = state.outcome.exception() if state.outcome else None
+            interruptible = True
             if isinstance(error, RetryableSinkError) and error.retry_after_s is not None:
+                interruptible = False
                 return max(error.retry_after_s, jittered)
             return jittered
+
+        async def sleep(seconds: float) -> None:
+            if wake is None or not interruptible:
+                await asyncio.sleep(seconds)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), seconds)
 
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -56,6 +79,7 @@ class RetryPolicy:
             wait=wait,
             stop=stop_after_delay(self._config.budget_s) if self._config.budget_s else stop_never,
             before_sleep=before_sleep,
+            sleep=sleep,
             reraise=True,
         )
         return await retrying(operation)
