@@ -37,8 +37,14 @@ CLOCK_DRIFT_WARN_NS = 1_000_000_000
 
 
 def clock_offset_now_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC: wall time of boot as the kmsg clock sees it."""
-    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, in whole microseconds (the precision of ts_usec).
+
+    Whole microseconds keep ``timestamp_ns`` equal to what ``@timestamp`` says.
+    """
+    offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
+        time.CLOCK_MONOTONIC
+    )
+    return offset // 1000 * 1000
 
 
 def read_boot_id(path: Any) -> str:
