@@ -2,9 +2,10 @@
 
 The source is opened here, so that a missing device or a permission problem is a clear
 :class:`DeviceError` before anything runs; the open file is then handed to the capture
-process (``capture_worker``), which does nothing but read. Its frames arrive over a pipe
-that the event loop watches (a pipe, never /dev/kmsg itself: uvloop's ``add_reader``
-stops for good on the device's first overrun, FACTS.md).
+process (``capture_worker``), which does nothing but read, at real-time priority when the
+forwarder may grant it (CAP_SYS_NICE). Its frames arrive over a pipe that the event loop
+watches (a pipe, never /dev/kmsg itself: uvloop's ``add_reader`` stops for good on the
+device's first overrun, FACTS.md).
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import structlog
+
 from forwarder.capture_worker import FRAME_HEADER, FrameKind
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError
 
+log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
+CAPTURE_RT_PRIORITY: Final = 1
 MAX_FRAMES_PER_READ: Final = 512
 
 
@@ -110,6 +115,8 @@ class Capture:
             )
         finally:
             os.close(fd)
+        if is_device:
+            _raise_priority(self._process.pid)
 
     async def attach(self) -> None:
         """Start watching the pipe from the capture process (call once, in the loop)."""
@@ -175,6 +182,28 @@ class Capture:
     def _ended(self) -> None:
         self._eof = True
         self._data_ready.set()
+
+
+def _raise_priority(pid: int) -> None:
+    """Let the capture process run before anything else that wants a CPU.
+
+    A flood leaves the ring a few ms; waiting that long for a CPU behind the forwarder's
+    own parsing, the writer or any busy neighbour loses records (bench/capture_bench.py).
+    SCHED_RR at the lowest real-time priority preempts every normal task; the process
+    spins only while records flow and sleeps otherwise, and the kernel's real-time
+    throttling still leaves other tasks 5% of that CPU. Needs CAP_SYS_NICE.
+    """
+    try:
+        os.sched_setscheduler(pid, os.SCHED_RR, os.sched_param(CAPTURE_RT_PRIORITY))
+    except OSError as error:
+        log.info(
+            "capture_priority_normal",
+            reason=error.strerror,
+            hint="without CAP_SYS_NICE, a busy machine can delay capture long enough "
+            "in a flood to lose records",
+        )
+        return
+    log.debug("capture_priority_realtime", policy="SCHED_RR", priority=CAPTURE_RT_PRIORITY)
 
 
 class _PipeProtocol(asyncio.Protocol):

@@ -6,8 +6,10 @@ loop: the kernel ring lasts ~2 ms in a flood (FACTS.md). It reads the inherited 
 fd and writes framed raw records to stdout (a pipe to the forwarder), buffering up to
 ``--buffer-records`` when the forwarder is slow; only then does it stop reading.
 
-After the ring runs dry it keeps spinning on ``read()`` for ``--spin-us`` before sleeping
-in ``poll()``: a sleeping reader wakes up to ~4 ms late, longer than a flood leaves.
+In a flood, after the ring runs dry it keeps spinning on ``read()`` for ``--spin-us`` after
+the last record before sleeping in ``poll()``: a sleeping reader wakes up to ~4 ms late,
+longer than the ring lasts in a flood. Below flood rates it sleeps at once (no CPU spent).
+The forwarder runs this process at real-time priority when allowed (``capture.py``).
 
 Frame: ``struct "<BI"`` (kind, payload length) + payload. Kinds: see ``FrameKind``.
 """
@@ -35,8 +37,15 @@ READ_SIZE: Final = 16_384  # > 8 KiB: a record larger than the buffer is lost (E
 FILE_CHUNK: Final = 1 << 16
 PIPE_SIZE: Final = 1 << 20
 FLUSH_RECORDS: Final = 256
+FLUSH_INTERVAL_S: Final = 0.005  # while spinning, a few records still reach the forwarder soon
+# Fewer records read since the last wake-up means a rate (< ~60k/s with a 4 ms late
+# wake-up) that the ring outlasts many times over: sleep at once, spin only in a flood.
+SPIN_MIN_RECORDS: Final = 256
+FLOOD_WATCH_S: Final = 1.0
+FLOOD_POLL_MS: Final = 1
 FOLLOW_POLL_S: Final = 0.2
 _PR_SET_PDEATHSIG: Final = 1
+_REALTIME_POLICIES: Final = frozenset({os.SCHED_FIFO, os.SCHED_RR})
 
 
 class FrameKind(IntEnum):
@@ -98,26 +107,54 @@ class _Output:
     def wait_writable(self) -> None:
         select.select([], [self.fd], [])
 
+    def wait_for_room(self) -> None:
+        """Write to the pipe until the buffer is below its limit, waiting if need be."""
+        self.flush()
+        while self.full:
+            self.wait_writable()
+            self.flush()
+
 
 def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
-    """Read /dev/kmsg (one record per read) until the forwarder goes away."""
+    """Read /dev/kmsg (one record per read) until the forwarder goes away.
+
+    In a flood (at least ``SPIN_MIN_RECORDS`` read since the last wake-up), a dry ring is
+    read again for ``spin_s`` after the last record before sleeping in ``poll()``; for
+    ``FLOOD_WATCH_S`` after a flood that sleep lasts at most ``FLOOD_POLL_MS``.
+    """
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
-    last_record = time.monotonic()
+    got_record = False  # since the ring last ran dry
+    read_since_wake = 0
+    dry_since = flushed_at = time.monotonic()
+    flood_at = -FLOOD_WATCH_S
+    realtime = False  # the forwarder sets our policy once we run; checked at each wake-up
     while True:
         if output.full:
-            output.flush()
-            if output.full:
-                output.wait_writable()
-                continue
+            output.wait_for_room()
         try:
             raw = os.read(source_fd, READ_SIZE)
         except BlockingIOError:
-            output.flush()
-            if time.monotonic() - last_record < spin_s:
-                continue
-            _sleep_until_readable(poller, output)
-            last_record = time.monotonic()
+            now = time.monotonic()
+            if got_record:  # just ran dry: the spin counts from here, not from the wake-up
+                got_record = False
+                dry_since = now
+                if read_since_wake >= SPIN_MIN_RECORDS:
+                    flood_at = now
+                if now - flushed_at >= FLUSH_INTERVAL_S:
+                    output.flush()
+                    flushed_at = now
+            elif read_since_wake < SPIN_MIN_RECORDS or now - dry_since >= spin_s:
+                output.flush()
+                # Soon after a flood, wake up on a timer too: poll() alone wakes us at the
+                # next scheduler tick, later than a writer that paused and resumed needs.
+                watching = now - flood_at < FLOOD_WATCH_S
+                _sleep_until_readable(poller, output, FLOOD_POLL_MS if watching else None)
+                read_since_wake = 0
+                flushed_at = time.monotonic()
+                realtime = os.sched_getscheduler(0) in _REALTIME_POLICIES
+            elif realtime:
+                os.sched_yield()  # another real-time reader (a second forwarder) reads too
             continue
         except BrokenPipeError:
             output.add(FrameKind.OVERRUN)
@@ -127,17 +164,19 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
                 raise
             output.add(FrameKind.TOO_LARGE)
             continue
+        got_record = True
+        read_since_wake += 1
         output.add(FrameKind.RECORD, raw)
 
 
-def _sleep_until_readable(poller: select.poll, output: _Output) -> None:
+def _sleep_until_readable(poller: select.poll, output: _Output, timeout_ms: int | None) -> None:
     if output.empty:
-        poller.poll()
+        poller.poll(timeout_ms)
         return
     # Frames still queued: wake for the pipe too, so the forwarder is not starved.
     poller.register(output.fd, select.POLLOUT)
     try:
-        poller.poll()
+        poller.poll(timeout_ms)
     finally:
         poller.unregister(output.fd)
 
