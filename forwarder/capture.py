@@ -29,7 +29,7 @@ from forwarder.errors import DeviceError
 
 log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
-CAPTURE_RT_PRIORITY: Final = 1
+CAPTURE_RT_PRIORITY: Final = 2
 MAX_FRAMES_PER_READ: Final = 512
 
 

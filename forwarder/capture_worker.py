@@ -29,6 +29,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Final
 
@@ -69,8 +70,11 @@ class _Output:
         self.current: list[bytes] = []
 
     def add(self, kind: FrameKind, payload: bytes = b"") -> None:
-        self.current.append(FRAME_HEADER.pack(kind, len(payload)))
-        self.current.append(payload)
+        self.extend((FRAME_HEADER.pack(kind, len(payload)), payload))
+
+    def extend(self, frames: Sequence[bytes]) -> None:
+        """Queue already framed (header, payload) pairs."""
+        self.current.extend(frames)
         if len(self.current) >= 2 * FLUSH_RECORDS:
             self.flush()
 
@@ -132,41 +136,61 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
     while True:
         if output.full:
             output.wait_for_room()
-        try:
-            raw = os.read(source_fd, READ_SIZE)
-        except BlockingIOError:
-            now = time.monotonic()
-            if got_record:  # just ran dry: the spin counts from here, not from the wake-up
-                got_record = False
-                dry_since = now
-                if read_since_wake >= SPIN_MIN_RECORDS:
-                    flood_at = now
-                if now - flushed_at >= FLUSH_INTERVAL_S:
-                    output.flush()
-                    flushed_at = now
-            elif read_since_wake < SPIN_MIN_RECORDS or now - dry_since >= spin_s:
+        frames, failure = _read_burst(source_fd)
+        if frames:
+            got_record = True
+            read_since_wake += len(frames) // 2
+            output.extend(frames)
+        if not isinstance(failure, BlockingIOError):
+            if failure is not None:
+                output.add(_failure_frame(failure))
+            continue
+        now = time.monotonic()
+        if got_record:  # just ran dry: the spin counts from here, not from the wake-up
+            got_record = False
+            dry_since = now
+            if read_since_wake >= SPIN_MIN_RECORDS:
+                flood_at = now
+            if now - flushed_at >= FLUSH_INTERVAL_S:
                 output.flush()
-                # Soon after a flood, wake up on a timer too: poll() alone wakes us at the
-                # next scheduler tick, later than a writer that paused and resumed needs.
-                watching = now - flood_at < FLOOD_WATCH_S
-                _sleep_until_readable(poller, output, FLOOD_POLL_MS if watching else None)
-                read_since_wake = 0
-                flushed_at = time.monotonic()
-                realtime = os.sched_getscheduler(0) in _REALTIME_POLICIES
-            elif realtime:
-                os.sched_yield()  # another real-time reader (a second forwarder) reads too
-            continue
-        except BrokenPipeError:
-            output.add(FrameKind.OVERRUN)
-            continue
-        except OSError as error:
-            if error.errno != errno.EINVAL:
-                raise
-            output.add(FrameKind.TOO_LARGE)
-            continue
-        got_record = True
-        read_since_wake += 1
-        output.add(FrameKind.RECORD, raw)
+                flushed_at = now
+        elif read_since_wake < SPIN_MIN_RECORDS or now - dry_since >= spin_s:
+            output.flush()
+            # Soon after a flood, wake up on a timer too: poll() alone wakes us at the
+            # next scheduler tick, later than a writer that paused and resumed needs.
+            watching = now - flood_at < FLOOD_WATCH_S
+            _sleep_until_readable(poller, output, FLOOD_POLL_MS if watching else None)
+            read_since_wake = 0
+            flushed_at = time.monotonic()
+            realtime = os.sched_getscheduler(0) in _REALTIME_POLICIES
+        elif realtime:
+            os.sched_yield()  # another real-time reader (a second forwarder) reads too
+
+
+def _read_burst(source_fd: int) -> tuple[list[bytes], OSError | None]:
+    """Read up to FLUSH_RECORDS records, framed; stop at the first error (EAGAIN: dry).
+
+    The hot loop: per record nothing but the read and its frame header.
+    """
+    frames: list[bytes] = []
+    append, read, pack = frames.append, os.read, FRAME_HEADER.pack
+    try:
+        for _ in range(FLUSH_RECORDS):
+            raw = read(source_fd, READ_SIZE)
+            append(pack(FrameKind.RECORD, len(raw)))
+            append(raw)
+    except OSError as error:
+        return frames, error
+    return frames, None
+
+
+def _failure_frame(failure: OSError) -> FrameKind:
+    """EPIPE: records were overwritten; EINVAL: one was larger than our buffer (lost)."""
+    if isinstance(failure, BrokenPipeError):
+        return FrameKind.OVERRUN
+    if failure.errno == errno.EINVAL:
+        return FrameKind.TOO_LARGE
+    raise failure
 
 
 def _sleep_until_readable(poller: select.poll, output: _Output, timeout_ms: int | None) -> None:
