@@ -29,7 +29,7 @@ from forwarder.errors import DeviceError
 
 log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
-CAPTURE_RT_PRIORITY: Final = 2
+CAPTURE_RT_PRIORITY: Final = 1
 MAX_FRAMES_PER_READ: Final = 512
 
 
@@ -115,7 +115,7 @@ class Capture:
             )
         finally:
             os.close(fd)
-        if is_device:
+        if is_device and self._source.capture_priority == "realtime":
             _raise_priority(self._process.pid)
 
     async def attach(self) -> None:

@@ -35,6 +35,7 @@ class SourceConfig(StrictModel):
     buffer_records: int = Field(default=262_144, ge=16)
     follow: bool = False
     spin_us: int = Field(default=2_000, ge=0)
+    capture_priority: Literal["realtime", "normal"] = "realtime"
 
     @field_validator("min_level", mode="before")
     @classmethod

@@ -42,6 +42,17 @@ def test_device_capture_runs_at_realtime_priority() -> None:
         _stop(capture)
 
 
+def test_capture_priority_normal_keeps_the_device_reader_at_normal_priority() -> None:
+    """``capture_priority = "normal"`` opts out of real-time scheduling."""
+    capture = Capture(SourceConfig(path=KMSG, capture_priority="normal"), seek_newest=True)
+    capture.open()
+    try:
+        assert capture.pid is not None
+        assert os.sched_getscheduler(capture.pid) == os.SCHED_OTHER
+    finally:
+        _stop(capture)
+
+
 def test_dump_capture_keeps_normal_priority(tmp_path: Path) -> None:
     """Reading a dump races no ring: its capture process stays at normal priority."""
     dump = tmp_path / "kmsg.dump"
