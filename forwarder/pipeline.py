@@ -85,6 +85,7 @@ class Pipeline:
         self._capture: Capture | None = None
         self._stopping = False
         self.source_ended = False
+        self._stop_requested = asyncio.Event()
         self.started_reading = False
 
     # -- start-up -------------------------------------------------------------------
@@ -164,6 +165,7 @@ class Pipeline:
         if not self._stopping:
             self._stopping = True
             log.info("stopping")
+            self._stop_requested.set()
             if self._capture is not None:
                 self._capture.stop()
 
@@ -197,15 +199,7 @@ class Pipeline:
             watcher = asyncio.create_task(self._watch_gauges())
             reader = asyncio.create_task(self._read(), name="reader")
             self.started_reading = True
-            while not reader.done():
-                done, _ = await asyncio.wait(
-                    {reader, *workers}, return_when=asyncio.FIRST_COMPLETED
-                )
-                for finished in done - {reader}:
-                    finished.result()  # raises the worker's error
-                    raise ForwarderError(f"{finished.get_name()} stopped unexpectedly")
-            reader.result()
-            await self._drain(workers)
+            await self._until_drained(reader, workers)
         finally:
             for task in [watcher, reader, *workers]:
                 if task is not None:
@@ -214,19 +208,44 @@ class Pipeline:
             if server is not None:
                 await server.stop()
 
-    async def _drain(self, workers: set[asyncio.Task[None]]) -> None:
+    async def _until_drained(
+        self, reader: asyncio.Task[None], workers: set[asyncio.Task[None]]
+    ) -> None:
+        """Wait for the end of input, then for every sink to deliver what it holds.
+
+        After a stop request all of it must finish within ``shutdown_timeout_s``: a sink that
+        is down may hold the reader (a full queue) and the drain forever otherwise.
+        """
+        body = asyncio.create_task(self._read_then_drain(reader, workers))
+        stop = asyncio.create_task(self._stop_requested.wait())
+        try:
+            await asyncio.wait({body, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not body.done():
+                await asyncio.wait({body}, timeout=self.config.shutdown_timeout_s)
+            if not body.done():
+                log.warning(
+                    "shutdown_timeout",
+                    timeout_s=self.config.shutdown_timeout_s,
+                    hint="undelivered records stay above the checkpoint and are re-read at start",
+                )
+                return
+            body.result()
+        finally:
+            body.cancel()
+            stop.cancel()
+
+    async def _read_then_drain(
+        self, reader: asyncio.Task[None], workers: set[asyncio.Task[None]]
+    ) -> None:
+        while not reader.done():
+            done, _ = await asyncio.wait({reader, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done - {reader}:
+                finished.result()  # raises the worker's error
+                raise ForwarderError(f"{finished.get_name()} stopped unexpectedly")
+        reader.result()
         for worker in self._workers.values():
             await worker.batcher.close()
-        _, pending = await asyncio.wait(workers, timeout=self.config.shutdown_timeout_s)
-        if pending:
-            log.warning(
-                "shutdown_timeout",
-                timeout_s=self.config.shutdown_timeout_s,
-                hint="undelivered records stay above the checkpoint and are re-read at restart",
-            )
-        for task in workers - pending:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await asyncio.gather(*workers)
 
     async def _read(self) -> None:
         assert self._capture is not None

@@ -106,3 +106,23 @@ def test_sigint_drains_and_saves_like_sigterm(
         (Path(file_sink_config["state_dir"]) / "checkpoints/out.json").read_bytes()
     )
     assert saved["seq"] >= record["seq"]
+
+
+def test_sigterm_with_a_down_sink_and_a_full_queue_exits_after_the_shutdown_timeout(
+    forwarder_factory: ForwarderFactory, tmp_path: Path
+) -> None:
+    """A drain that cannot finish (sink down, reader blocked) gives up after shutdown_timeout_s."""
+    config = _down_sink_config(tmp_path)
+    config["shutdown_timeout_s"] = 2
+    config["batch"] = {"max_records": 1, "max_in_flight": 1}
+    forwarder = forwarder_factory(config).start()
+    forwarder.wait_serving()
+    tag = unique_tag()
+    for index in range(120):  # one read each: more chunks than a sink's queue holds
+        inject([f"{tag} {index}"])
+        time.sleep(0.002)
+    wait_until(lambda: forwarder.metric("kmsg_forwarder_sink_retries_total", sink="web") >= 1)
+    assert forwarder.stop(signal.SIGTERM, timeout_s=60) == 0
+    events = [line.get("event") for line in forwarder.stderr_lines()]
+    assert "shutdown_timeout" in events
+    assert events[-1] == "stopped"
