@@ -167,3 +167,19 @@ def test_status_reports_ring_bounds_checkpoint_and_lag(
     assert sink["checkpoint"]["boot_id"] == boot_id
     assert sink["lag_records"] >= 3
     assert sink["lag_records"] == ring["newest_seq"] - sink["checkpoint"]["seq"]
+
+
+def test_unwritable_state_dir_exits_3_naming_it(tmp_path: Path) -> None:
+    """A state dir that cannot be created or written stops the start with exit 3 and its path."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state dir should go")
+    config = _write_config(
+        tmp_path / "c.toml",
+        {"state_dir": str(blocker / "state"), "source": {"path": str(tmp_path / "dump")}},
+    )
+    (tmp_path / "dump").write_bytes(b"6,1,1,-;hello\n")
+    result = _command("run", "--config", str(config))
+    assert result.returncode == 3
+    message = _one_line_error(result)
+    assert str(blocker / "state") in message
+    assert "not writable" in message
