@@ -31,6 +31,7 @@ log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
 CAPTURE_RT_PRIORITY: Final = 1
 MAX_FRAMES_PER_READ: Final = 512
+_KINDS: Final = {kind.value: kind for kind in FrameKind}  # a dict look-up, not an enum call
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ class Capture:
             if end - offset - header_size < length:
                 break
             start = offset + header_size
-            frames.append(Frame(FrameKind(kind), bytes(buffer[start : start + length])))
+            frames.append(Frame(_KINDS[kind], bytes(buffer[start : start + length])))
             offset = start + length
         if offset > (1 << 20) or offset == end:
             del buffer[:offset]

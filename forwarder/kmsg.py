@@ -88,9 +88,12 @@ def parse_record(raw: bytes) -> Record:
     parts = header.split(b",")
     if len(parts) < 3:
         raise RecordParseError(f"header needs prefix,seq,ts_usec; got {_preview(header)}")
-    prefix = _number(parts[0], "prefix")
-    seq = _number(parts[1], "seq")
-    ts_usec = _number(parts[2], "ts_usec")
+    raw_prefix, raw_seq, raw_ts = parts[0], parts[1], parts[2]
+    if not (raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()):
+        for value, what in ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec")):
+            if not value.isdigit():
+                raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
+    prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
     flags = parts[3].decode("ascii", "replace") if len(parts) > 3 and parts[3] else "-"
     caller = None
     for extra in parts[4:]:
@@ -100,20 +103,9 @@ def parse_record(raw: bytes) -> Record:
     subsystem = device = None
     fields: dict[str, str] = {}
     if dictionary:
-        for line in dictionary.split(b"\n"):
-            if not line.startswith(b" "):
-                continue
-            key, equals, value = line[1:].partition(b"=")
-            if not equals or not key:
-                continue
-            name = key.decode("ascii", "replace")
-            decoded = _unescape(value)
-            if name == "SUBSYSTEM":
-                subsystem = decoded
-            elif name == "DEVICE":
-                device = decoded
-            else:
-                fields[name] = decoded
+        fields = _parse_dictionary(dictionary)
+        subsystem = fields.pop("SUBSYSTEM", None)
+        device = fields.pop("DEVICE", None)
     return Record(
         facility_code=prefix >> 3,
         level_code=prefix & 7,
@@ -126,6 +118,18 @@ def parse_record(raw: bytes) -> Record:
         device=device,
         fields=MappingProxyType(fields) if fields else _EMPTY_FIELDS,
     )
+
+
+def _parse_dictionary(dictionary: bytes) -> dict[str, str]:
+    """The `` KEY=value`` continuation lines; lines of another shape are ignored."""
+    fields: dict[str, str] = {}
+    for line in dictionary.split(b"\n"):
+        if not line.startswith(b" "):
+            continue
+        key, equals, value = line[1:].partition(b"=")
+        if equals and key:
+            fields[key.decode("ascii", "replace")] = _unescape(value)
+    return fields
 
 
 def render_record(record: Record) -> bytes:
@@ -143,12 +147,6 @@ def render_record(record: Record) -> bytes:
         b" " + key.encode() + b"=" + _escape(value) for key, value in record.fields.items()
     )
     return b"\n".join(lines) + b"\n"
-
-
-def _number(raw: bytes, what: str) -> int:
-    if not raw.isdigit():
-        raise RecordParseError(f"{what} is not a decimal number: {_preview(raw)}")
-    return int(raw)
 
 
 def _unescape(raw: bytes) -> str:
