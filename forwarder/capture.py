@@ -139,17 +139,27 @@ class Capture:
             self._data_ready.clear()
             await self._data_ready.wait()
 
-    def stop(self) -> None:
-        """Stop the capture process (by its pid) and close the pipe."""
+    def request_stop(self) -> None:
+        """Ask the capture process to stop reading; it hands over what it holds, then exits.
+
+        The pipe then ends: ``read_frames`` returns an empty list after the last frame.
+        """
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+
+    def stop(self) -> None:
+        """End the capture process now (by its pid) and close the pipe."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        if self._process is not None:
+            self._process.wait()
         if self._transport is not None:
             self._transport.close()
+
+    @property
+    def exit_code(self) -> int | None:
+        """The capture process's exit code once it has ended."""
+        return self._process.poll() if self._process is not None else None
 
     def _parse(self) -> list[Frame]:
         buffer, offset, end = self._buffer, self._offset, len(self._buffer)

@@ -267,6 +267,19 @@ def _emit_complete_records(data: bytes, output: _Output) -> bytes:
         search = newline + 1
 
 
+class _StopReadingError(BaseException):
+    """SIGTERM from the forwarder: stop reading, hand over what we hold, exit.
+
+    Raised from the signal handler, so a blocking poll() or read() ends at once. Wherever
+    it lands, at worst a frame is written twice, and the forwarder skips a seq it has seen.
+    """
+
+
+def _stop_reading(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us for good
+    raise _StopReadingError
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the capture process."""
     parser = argparse.ArgumentParser(prog="kmsg-forwarder-capture")
@@ -278,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the forwarder decides when we stop
+    signal.signal(signal.SIGTERM, _stop_reading)
     out_fd = sys.stdout.fileno()
     _grow_pipe(out_fd)
     os.set_blocking(out_fd, False)
@@ -290,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             read_dump(args.fd, output, args.follow)
     except BrokenPipeError:
         return 0  # the forwarder closed the pipe: it is stopping
+    except _StopReadingError:
+        pass  # the forwarder is stopping: what we hold goes to it before we exit
     except OSError as error:
         output.add(FrameKind.ERROR, f"reading failed: {error.strerror}".encode())
     while not output.empty:

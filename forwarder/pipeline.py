@@ -167,7 +167,7 @@ class Pipeline:
             log.info("stopping")
             self._stop_requested.set()
             if self._capture is not None:
-                self._capture.stop()
+                self._capture.request_stop()
 
     async def run(self) -> None:
         """Run until the source ends or a stop is requested (call prepare() first)."""
@@ -255,8 +255,11 @@ class Pipeline:
         while True:
             frames = await self._capture.read_frames()
             if not frames:
-                if not self._stopping:
-                    self.source_ended = True
+                if not (self._stopping or self.source_ended):
+                    raise ForwarderError(
+                        f"the capture process ended unexpectedly (exit code "
+                        f"{self._capture.exit_code}); restart the forwarder"
+                    )
                 return
             out: dict[str, list[Item]] = {name: [] for name in sink_names}
             self._route_frames(frames, router, out)
@@ -294,6 +297,8 @@ class Pipeline:
                 self.metrics.overruns.inc()
             elif frame.kind is FrameKind.TOO_LARGE:
                 log.warning("record_too_large", hint="a record larger than 16 KiB was lost")
+            elif frame.kind is FrameKind.END:
+                self.source_ended = True
             elif frame.kind is FrameKind.ERROR:
                 raise ForwarderError(frame.payload.decode(errors="replace"))
         # Counted once per group of frames: per-record metric calls cost more than parsing.

@@ -126,3 +126,46 @@ def test_sigterm_with_a_down_sink_and_a_full_queue_exits_after_the_shutdown_time
     events = [line.get("event") for line in forwarder.stderr_lines()]
     assert "shutdown_timeout" in events
     assert events[-1] == "stopped"
+
+
+def test_sigterm_delivers_what_the_capture_process_had_already_read(
+    forwarder_factory: ForwarderFactory, file_sink_config: dict[str, Any]
+) -> None:
+    """Records read by capture but not yet forwarded at SIGTERM are delivered, not dropped."""
+    forwarder = forwarder_factory(file_sink_config).start()
+    forwarder.wait_serving()
+    capture = _capture_pid(forwarder.pid)
+    tag = unique_tag()
+    os.kill(forwarder.pid, signal.SIGSTOP)  # the forwarder only: capture keeps reading
+    try:
+        before = _bytes_read(capture)
+        inject(f"{tag} n={index}" for index in range(300))
+        # Each record is at least len(tag) + 20 bytes as read: wait until capture has them.
+        wait_until(lambda: _bytes_read(capture) - before >= 300 * (len(tag) + 20))
+        os.kill(forwarder.pid, signal.SIGTERM)
+    finally:
+        os.kill(forwarder.pid, signal.SIGCONT)
+    assert forwarder.process is not None
+    assert forwarder.process.wait(timeout=30) == 0
+    out = Path(file_sink_config["sinks"]["out"]["path"])
+    numbers = {int(r["message"].rsplit("=", 1)[1]) for r in records_with_tag(read_ndjson(out), tag)}
+    assert numbers == set(range(300))
+
+
+def test_capture_process_death_stops_the_forwarder_with_an_error(
+    forwarder_factory: ForwarderFactory, file_sink_config: dict[str, Any]
+) -> None:
+    """If the capture process dies, the forwarder exits 1 saying so (never exit 0 as 'done')."""
+    forwarder = forwarder_factory(file_sink_config).start()
+    forwarder.wait_serving()
+    os.kill(_capture_pid(forwarder.pid), signal.SIGKILL)
+    assert forwarder.process is not None
+    assert forwarder.process.wait(timeout=30) == 1
+    assert "capture process ended unexpectedly" in forwarder.stderr_path.read_text()
+
+
+def _bytes_read(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no rchar in /proc/{pid}/io")
