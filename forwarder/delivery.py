@@ -22,9 +22,9 @@ from forwarder.encode import Event
 from forwarder.errors import (
     BatchTooLargeError,
     FatalSinkError,
+    ForwarderError,
     RetryableSinkError,
     SinkConfigError,
-    SinkError,
 )
 from forwarder.metrics import Metrics
 from forwarder.options import BatchConfig
@@ -45,7 +45,15 @@ class SinkHealth:
 
 
 class _PartialRetryError(RetryableSinkError):
-    """Some events of a send must be sent again (the rest was stored)."""
+    """Some events of a send must be sent again (the rest was stored).
+
+    Not a failure of the sink unless it stored nothing at all (e.g. every Elasticsearch
+    item answered 429): then it counts as failing, for /readyz and ``sink_up``.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None, stored_any: bool) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.stored_any = stored_any
 
 
 class SinkWorker:
@@ -154,13 +162,14 @@ class SinkWorker:
         async def attempt() -> None:
             try:
                 result = await self.sink.send(Batch(remaining))
-            except SinkError:
-                raise
+            except ForwarderError:
+                raise  # a SinkError is classified; any other branch stops the forwarder
             except Exception as error:
                 # A failure the sink did not classify: keep the data and retry, loudly.
                 log.exception("sink_unclassified_error", sink=self.sink.name)
                 raise RetryableSinkError(f"unexpected {type(error).__name__}: {error}") from error
-            self._on_success()
+            if len(result.retry) < len(remaining):
+                self._on_success()  # the receiver took something: it is up
             if result.rejected:
                 self._dead_letter_rejections(result.rejected)
             if result.duplicates:
@@ -172,18 +181,20 @@ class SinkWorker:
                 raise _PartialRetryError(
                     f"{len(result.retry)} events to send again",
                     retry_after_s=result.retry_after_s,
+                    stored_any=len(result.retry) < len(remaining),
                 )
 
         await self._retry.call(attempt, self._on_failure, wake=self._recovered)
 
     def _on_failure(self, error: RetryableSinkError, wait_s: float) -> None:
         now = time.monotonic()
-        if self.health.failing_since is None and not isinstance(error, _PartialRetryError):
+        partial = isinstance(error, _PartialRetryError) and error.stored_any
+        if self.health.failing_since is None and not partial:
             self.health.failing_since = now
         self.health.last_error = str(error)
         self.health.config_problem = isinstance(error, SinkConfigError)
         self._metrics.sink_retries.labels(self.sink.name).inc()
-        if not isinstance(error, _PartialRetryError):
+        if not partial:
             self._metrics.sink_up.labels(self.sink.name).set(0)
         log.warning("sink_retry", sink=self.sink.name, error=str(error), wait_s=round(wait_s, 3))
 

@@ -10,6 +10,8 @@ Each branch means something different to the caller::
     │       └── CheckpointCorruptError
     ├── RecordParseError           one raw record is malformed (also a ValueError);
     │                              the pipeline counts it and goes on
+    ├── OutputClosedError          a sink's output is gone for good (stdout closed):
+    │                              the forwarder stops (exit 1)
     └── SinkError                  a sink could not deliver a batch
         ├── RetryableSinkError     transient: the pipeline retries with backoff
         │   └── SinkConfigError    auth / unknown topic: retried, shown on /readyz
@@ -49,6 +51,10 @@ class CheckpointCorruptError(StateError):
 
 class RecordParseError(ForwarderError, ValueError):
     """One raw kmsg record is malformed; the message says what is wrong."""
+
+
+class OutputClosedError(ForwarderError):
+    """A sink's output is gone for good (its reader closed stdout): the forwarder stops."""
 
 
 class SinkError(ForwarderError):

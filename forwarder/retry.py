@@ -18,12 +18,11 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_delay,
-    stop_never,
     wait_random_exponential,
 )
 
 from forwarder.config import RetryConfig
-from forwarder.errors import RetryableSinkError
+from forwarder.errors import RetryableSinkError, SinkConfigError
 
 T = TypeVar("T")
 FailureHook = Callable[[RetryableSinkError, float], None]
@@ -34,9 +33,23 @@ class RetryPolicy:
 
     def __init__(self, config: RetryConfig) -> None:
         self._config = config
+        self._budget_spent = stop_after_delay(config.budget_s)
         self._jitter = wait_random_exponential(
             multiplier=config.initial_backoff_ms / 1000, max=config.max_backoff_ms / 1000
         )
+
+    def _stop(self, state: RetryCallState) -> bool:
+        """Stop once the budget is spent, but never on a configuration problem.
+
+        Auth failures or an unknown topic are fixed by a person, not by time: the data is
+        kept and the sink shows as not ready until then (DESIGN.md section 4).
+        """
+        if not self._config.budget_s:
+            return False
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, SinkConfigError):
+            return False
+        return bool(self._budget_spent(state))
 
     async def call(
         self,
@@ -77,7 +90,7 @@ class RetryPolicy:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryableSinkError),
             wait=wait,
-            stop=stop_after_delay(self._config.budget_s) if self._config.budget_s else stop_never,
+            stop=self._stop,
             before_sleep=before_sleep,
             sleep=sleep,
             reraise=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -59,9 +60,16 @@ class FileSink(Sink):
 
     def _write(self, payload: bytes) -> None:
         assert self._fd is not None
+        start = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(payload)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self._fsync:
-            os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError:
+            # Leave no torn line behind: the retry writes the whole batch again.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise

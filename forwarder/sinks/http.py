@@ -73,7 +73,12 @@ class HttpSink(Sink):
         headers["Content-Type"] = _CONTENT_TYPES[self._config.format]
         headers["Idempotency-Key"] = idempotency_key(batch)
         reply = await self._client.send(payload, headers, method=self._config.method)
-        detail = check_status(reply, f"HTTP {self.name}", permanent_statuses=frozenset({501}))
+        detail = check_status(
+            reply,
+            f"HTTP {self.name}",
+            config_statuses=frozenset({404}),  # a wrong endpoint path: a person must fix it
+            permanent_statuses=frozenset({501}),
+        )
         if detail is not None:
             return reject_all(
                 batch.events, "http_4xx" if reply.status < 500 else "http_5xx", detail

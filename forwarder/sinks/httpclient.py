@@ -180,7 +180,12 @@ class HttpClient:
         merged.update(headers)
         try:
             async with self._session.request(
-                method, self.url, data=body, headers=merged, timeout=self._timeout
+                method,
+                self.url,
+                data=body,
+                headers=merged,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirected POST turns into a bodyless GET
             ) as response:
                 return HttpReply(response.status, response.headers, await response.read())
         except aiohttp.ClientSSLError as error:
@@ -235,7 +240,7 @@ def check_status(
     if 200 <= status < 300:
         return None
     message = f"{what}: HTTP {status}: {reply.excerpt()}"
-    if status in {401, 403} or status in config_statuses:
+    if status in {401, 403} or 300 <= status < 400 or status in config_statuses:
         raise SinkConfigError(message, retry_after_s=reply.retry_after_s)
     if status == 413:
         raise BatchTooLargeError(message)

@@ -1,6 +1,12 @@
 """The ``kafka`` sink: one Kafka message per event, produced with aiokafka.
 
-A batch is acknowledged only when the send future of every one of its messages resolved
+The events of a batch are appended to aiokafka record batches (``create_batch``, at most
+``max_batch_bytes`` each, compressed per record batch) and each is queued whole with
+``send_batch``: per record only the append runs in Python, not ``send``'s per-message
+checks and partitioning. All of a sink's messages have one key, so the partition is the
+one ``send`` would hash that key to, computed once per producer session.
+
+A batch is acknowledged only when the future of every one of its record batches resolved
 (the broker acknowledged with ``acks``), so the pipeline never checkpoints what the broker
 does not have. Failures are classified, never retried here (Vector's model):
 
@@ -31,6 +37,8 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.codec import has_lz4, has_snappy, has_zstd
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from forwarder.encode import Event
@@ -211,6 +219,20 @@ class KafkaSinkConfig(SinkConfigBase):
         return KafkaSink(name, self, key=self.key or context.host)
 
 
+class RecordBatch(Protocol):
+    """What the sink uses of aiokafka's ``BatchBuilder``."""
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> object | None:
+        """Add one message; None when the record batch is full (an empty one takes any)."""
+
+
 class Producer(Protocol):
     """What the sink uses of ``AIOKafkaProducer`` (the seam tests replace)."""
 
@@ -223,19 +245,18 @@ class Producer(Protocol):
     async def partitions_for(self, topic: str) -> set[int]:
         """Partitions of ``topic``, waiting for its metadata."""
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+    def create_batch(self) -> RecordBatch:
+        """An empty record batch (``max_batch_bytes``, the producer's codec)."""
+
+    async def send_batch(
+        self, batch: RecordBatch, topic: str, *, partition: int
     ) -> asyncio.Future[Any]:
-        """Queue one message; the future resolves once the broker acknowledged it."""
+        """Queue a record batch; the future resolves once the broker acknowledged it."""
 
 
 ProducerFactory = Callable[[dict[str, Any]], Producer]
+# The events of one queued record batch and the future of its acknowledgement.
+_Sent = tuple[Sequence[Event], "asyncio.Future[Any]"]
 
 
 def aiokafka_producer(options: dict[str, Any]) -> Producer:
@@ -260,10 +281,12 @@ class KafkaSink(Sink):
         self._options = config.producer_options()
         self._topic = config.topic
         self._key = key.encode()
+        self._max_request_bytes = config.max_request_bytes
         self._header_names = tuple(config.headers)
         self._delivery_timeout_s = config.delivery_timeout_ms / 1000
         self._factory = producer_factory
         self._producer: Producer | None = None
+        self._partition = 0
         self._starting: asyncio.Lock | None = None
         self._abandoned: set[asyncio.Task[None]] = set()
 
@@ -279,7 +302,7 @@ class KafkaSink(Sink):
                 # Bounded like a send: a connection that never answers must become a retry.
                 async with asyncio.timeout(self._delivery_timeout_s):
                     await producer.start()
-                    await producer.partitions_for(self._topic)
+                    partitions = await producer.partitions_for(self._topic)
             except BaseException as error:
                 self._abandon(producer, [])
                 if isinstance(error, TimeoutError):
@@ -291,6 +314,7 @@ class KafkaSink(Sink):
                     raise self._classify(error) from error
                 raise
             self._producer = producer
+            self._partition = _partition_for(self._key, partitions)
 
     async def send(self, batch: Batch) -> SendResult:
         """Produce the batch; return once the broker acknowledged every message of it."""
@@ -299,23 +323,15 @@ class KafkaSink(Sink):
         producer = self._producer
         assert producer is not None
         rejected: list[Rejection] = []
-        sent: list[tuple[Event, asyncio.Future[Any]]] = []
+        sent: list[_Sent] = []
         try:
             async with asyncio.timeout(self._delivery_timeout_s):
-                for event in batch.events:
-                    try:
-                        future = await producer.send(
-                            self._topic, event.json, self._key, headers=self._headers(event)
-                        )
-                    except kafka_errors.MessageSizeTooLargeError as error:
-                        rejected.append(Rejection(event, "kafka_record_too_large", str(error)))
-                        continue
-                    sent.append((event, future))
+                await self._produce(producer, batch.events, sent, rejected)
                 if sent:
                     await asyncio.wait([future for _, future in sent])
         except TimeoutError as error:
             self._drop(producer, sent)
-            acked = sum(1 for _, future in sent if _succeeded(future))
+            acked = sum(len(events) for events, future in sent if _succeeded(future))
             raise RetryableSinkError(
                 f"{len(batch.events) - acked} of {len(batch.events)} records not acknowledged"
                 f" within delivery_timeout_ms={self._config.delivery_timeout_ms}"
@@ -333,21 +349,55 @@ class KafkaSink(Sink):
         if self._abandoned:
             await asyncio.wait(set(self._abandoned))
 
+    async def _produce(
+        self,
+        producer: Producer,
+        events: Sequence[Event],
+        sent: list[_Sent],
+        rejected: list[Rejection],
+    ) -> None:
+        """Append the events to record batches, queueing each as it fills; list them in ``sent``."""
+        key = self._key
+        builder: RecordBatch | None = None
+        first = 0  # index of the builder's first event
+        for index, event in enumerate(events):
+            value, headers = event.json, self._headers(event)
+            if builder is not None:
+                added = builder.append(timestamp=None, key=key, value=value, headers=headers)
+                if added is not None:
+                    continue
+                # Full: queue it; this record opens the next one.
+                sent.append((events[first:index], await self._queue(producer, builder)))
+                builder = None
+            # An empty record batch takes a record of any size: check it as send() would.
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+            if size > self._max_request_bytes:
+                rejected.append(Rejection(event, "kafka_record_too_large", _too_large(size)))
+                continue
+            builder = producer.create_batch()
+            builder.append(timestamp=None, key=key, value=value, headers=headers)
+            first = index
+        if builder is not None:
+            sent.append((events[first:], await self._queue(producer, builder)))
+
+    async def _queue(self, producer: Producer, builder: RecordBatch) -> asyncio.Future[Any]:
+        return await producer.send_batch(builder, self._topic, partition=self._partition)
+
     def _result(
         self,
         producer: Producer,
         batch: Batch,
-        sent: list[tuple[Event, asyncio.Future[Any]]],
+        sent: list[_Sent],
         rejected: list[Rejection],
     ) -> SendResult:
-        failures = [(event, _failure(future)) for event, future in sent if not _succeeded(future)]
+        failures = [(events, _failure(future)) for events, future in sent if not _succeeded(future)]
         if not failures:
             return SendResult(rejected=rejected)
-        for event, error in failures:
+        for events, error in failures:
             if isinstance(error, _SIZE_ERRORS):
                 if len(batch.events) > 1:
                     raise BatchTooLargeError(f"the broker refused a message set: {error}")
-                rejected.append(Rejection(event, "kafka_record_too_large", str(error)))
+                rejected.extend(Rejection(e, "kafka_record_too_large", str(error)) for e in events)
         remaining = [error for _, error in failures if not isinstance(error, _SIZE_ERRORS)]
         if not remaining:
             return SendResult(rejected=rejected)
@@ -385,7 +435,7 @@ class KafkaSink(Sink):
             return RetryableSinkError(f"{where}: {_describe(error)}")
         return SinkConfigError(f"{where}: unexpected broker answer: {_describe(error)}{hint}")
 
-    def _drop(self, producer: Producer, sent: list[tuple[Event, asyncio.Future[Any]]]) -> None:
+    def _drop(self, producer: Producer, sent: list[_Sent]) -> None:
         """Abandon the current producer session; the next send starts a new one."""
         if self._producer is producer:
             self._producer = None
@@ -414,6 +464,23 @@ async def _stop_now(producer: Producer, futures: list[asyncio.Future[Any]]) -> N
             future.exception()  # mark retrieved: asyncio would log each one
 
 
+def _partition_for(key: bytes, partitions: set[int]) -> int:
+    """The partition ``send`` puts ``key`` in: aiokafka's default murmur2 hash of it."""
+    ordered = sorted(partitions)
+    partition: int = DefaultPartitioner()(key, ordered, ordered)
+    return partition
+
+
+def _too_large(size: int) -> str:
+    """The words of aiokafka's ``send`` for a record over ``max_request_size``."""
+    return str(
+        kafka_errors.MessageSizeTooLargeError(
+            f"The message is {size} bytes when serialized which is larger than the maximum"
+            " request size you have configured with the max_request_size configuration"
+        )
+    )
+
+
 def _succeeded(future: asyncio.Future[Any]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
@@ -436,6 +503,7 @@ __all__ = [
     "KafkaSinkConfig",
     "Producer",
     "ProducerFactory",
+    "RecordBatch",
     "SaslConfig",
     "SessionAbandonedError",
     "aiokafka_producer",

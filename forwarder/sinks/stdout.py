@@ -10,6 +10,7 @@ import asyncio
 import sys
 from typing import BinaryIO, Literal
 
+from forwarder.errors import OutputClosedError
 from forwarder.sinks.base import Batch, SendResult, Sink, SinkConfigBase, SinkContext
 
 
@@ -31,9 +32,12 @@ class StdoutSink(Sink):
         self._stream = stream
 
     async def send(self, batch: Batch) -> SendResult:
-        """Write and flush the batch; a closed pipe is fatal for the process, not retried."""
+        """Write and flush the batch; a closed pipe stops the forwarder (nothing to retry)."""
         payload = b"".join(event.json + b"\n" for event in batch.events)
-        await asyncio.to_thread(self._write, payload)
+        try:
+            await asyncio.to_thread(self._write, payload)
+        except BrokenPipeError as error:
+            raise OutputClosedError("stdout was closed by its reader") from error
         return SendResult()
 
     def _write(self, payload: bytes) -> None:
