@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
 SECRET_KEY_PARTS = ("password", "token", "secret", "api_key")
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]*@")  # scheme://user:PASSWORD@host
 
 log = structlog.get_logger("forwarder.cli")
 
@@ -82,14 +84,18 @@ def _check(config: Config) -> int:
     return EXIT_OK
 
 
-def _masked(value: Any) -> Any:
+def _masked(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
+        if key == "headers":  # Authorization, X-Api-Key...: any header may carry a secret
+            return dict.fromkeys(value, "***")
         return {
-            key: "***" if _is_secret(key) and item is not None else _masked(item)
-            for key, item in value.items()
+            name: "***" if _is_secret(name) and item is not None else _masked(item, name)
+            for name, item in value.items()
         }
     if isinstance(value, list):
-        return [_masked(item) for item in value]
+        return [_masked(item, key) for item in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
     return value
 
 

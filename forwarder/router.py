@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from forwarder.checkpoint import Checkpoint
 from forwarder.encode import Event, GapReason, Identity, encode_gap, encode_record
@@ -80,6 +81,7 @@ class Router:
             else:
                 self._cursors[sink] = _Cursor(-1)
                 self._initial[sink].append(self._reboot_gap(checkpoint))
+                same_boot_positions.append(-1)  # the new boot is owed from its seq 0
         self._last_read: int | None = min(same_boot_positions, default=None)
         self._read_any = False
         self._gap_reports: list[tuple[str, GapReason]] = [
@@ -152,7 +154,16 @@ class Router:
             first_seq=old.seq + 1,
             last_seq=None,
             reason="reboot",
-            timestamp_ns=self._now_ns(),
+            timestamp_ns=_parse_time_ns(old.updated_at) or self._now_ns(),
             checkpoint_boot_id=self.identity.boot_id,
             checkpoint_seq=-1,
         )
+
+
+def _parse_time_ns(text: str) -> int | None:
+    """The checkpoint's ``updated_at`` in ns: the same reboot gap gets the same time on re-send."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

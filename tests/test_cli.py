@@ -217,3 +217,23 @@ path = "{tmp_path}/fresh.ndjson"
     assert report["sinks"]["out"]["checkpoint"]["seq"] == 11
     assert report["sinks"]["out"]["lag_records"] == 1
     assert report["sinks"]["fresh"] == {"checkpoint": None}
+
+
+def test_check_masks_header_values_and_url_passwords(tmp_path, main):
+    """Secrets in HTTP headers or in a URL's user:password never appear in `check` output."""
+    config = write(
+        tmp_path / "forwarder.toml",
+        f"""
+state_dir = "{tmp_path}/state"
+[sinks.web]
+type = "http"
+endpoint = "https://shipper:{SECRET}@logs.example.test/ingest"
+headers = {{ Authorization = "Bearer {SECRET}", X-Api-Key = "{SECRET}" }}
+""",
+    )
+    code, out, err = main("check", "-c", str(config))
+    assert code == 0, err
+    assert SECRET not in out
+    web = orjson.loads(out)["sinks"]["web"]
+    assert web["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+    assert web["endpoint"] == "https://shipper:***@logs.example.test/ingest"

@@ -193,3 +193,19 @@ def test_stream_gap_is_returned_once_per_record():
     assert the_router.route(record(4), out) == Gap(2, 3, "overwritten")
     assert the_router.route(record(5), out) is None
     assert len(gaps_of(out["a"])) == len(gaps_of(out["b"])) == 1
+
+
+def test_after_a_reboot_records_the_new_boot_already_lost_count_as_lost():
+    """Seqs 0..N-1 of the new boot gone before we read are a stream gap for metrics too."""
+    the_router = router({"a": Checkpoint(OLD_BOOT, 70, 0, "2026-11-26T19:42:10.123456Z")})
+    _, gaps = route_all(the_router, [500, 501])
+    assert gaps == [Gap(0, 499, "missed_while_down")]
+
+
+def test_reboot_gap_time_comes_from_the_old_checkpoint_so_resends_are_identical():
+    """The reboot gap's @timestamp is the old checkpoint's time, not the time of this start."""
+    old = Checkpoint(OLD_BOOT, 70, 0, "2026-11-26T19:42:10.123456Z")
+    first = router({"a": old}).startup_items()["a"][0]
+    again = router({"a": old}).startup_items()["a"][0]
+    assert first.fields["@timestamp"] == "2026-11-26T19:42:10.123456Z"
+    assert first.json == again.json
