@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from forwarder.encode import Event, format_timestamp
+from forwarder.errors import StateError
 
 
 class DeadLetterFile:
@@ -34,10 +35,18 @@ class DeadLetterFile:
             ) + b"\n"
             for event, reason, detail in events
         )  # fmt: skip
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, lines)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(lines)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            # Refused events may not vanish: without this file the forwarder must stop.
+            raise StateError(
+                f"cannot write dead-letter file {self.path}: {error.strerror}"
+            ) from error

@@ -9,6 +9,7 @@ only writer of checkpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -98,7 +99,11 @@ class SinkWorker:
                 await last_commit
         finally:
             if last_commit is not None and not last_commit.done():
+                # Cancelling the newest commit cancels the chain of earlier commits it awaits,
+                # and each cancels its send: nothing keeps sending to a closed sink.
                 last_commit.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await last_commit
             await self.sink.close()
 
     async def _commit(

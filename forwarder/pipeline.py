@@ -34,6 +34,7 @@ from forwarder.status_server import StatusServer
 log = structlog.get_logger("forwarder.pipeline")
 CLOCK_CHECK_INTERVAL_S = 30.0
 CLOCK_DRIFT_WARN_NS = 1_000_000_000
+CLOSE_TIMEOUT_S = 5.0
 
 
 def clock_offset_now_ns() -> int:
@@ -201,9 +202,11 @@ class Pipeline:
             self.started_reading = True
             await self._until_drained(reader, workers)
         finally:
-            for task in [watcher, reader, *workers]:
-                if task is not None:
-                    task.cancel()
+            tasks = [task for task in [watcher, reader, *workers] if task is not None]
+            for task in tasks:
+                task.cancel()
+            # Let the workers close their sinks (bounded: a stuck close must not hang exit).
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
             self._capture.stop()
             if server is not None:
                 await server.stop()
