@@ -2,9 +2,10 @@
 
 Prints records/s and CPU seconds per million records for
 
-1. ``raw producer``: aiokafka alone sending the same, already encoded messages (same key,
-   headers, acks, codec, linger and batch size as the sink). The ceiling: nothing to
-   read, parse, encode, batch or checkpoint.
+1. ``raw producer``: aiokafka alone sending the same, already encoded messages with one
+   ``send()`` each (same key, headers, acks, codec, linger and batch size as the sink):
+   nothing to read, parse, encode, batch or checkpoint. The sink itself produces through
+   aiokafka's cheaper batch API (``create_batch``/``send_batch``).
 2. ``forwarder``: ``kmsg-forwarder run`` reading the dump file (capture process, parse,
    encode, batch, KafkaSink, checkpoints), one process tree, timed from start to exit.
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from forwarder.config import parse_config
@@ -16,7 +18,13 @@ from forwarder.errors import BatchTooLargeError, ConfigError, RetryableSinkError
 from forwarder.kmsg import Record
 from forwarder.sinks import KafkaSinkConfig
 from forwarder.sinks.base import Batch, SinkContext
-from forwarder.sinks.kafka import KafkaSink, Producer, aiokafka_producer, best_compression
+from forwarder.sinks.kafka import (
+    KafkaSink,
+    Producer,
+    RecordBatch,
+    aiokafka_producer,
+    best_compression,
+)
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,
@@ -204,6 +212,28 @@ async def test_too_large_record_is_rejected_and_the_rest_delivered(
     assert [m.value for m in messages] == [e.json for e in batch if e is not batch[2]]
 
 
+async def test_record_batches_keep_order_in_the_partition_send_picks(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A batch spread over many record batches arrives in order, in the partition send() picks for the key."""
+    topic = kafka_broker.create_topic(partitions=3)
+    sink = build(sink_config(kafka_broker.bootstrap, topic, max_batch_bytes=1024))
+    batch = events(1, 200, size=100)
+    try:
+        assert (await sink.send(Batch(batch))).rejected == []
+    finally:
+        await sink.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        reference = await producer.send_and_wait(topic, b"reference", b"node-1")
+    finally:
+        await producer.stop()
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(201))
+    assert {m.partition for m in messages} == {reference.partition}
+    assert [m.value for m in messages] == [e.json for e in batch] + [b"reference"]
+
+
 async def test_outage_raises_retryable_then_heals(proxied_kafka_broker: ProxiedBroker) -> None:
     """While the network is cut send raises RetryableSinkError; after it heals, nothing is missing."""
     broker, proxy = proxied_kafka_broker.broker, proxied_kafka_broker.proxy
@@ -256,6 +286,36 @@ async def test_broker_without_idempotence_is_a_config_problem(kafka_broker: Kafk
 # --- injected failures (the producer factory seam) ----------------------------------------
 
 
+class ScriptedBatch:
+    """A record batch full at ``capacity`` messages or ``max_bytes`` (max_batch_bytes) of values."""
+
+    def __init__(self, capacity: int, max_bytes: int) -> None:
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.values: list[bytes] = []
+        self.size = 0
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> object | None:
+        """Take the message unless full (an empty batch takes any)."""
+        assert timestamp is None
+        assert isinstance(headers, list)
+        assert key == b"node-1"
+        assert value is not None
+        full = len(self.values) >= self.capacity or self.size + len(value) > self.max_bytes
+        if self.values and full:
+            return None
+        self.values.append(value)
+        self.size += len(value)
+        return len(self.values)
+
+
 class ScriptedProducer:
     """A Producer whose sends fail as scripted: at queue time or in the future."""
 
@@ -265,11 +325,14 @@ class ScriptedProducer:
         start_error: Exception | None = None,
         send_error: Exception | None = None,
         future_error: Exception | None = None,
+        batch_capacity: int = 1000,
     ) -> None:
         self.start_error = start_error
         self.send_error = send_error
         self.future_error = future_error
+        self.batch_capacity = batch_capacity
         self.sent: list[bytes] = []
+        self.batches: list[tuple[int, int]] = []
         self.stopped = False
         self.start_hangs = False
 
@@ -285,21 +348,26 @@ class ScriptedProducer:
         self.stopped = True
 
     async def partitions_for(self, _topic: str) -> set[int]:
-        """One partition."""
-        return {0}
+        """Three partitions."""
+        return {0, 1, 2}
 
-    async def send(
-        self, _topic: str, value: bytes | None = None, _key: bytes | None = None, **_: Any
+    def create_batch(self) -> RecordBatch:
+        """An empty scripted record batch."""
+        return ScriptedBatch(self.batch_capacity, CONFIG.max_batch_bytes)
+
+    async def send_batch(
+        self, batch: RecordBatch, _topic: str, *, partition: int
     ) -> asyncio.Future[Any]:
-        """Queue or fail as scripted."""
+        """Queue or fail as scripted; remember (partition, messages) of each queued batch."""
         if self.send_error is not None:
             raise self.send_error
-        assert value is not None
+        assert isinstance(batch, ScriptedBatch)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.future_error is not None:
             future.set_exception(self.future_error)
         else:
-            self.sent.append(value)
+            self.sent.extend(batch.values)
+            self.batches.append((partition, len(batch.values)))
             future.set_result(None)
         return future
 
@@ -375,6 +443,20 @@ async def test_failed_attempt_starts_a_new_producer_session() -> None:
     assert factory.made[0].stopped
     assert len(factory.made[1].sent) == 3
     assert factory.options[0] == factory.options[1]
+
+
+async def test_full_record_batches_are_queued_in_order_around_a_rejection() -> None:
+    """Each full record batch is queued as the next opens; a record over max_request_bytes is left out."""
+    scripted = ScriptedProducer(batch_capacity=2)
+    sink = build(CONFIG, producer_factory=Factory(scripted))
+    batch = [*events(1, 3), *events(4, 1, size=CONFIG.max_request_bytes), *events(5, 2)]
+    result = await sink.send(Batch(batch))
+    await sink.close()
+    assert [(r.event, r.reason) for r in result.rejected] == [(batch[3], "kafka_record_too_large")]
+    assert "MessageSizeTooLargeError" in result.rejected[0].detail
+    assert scripted.sent == [e.json for e in batch if e is not batch[3]]
+    assert [count for _, count in scripted.batches] == [2, 1, 2]
+    assert len({partition for partition, _ in scripted.batches}) == 1
 
 
 async def test_broker_size_refusal_splits_then_dead_letters() -> None:
