@@ -40,18 +40,18 @@ class Batcher:
         self.queue: asyncio.Queue[Sequence[Item] | None] = asyncio.Queue(QUEUE_CHUNKS)
         self._carry: deque[Item] = deque()
         self._ended = False
+        self._queued_items = 0
         self._getter: asyncio.Future[Sequence[Item] | None] | None = None
 
     @property
     def depth(self) -> int:
-        """Items waiting (approximate: chunks in the queue count by their size)."""
-        chunks: deque[Sequence[Item] | None] = self.queue._queue  # type: ignore[attr-defined]  # noqa: SLF001
-        queued = sum(len(chunk) for chunk in chunks if chunk)
-        return len(self._carry) + queued
+        """Items waiting for this sink: queued chunks plus the ones being batched."""
+        return self._queued_items + len(self._carry)
 
     async def put(self, chunk: Sequence[Item]) -> None:
         """Queue a chunk of items; waits while the sink is behind (backpressure)."""
         await self.queue.put(chunk)
+        self._queued_items += len(chunk)
 
     async def close(self) -> None:
         """Mark the end of the stream: the last batch is sent without lingering."""
@@ -96,4 +96,5 @@ class Batcher:
             if chunk is END:
                 self._ended = True
             else:
+                self._queued_items -= len(chunk)
                 self._carry.extend(chunk)

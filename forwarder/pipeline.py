@@ -88,6 +88,7 @@ class Pipeline:
         self.source_ended = False
         self._stop_requested = asyncio.Event()
         self.started_reading = False
+        self._last_seq_read = -1
 
     # -- start-up -------------------------------------------------------------------
 
@@ -311,6 +312,7 @@ class Pipeline:
             ).inc(count)
         if last_seq is not None:
             self.metrics.last_seq_read.set(last_seq)
+            self._last_seq_read = last_seq
         for sink, reason in router.drain_gap_reports():
             self.metrics.gap_events.labels(sink, reason).inc()
 
@@ -318,7 +320,7 @@ class Pipeline:
         last_clock_check = time.monotonic()
         while True:
             await asyncio.sleep(1)
-            newest = self.metrics.last_seq_read._value.get()  # noqa: SLF001
+            newest = self._last_seq_read
             for name, worker in self._workers.items():
                 self.metrics.buffer_records.labels(name).set(worker.batcher.depth)
                 if worker.health.checkpoint_seq is not None:

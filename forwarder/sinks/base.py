@@ -34,11 +34,6 @@ class Batch:
         """Id of the last event."""
         return self.events[-1].id
 
-    @property
-    def json_bytes(self) -> int:
-        """Encoded size of the events' JSON, without separators."""
-        return sum(len(event.json) for event in self.events)
-
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
