@@ -429,7 +429,9 @@ class KafkaSink(Sink):
             hint = " (a broker without idempotent producing needs enable_idempotence = false)"
         if isinstance(error, _CONFIG_ERRORS):
             return SinkConfigError(f"{where}: refused: {_describe(error)}{hint}")
-        if isinstance(error, OSError | kafka_errors.KafkaTimeoutError) or (
+        # ProducerClosed: another batch's failure abandoned the session this one was using.
+        transient = OSError | kafka_errors.KafkaTimeoutError | kafka_errors.ProducerClosed
+        if isinstance(error, transient) or (
             isinstance(error, kafka_errors.KafkaError) and error.retriable
         ):
             return RetryableSinkError(f"{where}: {_describe(error)}")

@@ -400,6 +400,7 @@ CONFIG = sink_config("127.0.0.1:9", "logs")
         (kafka_errors.KafkaTimeoutError(), RetryableSinkError, "KafkaTimeoutError"),
         (kafka_errors.NotLeaderForPartitionError(), RetryableSinkError, "NotLeader"),
         (ConnectionRefusedError(111, "refused"), RetryableSinkError, "refused"),
+        (kafka_errors.ProducerClosed(), RetryableSinkError, "ProducerClosed"),
         (kafka_errors.CorruptRecordException(), SinkConfigError, "unexpected broker answer"),
     ],
 )
