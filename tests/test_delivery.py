@@ -448,3 +448,53 @@ async def test_reboot_gap_moves_checkpoint_to_the_new_boot(tmp_path):
     checkpoint = harness.store.load("fake")
     assert (checkpoint.boot_id, checkpoint.seq) == (WHO.boot_id, -1)
     assert checkpoint.clock_offset_ns == WHO.clock_offset_ns
+
+
+async def test_a_receiver_that_stores_nothing_of_a_partial_answer_counts_as_failing(tmp_path):
+    """Every item answered 'retry' (e.g. all Elasticsearch items 429) marks the sink failing."""
+
+    class OverloadedSink(StoringSink):
+        def __init__(self):
+            super().__init__()
+            self.recovered = False
+
+        async def answer(self, events):
+            if not self.recovered:
+                return SendResult(retry=list(events))
+            return await super().answer(events)
+
+    sink = OverloadedSink()
+    harness = Harness(tmp_path, sink)
+    run = asyncio.create_task(harness.deliver(events(3)))
+    while harness.worker.health.failing_since is None:
+        await asyncio.sleep(0.01)
+    assert harness.metric("sink_up") == 0
+    sink.recovered = True
+    await run
+    assert harness.worker.health.failing_since is None
+    assert harness.metric("sink_up") == 1
+    assert len(sink.stored) == 3
+
+
+async def test_config_error_is_never_dead_lettered_by_the_retry_budget(tmp_path):
+    """With a retry budget, an auth failure outlives it: data kept until a person fixes it."""
+
+    class MisconfiguredSink(StoringSink):
+        def __init__(self):
+            super().__init__()
+            self.fixed = False
+
+        async def answer(self, events):
+            if not self.fixed:
+                raise SinkConfigError("403 forbidden")
+            return await super().answer(events)
+
+    sink = MisconfiguredSink()
+    harness = Harness(tmp_path, sink, budget_s=0.05)
+    run = asyncio.create_task(harness.deliver(events(2)))
+    while len(sink.sent) < 30:  # well past the 50 ms budget at <= 5 ms backoff
+        await asyncio.sleep(0.01)
+    sink.fixed = True
+    await run
+    assert harness.dead() == []
+    assert len(sink.stored) == 2
