@@ -25,7 +25,7 @@ import structlog
 
 from forwarder.capture_worker import FRAME_HEADER, FrameKind
 from forwarder.config import SourceConfig
-from forwarder.errors import DeviceError
+from forwarder.errors import DeviceError, ForwarderError
 
 log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
@@ -170,6 +170,8 @@ class Capture:
             if end - offset - header_size < length:
                 break
             start = offset + header_size
+            if kind not in _KINDS:
+                raise ForwarderError(f"the capture stream is corrupt (frame kind {kind})")
             frames.append(Frame(_KINDS[kind], bytes(buffer[start : start + length])))
             offset = start + length
         if offset > (1 << 20) or offset == end:

@@ -46,6 +46,7 @@ FLOOD_WATCH_S: Final = 1.0
 FLOOD_POLL_MS: Final = 1
 FOLLOW_POLL_S: Final = 0.2
 _PR_SET_PDEATHSIG: Final = 1
+_TERM: Final = frozenset({signal.SIGTERM})
 DRY_NAP_S: Final = 0.0001  # ~50 records at 500k/s: nothing next to the ring's ~1,800
 
 
@@ -97,16 +98,23 @@ class _Output:
         """Write what the pipe takes now; raise BrokenPipeError if the forwarder is gone."""
         self.seal()
         while self.chunks:
-            data, records = self.chunks[0]
+            # SIGTERM (a _StopReadingError) must not land between a write and its
+            # bookkeeping: the rest of a half-written chunk would be written again whole,
+            # and the forwarder would read a torn frame.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
             try:
-                written = os.write(self.fd, data)
-            except BlockingIOError:
-                return
-            if written < len(data):
-                self.chunks[0] = (data[written:], records)
-                return
-            self.chunks.popleft()
-            self.queued_records -= records
+                data, records = self.chunks[0]
+                try:
+                    written = os.write(self.fd, data)
+                except BlockingIOError:
+                    return
+                if written < len(data):
+                    self.chunks[0] = (data[written:], records)
+                    return
+                self.chunks.popleft()
+                self.queued_records -= records
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
 
     def wait_writable(self) -> None:
         select.select([], [self.fd], [])
@@ -124,8 +132,7 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
 
     In a flood (at least ``SPIN_MIN_RECORDS`` read since the last wake-up), a dry ring is
     read again every ``DRY_NAP_S`` for ``spin_s`` after the last record before sleeping in
-    ``poll()``; for
-    ``FLOOD_WATCH_S`` after a flood that sleep lasts at most ``FLOOD_POLL_MS``.
+    ``poll()``; for ``FLOOD_WATCH_S`` after a flood that sleep lasts at most ``FLOOD_POLL_MS``.
     """
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
