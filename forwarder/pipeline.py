@@ -207,7 +207,8 @@ class Pipeline:
             for task in tasks:
                 task.cancel()
             # Let the workers close their sinks (bounded: a stuck close must not hang exit).
-            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            if tasks:
+                await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
             self._capture.stop()
             if server is not None:
                 await server.stop()

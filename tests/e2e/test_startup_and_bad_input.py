@@ -7,6 +7,7 @@ on; malformed records in a dump are counted and skipped while the good ones ship
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -183,3 +184,21 @@ def test_unwritable_state_dir_exits_3_naming_it(tmp_path: Path) -> None:
     message = _one_line_error(result)
     assert str(blocker / "state") in message
     assert "not writable" in message
+
+
+def test_metrics_port_in_use_exits_3_with_the_address(tmp_path: Path) -> None:
+    """A metrics listener that cannot bind stops the start with exit 3 and the address."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        dump = tmp_path / "dump"
+        dump.write_bytes(b"6,1,1,-;hello\n")
+        config = _write_config(
+            tmp_path / "c.toml",
+            {"state_dir": str(tmp_path / "state"), "source": {"path": str(dump)},
+             "metrics": {"listen": address}},
+        )  # fmt: skip
+        result = _command("run", "--config", str(config))
+    assert result.returncode == 3, result.stderr
+    assert address in _one_line_error(result)
