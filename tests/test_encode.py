@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from types import MappingProxyType
 
 import orjson
@@ -153,3 +154,18 @@ def test_format_timestamp_is_rfc3339_utc_with_microseconds():
     """Nanoseconds are truncated to microseconds and written with a Z suffix."""
     assert format_timestamp(0) == "1970-01-01T00:00:00.000000Z"
     assert format_timestamp(1_764_182_530_123_456_789) == "2025-11-26T18:42:10.123456Z"
+
+
+def test_encoded_json_holds_no_oversized_buffer():
+    """An event's JSON bytes take about their own size in memory, not orjson's 4 KiB buffer."""
+    record = Record(0, 6, 1, 10, "-", "short message")
+    who = Identity(host="h", boot_id="b", clock_offset_ns=0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        jsons = [encode_record(record, who).json for _ in range(500)]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "lineno"))
+    assert grown / len(jsons) < 1024
