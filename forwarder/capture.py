@@ -23,14 +23,14 @@ from typing import Final
 
 import structlog
 
-from forwarder.capture_worker import FRAME_HEADER, FrameKind
+from forwarder.capture_worker import CONTROL, SEPARATOR, FrameKind
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError, ForwarderError
 
 log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
 CAPTURE_RT_PRIORITY: Final = 1
-MAX_FRAMES_PER_READ: Final = 512
+PARSE_WINDOW_BYTES: Final = 64 << 10  # a few hundred frames; one record is < 16 KiB
 _KINDS: Final = {kind.value: kind for kind in FrameKind}  # a dict look-up, not an enum call
 
 
@@ -162,18 +162,14 @@ class Capture:
         return self._process.poll() if self._process is not None else None
 
     def _parse(self) -> list[Frame]:
-        buffer, offset, end = self._buffer, self._offset, len(self._buffer)
-        frames: list[Frame] = []
-        header_size = FRAME_HEADER.size
-        while len(frames) < MAX_FRAMES_PER_READ and end - offset >= header_size:
-            kind, length = FRAME_HEADER.unpack_from(buffer, offset)
-            if end - offset - header_size < length:
-                break
-            start = offset + header_size
-            if kind not in _KINDS:
-                raise ForwarderError(f"the capture stream is corrupt (frame kind {kind})")
-            frames.append(Frame(_KINDS[kind], bytes(buffer[start : start + length])))
-            offset = start + length
+        buffer, offset = self._buffer, self._offset
+        # A bounded window keeps each group of frames (and each sink's queue chunk) small.
+        last = buffer.rfind(SEPARATOR, offset, offset + PARSE_WINDOW_BYTES)
+        if last < 0:
+            return []
+        frames = [_frame(part) for part in bytes(buffer[offset:last]).split(SEPARATOR)]
+        offset = last + 1
+        end = len(buffer)
         if offset > (1 << 20) or offset == end:
             del buffer[:offset]
             offset = 0
@@ -217,6 +213,15 @@ def _raise_priority(pid: int) -> None:
         )
         return
     log.debug("capture_priority_realtime", policy="SCHED_RR", priority=CAPTURE_RT_PRIORITY)
+
+
+def _frame(raw: bytes) -> Frame:
+    if not raw.startswith(CONTROL):
+        return Frame(FrameKind.RECORD, raw)
+    kind = _KINDS.get(raw[1]) if len(raw) > 1 else None
+    if kind is None:
+        raise ForwarderError(f"the capture stream is corrupt (control frame {raw[:8]!r})")
+    return Frame(kind, raw[2:])
 
 
 class _PipeProtocol(asyncio.Protocol):

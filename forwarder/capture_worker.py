@@ -11,7 +11,10 @@ the last record before sleeping in ``poll()``: a sleeping reader wakes up to ~4 
 longer than the ring lasts in a flood. Below flood rates it sleeps at once (no CPU spent).
 The forwarder runs this process at real-time priority when allowed (``capture.py``).
 
-Frame: ``struct "<BI"`` (kind, payload length) + payload. Kinds: see ``FrameKind``.
+Frames are separated by a NUL byte, which no record contains (the kernel escapes every byte
+below 0x20, and dumps are escaped the same way on reading), so a record costs nothing but its
+read. A frame starting with 0x01 (records start with a digit) is a control frame: 0x01, its
+``FrameKind``, then its payload.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import os
 import select
 import signal
 import stat
-import struct
 import sys
 import time
 from collections import deque
@@ -33,7 +35,8 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Final
 
-FRAME_HEADER: Final = struct.Struct("<BI")
+SEPARATOR: Final = b"\x00"
+CONTROL: Final = b"\x01"
 READ_SIZE: Final = 16_384  # > 8 KiB: a record larger than the buffer is lost (EINVAL)
 FILE_CHUNK: Final = 1 << 16
 PIPE_SIZE: Final = 1 << 20
@@ -71,24 +74,25 @@ class _Output:
         self.current: list[bytes] = []
 
     def add(self, kind: FrameKind, payload: bytes = b"") -> None:
-        self.extend((FRAME_HEADER.pack(kind, len(payload)), payload))
+        """Queue a control frame."""
+        self.extend((CONTROL + bytes((kind,)) + payload,))
 
-    def extend(self, frames: Sequence[bytes]) -> None:
-        """Queue already framed (header, payload) pairs."""
-        self.current.extend(frames)
-        if len(self.current) >= 2 * FLUSH_RECORDS:
+    def extend(self, records: Sequence[bytes]) -> None:
+        """Queue raw records (or control frames)."""
+        self.current.extend(records)
+        if len(self.current) >= FLUSH_RECORDS:
             self.flush()
 
     def seal(self) -> None:
         if self.current:
-            records = len(self.current) // 2
-            self.chunks.append((memoryview(b"".join(self.current)), records))
+            records = len(self.current)
+            self.chunks.append((memoryview(SEPARATOR.join(self.current) + SEPARATOR), records))
             self.queued_records += records
             self.current = []
 
     @property
     def full(self) -> bool:
-        return self.queued_records + len(self.current) // 2 >= self.max_records
+        return self.queued_records + len(self.current) >= self.max_records
 
     @property
     def empty(self) -> bool:
@@ -146,7 +150,7 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
         frames, failure = _read_burst(source_fd)
         if frames:
             got_record = True
-            read_since_wake += len(frames) // 2
+            read_since_wake += len(frames)
             output.extend(frames)
         if not isinstance(failure, BlockingIOError):
             if failure is not None:
@@ -180,15 +184,13 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
 def _read_burst(source_fd: int) -> tuple[list[bytes], OSError | None]:
     """Read up to FLUSH_RECORDS records, framed; stop at the first error (EAGAIN: dry).
 
-    The hot loop: per record nothing but the read and its frame header.
+    The hot loop: per record nothing but the read.
     """
     frames: list[bytes] = []
-    append, read, pack = frames.append, os.read, FRAME_HEADER.pack
+    append, read = frames.append, os.read
     try:
         for _ in range(FLUSH_RECORDS):
-            raw = read(source_fd, READ_SIZE)
-            append(pack(FrameKind.RECORD, len(raw)))
-            append(raw)
+            append(read(source_fd, READ_SIZE))
     except OSError as error:
         return frames, error
     return frames, None
@@ -236,13 +238,16 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
                 output.flush()
                 grew = _grows(source_fd)  # sleeps: an idle file must not be read in a busy loop
                 if pending and not grew:
-                    output.add(FrameKind.RECORD, pending)
+                    output.extend((pending,))
                     pending = b""
                 continue
             if pending:
-                output.add(FrameKind.RECORD, pending)
+                output.extend((pending,))
             output.add(FrameKind.END)
             return
+        # Keep the framing bytes out of records (a dump may hold anything), escaped the way
+        # the kernel escapes them, so the parser still restores them.
+        chunk = chunk.replace(SEPARATOR, b"\\x00").replace(CONTROL, b"\\x01")
         pending = _emit_complete_records(pending + chunk, output)
 
 
@@ -269,7 +274,7 @@ def _emit_complete_records(data: bytes, output: _Output) -> bytes:
         if newline < 0 or newline + 1 >= len(data):
             return data[start:]
         if data[newline + 1] != 0x20:  # next line is not a " KEY=value" continuation
-            output.add(FrameKind.RECORD, data[start : newline + 1])
+            output.extend((data[start : newline + 1],))
             start = newline + 1
         search = newline + 1
 

@@ -240,3 +240,16 @@ def test_dump_file_is_opened_blocking(tmp_path):
         assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # seek_newest applies to the device only
     finally:
         os.close(fd)
+
+
+async def test_dump_bytes_that_frame_the_capture_stream_survive_as_text(tmp_path):
+    """Raw NUL and 0x01 bytes in a dump (the stream's framing bytes) arrive as message text."""
+    dump = tmp_path / "raw.dump"
+    dump.write_bytes(b"6,1,10,-;nul\x00here\n6,2,20,-;\x01ctl start\n6,3,30,-;plain\n")
+    capture = await started(SourceConfig(path=dump))
+    try:
+        frames = await read_all(capture)
+    finally:
+        capture.stop()
+    assert [r.message for r in record_frames(frames)] == ["nul\x00here", "\x01ctl start", "plain"]
+    assert frames[-1].kind is FrameKind.END
