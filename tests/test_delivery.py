@@ -94,6 +94,20 @@ class PoisonSink(StoringSink):
         return await super().answer(events)
 
 
+class MisconfiguredSink(StoringSink):
+    """Refuses with 401 (a configuration problem) until ``fixed`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.fixed = False
+
+    async def answer(self, events):
+        """Refuse until fixed."""
+        if not self.fixed:
+            raise SinkConfigError("401 unauthorized")
+        return await super().answer(events)
+
+
 class Harness:
     """A SinkWorker over real checkpoint and dead-letter files in a temp state dir."""
 
@@ -397,16 +411,6 @@ async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
 async def test_config_error_is_retried_and_shown_as_config_problem(tmp_path):
     """A SinkConfigError keeps the data (retried) and marks health.config_problem until it recovers."""
 
-    class MisconfiguredSink(StoringSink):
-        def __init__(self):
-            super().__init__()
-            self.fixed = False
-
-        async def answer(self, events):
-            if not self.fixed:
-                raise SinkConfigError("401 unauthorized")
-            return await super().answer(events)
-
     sink = MisconfiguredSink()
     sample = events(2)
     harness = Harness(tmp_path, sink)
@@ -478,16 +482,6 @@ async def test_a_receiver_that_stores_nothing_of_a_partial_answer_counts_as_fail
 
 async def test_config_error_is_never_dead_lettered_by_the_retry_budget(tmp_path):
     """With a retry budget, an auth failure outlives it: data kept until a person fixes it."""
-
-    class MisconfiguredSink(StoringSink):
-        def __init__(self):
-            super().__init__()
-            self.fixed = False
-
-        async def answer(self, events):
-            if not self.fixed:
-                raise SinkConfigError("403 forbidden")
-            return await super().answer(events)
 
     sink = MisconfiguredSink()
     harness = Harness(tmp_path, sink, budget_s=0.05)
