@@ -410,7 +410,6 @@ async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
 
 async def test_config_error_is_retried_and_shown_as_config_problem(tmp_path):
     """A SinkConfigError keeps the data (retried) and marks health.config_problem until it recovers."""
-
     sink = MisconfiguredSink()
     sample = events(2)
     harness = Harness(tmp_path, sink)
@@ -482,7 +481,6 @@ async def test_a_receiver_that_stores_nothing_of_a_partial_answer_counts_as_fail
 
 async def test_config_error_is_never_dead_lettered_by_the_retry_budget(tmp_path):
     """With a retry budget, an auth failure outlives it: data kept until a person fixes it."""
-
     sink = MisconfiguredSink()
     harness = Harness(tmp_path, sink, budget_s=0.05)
     run = asyncio.create_task(harness.deliver(events(2)))
