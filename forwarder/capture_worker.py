@@ -6,9 +6,10 @@ loop: the kernel ring lasts ~2 ms in a flood (FACTS.md). It reads the inherited 
 fd and writes framed raw records to stdout (a pipe to the forwarder), buffering up to
 ``--buffer-records`` when the forwarder is slow; only then does it stop reading.
 
-In a flood, after the ring runs dry it keeps spinning on ``read()`` for ``--spin-us`` after
-the last record before sleeping in ``poll()``: a sleeping reader wakes up to ~4 ms late,
-longer than the ring lasts in a flood. Below flood rates it sleeps at once (no CPU spent).
+In a flood, after the ring runs dry it keeps reading it every 100 µs (short hrtimer naps)
+for ``--spin-us`` after the last record before sleeping in ``poll()``: a reader sleeping in
+``poll()`` wakes up to ~4 ms late, longer than the ring lasts in a flood. Below flood rates
+it sleeps in ``poll()`` at once (no CPU spent).
 The forwarder runs this process at real-time priority when allowed (``capture.py``).
 
 Frames are separated by a NUL byte, which no record contains (the kernel escapes every byte
@@ -130,6 +131,13 @@ class _Output:
             self.wait_writable()
             self.flush()
 
+    def drain(self) -> None:
+        """Write everything still queued, waiting for the pipe as long as it takes."""
+        self.flush()
+        while not self.empty:
+            self.wait_writable()
+            self.flush()
+
 
 def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
     """Read /dev/kmsg (one record per read) until the forwarder goes away.
@@ -182,9 +190,9 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
 
 
 def _read_burst(source_fd: int) -> tuple[list[bytes], OSError | None]:
-    """Read up to FLUSH_RECORDS records, framed; stop at the first error (EAGAIN: dry).
+    """Read up to FLUSH_RECORDS records; stop at the first error (EAGAIN: the ring is dry).
 
-    The hot loop: per record nothing but the read.
+    The hot loop: per record nothing but the read (the NUL separators are added per chunk).
     """
     frames: list[bytes] = []
     append, read = frames.append, os.read
@@ -228,10 +236,7 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
     pending = b""
     while True:
         if output.full:
-            output.flush()
-            if output.full:
-                output.wait_writable()
-                continue
+            output.wait_for_room()
         chunk = os.read(source_fd, FILE_CHUNK)
         if not chunk:
             if follow:
@@ -282,8 +287,9 @@ def _emit_complete_records(data: bytes, output: _Output) -> bytes:
 class _StopReadingError(BaseException):
     """SIGTERM from the forwarder: stop reading, hand over what we hold, exit.
 
-    Raised from the signal handler, so a blocking poll() or read() ends at once. Wherever
-    it lands, at worst a frame is written twice, and the forwarder skips a seq it has seen.
+    Raised from the signal handler, so a blocking poll() or read() ends at once. Pipe writes
+    are shielded from it (``_Output.flush``); anywhere else, at worst a record is queued
+    twice, and the forwarder skips a seq it has already seen.
     """
 
 
@@ -320,10 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         pass  # the forwarder is stopping: what we hold goes to it before we exit
     except OSError as error:
         output.add(FrameKind.ERROR, f"reading failed: {error.strerror}".encode())
-    while not output.empty:
-        output.flush()
-        if not output.empty:
-            output.wait_writable()
+    output.drain()
     return 0
 
 
