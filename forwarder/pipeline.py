@@ -84,7 +84,6 @@ class Pipeline:
         self._workers: dict[str, SinkWorker] = {}
         self._router: Router | None = None
         self._capture: Capture | None = None
-        self._stopping = False
         self.source_ended = False
         self._stop_requested = asyncio.Event()
         self.started_reading = False
@@ -157,15 +156,9 @@ class Pipeline:
 
     # -- running --------------------------------------------------------------------
 
-    @property
-    def capture_pid(self) -> int | None:
-        """Pid of the capture process."""
-        return self._capture.pid if self._capture else None
-
     def request_stop(self) -> None:
         """Stop capturing; run() then drains what is buffered and returns."""
-        if not self._stopping:
-            self._stopping = True
+        if not self._stop_requested.is_set():
             log.info("stopping")
             self._stop_requested.set()
             if self._capture is not None:
@@ -260,7 +253,7 @@ class Pipeline:
         while True:
             frames = await self._capture.read_frames()
             if not frames:
-                if not (self._stopping or self.source_ended):
+                if not (self._stop_requested.is_set() or self.source_ended):
                     raise ForwarderError(
                         f"the capture process ended unexpectedly (exit code "
                         f"{self._capture.exit_code}); restart the forwarder"

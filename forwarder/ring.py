@@ -8,41 +8,42 @@ records, well under a second).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from forwarder.capture import open_source
 from forwarder.capture_worker import READ_SIZE
+from forwarder.errors import RecordParseError
+from forwarder.kmsg import parse_record
 
 
 def ring_bounds(path: Path) -> tuple[int | None, int | None]:
     """(oldest seq, newest seq) of the ring or dump at ``path``; None when empty."""
     fd, is_device = open_source(path, seek_newest=False)
-    oldest = newest = None
+    seqs: list[int] = []
     try:
-        if is_device:
-            os.set_blocking(fd, False)
-            while True:
-                try:
-                    raw = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    break
-                except BrokenPipeError:
-                    continue
-                seq = _seq(raw)
-                oldest = seq if oldest is None else oldest
-                newest = seq
-        else:
-            with os.fdopen(fd, "rb", closefd=False) as dump:
-                for line in dump:
-                    if line[:1] not in (b" ", b"\n", b""):
-                        seq = _seq(line)
-                        oldest = seq if oldest is None else oldest
-                        newest = seq
+        raws = _device_records(fd) if is_device else _dump_lines(fd)
+        for raw in raws:
+            try:
+                seqs.append(parse_record(raw).seq)
+            except RecordParseError:
+                continue  # counted by the forwarder when it reads it; not a bound here
     finally:
         os.close(fd)
-    return oldest, newest
+    return (seqs[0], seqs[-1]) if seqs else (None, None)
 
 
-def _seq(raw: bytes) -> int | None:
-    parts = raw.split(b";", 1)[0].split(b",")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+def _device_records(fd: int) -> Iterator[bytes]:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            yield os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            continue  # overwritten while we read: go on from the oldest still there
+
+
+def _dump_lines(fd: int) -> Iterator[bytes]:
+    with os.fdopen(fd, "rb", closefd=False) as dump:
+        yield from (line for line in dump if line[:1] not in (b" ", b"\n", b""))
