@@ -60,6 +60,16 @@ def record_frames(frames):
     return [parse_record(f.payload) for f in frames if f.kind is FrameKind.RECORD]
 
 
+async def read_dump_file(path, content):
+    """Write ``content`` to ``path`` and return every frame the capture makes of it."""
+    path.write_bytes(content)
+    capture = await started(SourceConfig(path=path))
+    try:
+        return await read_all(capture)
+    finally:
+        capture.stop()
+
+
 async def started(source):
     """A Capture for this source, opened and attached."""
     capture = Capture(source, seek_newest=False)
@@ -71,13 +81,7 @@ async def started(source):
 async def test_dump_file_gives_every_record_then_end(tmp_path):
     """A dump file yields each record (continuation lines kept with it) in order, then END."""
     records = sample_records(50)
-    dump = tmp_path / "kmsg.dump"
-    dump.write_bytes(dump_bytes(records))
-    capture = await started(SourceConfig(path=dump))
-    try:
-        frames = await read_all(capture)
-    finally:
-        capture.stop()
+    frames = await read_dump_file(tmp_path / "kmsg.dump", dump_bytes(records))
     assert record_frames(frames) == records
     assert [f.kind for f in frames].count(FrameKind.END) == 1
     assert frames[-1].kind is FrameKind.END
@@ -86,13 +90,7 @@ async def test_dump_file_gives_every_record_then_end(tmp_path):
 async def test_dump_payloads_are_whole_records(tmp_path):
     """Each RECORD frame is exactly one record's bytes, dictionary lines included."""
     records = sample_records(3)
-    dump = tmp_path / "kmsg.dump"
-    dump.write_bytes(dump_bytes(records))
-    capture = await started(SourceConfig(path=dump))
-    try:
-        frames = await read_all(capture)
-    finally:
-        capture.stop()
+    frames = await read_dump_file(tmp_path / "kmsg.dump", dump_bytes(records))
     payloads = [f.payload for f in frames if f.kind is FrameKind.RECORD]
     assert payloads == [render_record(record) for record in records]
 
@@ -100,13 +98,7 @@ async def test_dump_payloads_are_whole_records(tmp_path):
 async def test_last_record_without_newline_is_not_lost(tmp_path):
     """The dump's last record, lacking its trailing newline, still arrives whole."""
     records = sample_records(3)
-    dump = tmp_path / "kmsg.dump"
-    dump.write_bytes(dump_bytes(records)[:-1])
-    capture = await started(SourceConfig(path=dump))
-    try:
-        frames = await read_all(capture)
-    finally:
-        capture.stop()
+    frames = await read_dump_file(tmp_path / "kmsg.dump", dump_bytes(records)[:-1])
     assert record_frames(frames) == records
 
 
@@ -126,13 +118,7 @@ async def test_large_dump_is_read_completely(tmp_path):
 
 async def test_empty_dump_gives_only_end(tmp_path):
     """An empty dump ends at once with a single END frame."""
-    dump = tmp_path / "empty.dump"
-    dump.write_bytes(b"")
-    capture = await started(SourceConfig(path=dump))
-    try:
-        frames = await read_all(capture)
-    finally:
-        capture.stop()
+    frames = await read_dump_file(tmp_path / "empty.dump", b"")
     assert [f.kind for f in frames] == [FrameKind.END]
 
 
@@ -244,12 +230,8 @@ def test_dump_file_is_opened_blocking(tmp_path):
 
 async def test_dump_bytes_that_frame_the_capture_stream_survive_as_text(tmp_path):
     """Raw NUL and 0x01 bytes in a dump (the stream's framing bytes) arrive as message text."""
-    dump = tmp_path / "raw.dump"
-    dump.write_bytes(b"6,1,10,-;nul\x00here\n6,2,20,-;\x01ctl start\n6,3,30,-;plain\n")
-    capture = await started(SourceConfig(path=dump))
-    try:
-        frames = await read_all(capture)
-    finally:
-        capture.stop()
+    frames = await read_dump_file(
+        tmp_path / "raw.dump", b"6,1,10,-;nul\x00here\n6,2,20,-;\x01ctl start\n6,3,30,-;plain\n"
+    )
     assert [r.message for r in record_frames(frames)] == ["nul\x00here", "\x01ctl start", "plain"]
     assert frames[-1].kind is FrameKind.END

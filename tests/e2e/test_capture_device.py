@@ -31,37 +31,29 @@ def _stop(capture: Capture) -> None:
         process.stdout.close()  # never attached to a loop: nothing else closes the pipe
 
 
-def test_device_capture_runs_at_realtime_priority() -> None:
-    """As root, the /dev/kmsg capture process is SCHED_RR, so busy neighbours cannot delay it."""
-    capture = Capture(SourceConfig(path=KMSG), seek_newest=True)
+@pytest.mark.parametrize(
+    ("source", "policy"),
+    [
+        # As root the /dev/kmsg reader is SCHED_RR, so busy neighbours cannot delay it.
+        ({"path": KMSG}, os.SCHED_RR),
+        # capture_priority = "normal" opts out of real-time scheduling.
+        ({"path": KMSG, "capture_priority": "normal"}, os.SCHED_OTHER),
+        # A dump races no ring: its reader stays at normal priority.
+        ({"path": "DUMP"}, os.SCHED_OTHER),
+    ],
+    ids=["device-realtime", "device-opted-out", "dump"],
+)
+def test_capture_scheduling_policy(source: dict[str, object], policy: int, tmp_path: Path) -> None:
+    """The capture process gets real-time priority exactly when it reads the live ring."""
+    if source["path"] == "DUMP":
+        dump = tmp_path / "kmsg.dump"
+        dump.write_bytes(b"6,1,100,-;hello\n")
+        source = {"path": dump}
+    capture = Capture(SourceConfig.model_validate(source), seek_newest=source["path"] == KMSG)
     capture.open()
     try:
         assert capture.pid is not None
-        assert os.sched_getscheduler(capture.pid) == os.SCHED_RR
-    finally:
-        _stop(capture)
-
-
-def test_capture_priority_normal_keeps_the_device_reader_at_normal_priority() -> None:
-    """``capture_priority = "normal"`` opts out of real-time scheduling."""
-    capture = Capture(SourceConfig(path=KMSG, capture_priority="normal"), seek_newest=True)
-    capture.open()
-    try:
-        assert capture.pid is not None
-        assert os.sched_getscheduler(capture.pid) == os.SCHED_OTHER
-    finally:
-        _stop(capture)
-
-
-def test_dump_capture_keeps_normal_priority(tmp_path: Path) -> None:
-    """Reading a dump races no ring: its capture process stays at normal priority."""
-    dump = tmp_path / "kmsg.dump"
-    dump.write_bytes(b"6,1,100,-;hello\n")
-    capture = Capture(SourceConfig(path=dump), seek_newest=False)
-    capture.open()
-    try:
-        assert capture.pid is not None
-        assert os.sched_getscheduler(capture.pid) == os.SCHED_OTHER
+        assert os.sched_getscheduler(capture.pid) == policy
     finally:
         _stop(capture)
 
