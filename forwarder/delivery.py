@@ -48,7 +48,10 @@ class SinkHealth:
 
 
 class SinkWorker:
-    """Sends one sink's batches and keeps its checkpoint."""
+    """Sends one sink's batches and keeps its checkpoint.
+
+    ``max_in_flight`` is its window: ``[batch] max_in_flight``, at most the sink's own bound.
+    """
 
     def __init__(
         self,
