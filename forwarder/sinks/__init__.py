@@ -10,12 +10,13 @@ from typing import Annotated
 
 from pydantic import Field
 
-from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
+from forwarder.sinks.base import Batch, Sink, SinkContext
 from forwarder.sinks.elasticsearch import ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSinkConfig
 from forwarder.sinks.http import HttpSinkConfig
 from forwarder.sinks.kafka import KafkaSinkConfig
 from forwarder.sinks.loki import LokiSinkConfig
+from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 
 SinkConfig = Annotated[
@@ -35,10 +36,11 @@ __all__ = [
     "HttpSinkConfig",
     "KafkaSinkConfig",
     "LokiSinkConfig",
+    "Outcome",
     "Rejection",
-    "SendResult",
     "Sink",
     "SinkConfig",
     "SinkContext",
     "StdoutSinkConfig",
+    "Verdict",
 ]
