@@ -1,0 +1,87 @@
+"""The 22 built-in classes and the detectors that open their reports.
+
+Each detector is guarded by the record prefixes or substrings its start records carry,
+so a record that can start nothing costs one ``startswith`` over a tuple and a few
+substring tests (SPEC.md 1.2c: anchor on known prefixes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from forwarder.kmsg import Record
+from forwarder.kernel_events.audit import detect_audit
+from forwarder.kernel_events.crashes import (
+    CUT_HERE,
+    detect_bug,
+    detect_oops,
+    detect_panic,
+    detect_warning,
+)
+from forwarder.kernel_events.devices import detect_kernel_taint, detect_usb_device
+from forwarder.kernel_events.filesystems import detect_fs_event
+from forwarder.kernel_events.hardware import detect_hw_event
+from forwarder.kernel_events.network import (
+    detect_conntrack_full,
+    detect_link_state,
+    detect_netfilter_log,
+)
+from forwarder.kernel_events.oom import detect_oom
+from forwarder.kernel_events.report import Report
+from forwarder.kernel_events.stalls import detect_hung_task, detect_lockup, detect_rcu_stall
+from forwarder.kernel_events.storage import detect_block_io_error, detect_storage_error
+from forwarder.kernel_events.user_fault import detect_user_fault
+
+Detector = Callable[[Record, str], Report | None]
+
+CLASSES: Final = (
+    "oom_kill", "user_fault", "kernel_oops", "kernel_bug", "kernel_warning", "soft_lockup",
+    "hard_lockup", "hung_task", "rcu_stall", "kernel_panic", "block_io_error",
+    "storage_error", "fs_error", "fs_readonly", "hw_error", "thermal_throttle",
+    "netfilter_log", "conntrack_full", "audit", "link_state", "usb_device", "kernel_taint",
+)  # fmt: skip
+
+DETECTORS: Final[tuple[tuple[tuple[str, ...], tuple[str, ...], Detector], ...]] = (
+    (("BUG: kernel NULL", "BUG: unable to handle", "kernel BUG at ", "Oops: ",
+      "general protection fault", "invalid opcode: ", "divide error: ", "stack segment: ",
+      "double fault: "), (), detect_oops),
+    (("watchdog: ", "NMI watchdog: ", "BUG: soft lockup"), (), detect_lockup),
+    (("BUG: ",), (), detect_bug),
+    ((CUT_HERE, "WARNING: "), (), detect_warning),
+    (("INFO: task ",), (), detect_hung_task),
+    (("rcu: INFO: ", "INFO: rcu"), (), detect_rcu_stall),
+    (("Kernel panic - not syncing: ",), (), detect_panic),
+    (("oom-kill:", "Killed process "), (" invoked oom-killer: ", ": Killed process ",
+                                        ": Kill process "), detect_oom),
+    (("traps: ",), (": segfault at ",), detect_user_fault),
+    (("Buffer I/O error",), (" error, dev ",), detect_block_io_error),
+    (("sd ", "sr ", "st ", "ses ", "sg ", "ata", "nvme"), (), detect_storage_error),
+    (("EXT4-fs", "Aborting journal", "XFS (", "BTRFS", "FAT-fs ("), (), detect_fs_event),
+    (("mce: ", "EDAC ", "{", "CPU"), (), detect_hw_event),
+    (("nf_conntrack: ",), (), detect_conntrack_full),
+    (("audit: ",), (), detect_audit),
+    (("usb ",), (), detect_usb_device),
+    ((), ("taints kernel", "tainting kernel", "module is from the staging"), detect_kernel_taint),
+    ((), ("Link is ", "Link up", "Link down"), detect_link_state),
+    ((), (" OUT=",), detect_netfilter_log),
+)  # fmt: skip
+
+ALL_PREFIXES: Final = tuple(prefix for prefixes, _, _ in DETECTORS for prefix in prefixes)
+ALL_SUBSTRINGS: Final = tuple(sub for _, subs, _ in DETECTORS for sub in subs)
+
+
+def detect(record: Record, text: str) -> Report | None:
+    """The report ``record`` opens, or None (the cheap guard first)."""
+    if not text.startswith(ALL_PREFIXES):
+        for substring in ALL_SUBSTRINGS:
+            if substring in text:
+                break
+        else:
+            return None
+    for prefixes, substrings, detector in DETECTORS:
+        if text.startswith(prefixes) or any(sub in text for sub in substrings):
+            report = detector(record, text)
+            if report is not None:
+                return report
+    return None
