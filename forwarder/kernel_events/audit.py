@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import SingleReport
 from forwarder.kernel_events.values import Fields
+from forwarder.kmsg import Record
 
 _AUDIT: Final = re.compile(
     r"audit: type=(?P<type>\d+) audit\((?P<time>\d+\.\d+):(?P<serial>\d+)\): (?P<body>.*)$"

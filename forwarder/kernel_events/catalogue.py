@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.audit import detect_audit
 from forwarder.kernel_events.crashes import (
     CUT_HERE,
@@ -32,6 +31,7 @@ from forwarder.kernel_events.report import Report
 from forwarder.kernel_events.stalls import detect_hung_task, detect_lockup, detect_rcu_stall
 from forwarder.kernel_events.storage import detect_block_io_error, detect_storage_error
 from forwarder.kernel_events.user_fault import detect_user_fault
+from forwarder.kmsg import Record
 
 Detector = Callable[[Record, str], Report | None]
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.catalogue import detect
 from forwarder.kernel_events.crashes import OopsReport, WarningReport
 from forwarder.kernel_events.model import KernelEvent
 from forwarder.kernel_events.report import MAX_IDLE_RECORDS, QUIET_USEC, Report, Verdict
 from forwarder.kernel_events.rules import UserRule
+from forwarder.kmsg import Record
 
 IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report, Verdict
 from forwarder.kernel_events.stack import StackReport
 from forwarder.kernel_events.values import Fields, apply_match, hex_address
+from forwarder.kmsg import Record
 
 CUT_HERE: Final = "------------[ cut here ]------------"
 _END_TRACE: Final = re.compile(r"---\[ end trace (?P<end_trace_id>[0-9a-f]+) \]---")
@@ -22,7 +22,9 @@ _PAGE_FAULT: Final = re.compile(
     r"request at ))(?P<address>[0-9a-f]+)$"
 )
 _PF_ACCESS: Final = re.compile(r"#PF: \w+ (?P<access>.+?) access in (?P<mode>\w+) mode")
-_PF_CODE: Final = re.compile(r"#PF: error_code\(0x(?P<pf_error_code>[0-9a-f]+)\) - (?P<pf_reason>.*)")
+_PF_CODE: Final = re.compile(
+    r"#PF: error_code\(0x(?P<pf_error_code>[0-9a-f]+)\) - (?P<pf_reason>.*)"
+)
 _DIE: Final = re.compile(
     r"(?:Oops: )?(?P<header>Oops|general protection fault(?:, (?:probably|maybe) for "
     r"(?:non-canonical )?address (?P<gp_address>0x[0-9a-f]+))?|invalid opcode|divide error"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields
+from forwarder.kmsg import Record
 
 _USB: Final = re.compile(r"usb (?P<path>\d+-[\d.]+): (?P<msg>.*)$")
 _USB_NEW: Final = re.compile(
@@ -27,9 +27,14 @@ _USB_STRINGS: Final = re.compile(
     r"New USB device strings: Mfr=(?P<mfr>\d+), Product=(?P<product>\d+), "
     r"SerialNumber=(?P<serial>\d+)"
 )
-_USB_TEXT: Final = {"Product: ": "product", "Manufacturer: ": "manufacturer", "SerialNumber: ": "serial"}
+_USB_TEXT: Final = {
+    "Product: ": "product",
+    "Manufacturer: ": "manufacturer",
+    "SerialNumber: ": "serial",
+}
 _TAINTS: Final = (
-    (re.compile(r"(?P<module>\S+): loading out-of-tree module taints kernel\."), "O", "out_of_tree"),
+    (re.compile(r"(?P<module>\S+): loading out-of-tree module taints kernel\."), "O",
+     "out_of_tree"),
     (re.compile(r"(?P<module>\S+): module verification failed: signature and/or required key "
                 r"missing - tainting kernel"), "E", "unsigned"),
     (re.compile(r"(?P<module>\S+): module license '(?P<license>.*)' taints kernel\."), "P",

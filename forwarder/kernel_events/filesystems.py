@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields, apply_match, hex_address
+from forwarder.kmsg import Record
 
 _EXT4: Final = re.compile(
     r"EXT4-fs (?P<kind>error|warning) \(device (?P<device>[^)]+)\)(?::| in) (?P<function>\w+):"
@@ -21,7 +21,10 @@ _EXT4: Final = re.compile(
 )
 _JBD2: Final = re.compile(r"Aborting journal on device (?P<device>\S+)\.$")
 _EXT4_RO: Final = re.compile(r"EXT4-fs \((?P<device>[^)]+)\): Remounting filesystem read-only")
-_FAT: Final = re.compile(r"FAT-fs \((?P<device>[^)]+)\): (?P<what>error, |Filesystem has been set read-only)(?P<message>.*)$")
+_FAT: Final = re.compile(
+    r"FAT-fs \((?P<device>[^)]+)\): (?P<what>error, |Filesystem has been set read-only)"
+    r"(?P<message>.*)$"
+)
 _BTRFS_ERROR: Final = re.compile(
     r"BTRFS: error \(device (?P<device>[^\s)]+)(?::? state (?P<state>\w+))?\) in "
     r"(?P<function>\w+):(?P<line>\d+): errno=(?P<errno>-?\d+) (?P<errstr>.+?)"
@@ -49,7 +52,9 @@ _XFS_LEGACY_CALL: Final = re.compile(
     r"xfs_do_force_shutdown\((?P<shutdown_flags>0x[0-9a-f]+)\) called from line "
     r"(?P<source_line>\d+) of file (?P<source_file>\S+?)\.  ?Return address"
 )
-_XFS_LEGACY_WHY: Final = re.compile(r"(?P<reason>.+?)(?: [Dd]etected)?\.  ?Shutting down filesystem")
+_XFS_LEGACY_WHY: Final = re.compile(
+    r"(?P<reason>.+?)(?: [Dd]etected)?\.  ?Shutting down filesystem"
+)
 _XFS_CORRUPTION: Final = re.compile(
     r"Metadata corruption detected at (?P<at_function>[^\s+]+)\+0x[0-9a-f]+/0x[0-9a-f]+"
     r"(?: \[\w+\])?, (?P<buffer_type>\S+) block (?P<daddr>0x[0-9a-f]+)(?: (?P<verifier>.+))?"
@@ -61,25 +66,44 @@ _XFS_IO: Final = re.compile(
 _XFS_DUMP: Final = re.compile(r"First (?P<dump_bytes>\d+) bytes of corrupted metadata buffer:")
 _XFS_ROW: Final = re.compile(r"[0-9a-f]{8}: ")
 _INT: Final[dict[str, Any]] = {
-    name: int
-    for name in ("line", "inode", "block", "errno", "source_line", "len", "error", "dump_bytes",
-                 "root", "off", "mirror", "wr", "rd", "flush", "corrupt", "gen")
-} | {"daddr": hex_address}  # fmt: skip
+    **dict.fromkeys(
+        [
+            "line",
+            "inode",
+            "block",
+            "errno",
+            "source_line",
+            "len",
+            "error",
+            "dump_bytes",
+            "root",
+            "off",
+            "mirror",
+            "wr",
+            "rd",
+            "flush",
+            "corrupt",
+            "gen",
+        ],
+        int,
+    ),
+    "daddr": hex_address,
+}
 
 
-class FsError(Report):
+class FsErrorReport(Report):
     """fs_error: one filesystem error (single, or an XFS group)."""
 
     class_name = "fs_error"
 
 
-class FsReadonly(SingleReport):
+class FsReadonlyReport(SingleReport):
     """fs_readonly: a filesystem turned itself read-only."""
 
     class_name = "fs_readonly"
 
 
-class XfsGroup(FsError):
+class XfsGroup(FsErrorReport):
     """An XFS shutdown (until ``Please unmount``) or corruption report (until its hexdump)."""
 
     def __init__(self, record: Record, fields: Fields, device: str) -> None:
@@ -122,25 +146,42 @@ def detect_fs_event(record: Record, text: str) -> Report | None:
         return _detect_xfs(record, text)
     if text.startswith("BTRFS"):
         return _detect_btrfs(record, text)
+    if text.startswith("FAT-fs ("):
+        return _detect_fat(record, text)
+    return _detect_ext4(record, text)
+
+
+def _detect_ext4(record: Record, text: str) -> Report | None:
     fields: Fields = {}
     match = _EXT4.match(text)
     if match:
         apply_match(fields, match, _INT)
         fields = {"fs": "ext4", **fields}
-        return FsError(record, fields, done=True)
+        return FsErrorReport(record, fields, done=True)
     match = _JBD2.match(text)
     if match:
-        return FsError(record, {"fs": "jbd2", "kind": "journal_abort", **match.groupdict()}, done=True)
+        return FsErrorReport(
+            record, {"fs": "jbd2", "kind": "journal_abort", **match.groupdict()}, done=True
+        )
     match = _EXT4_RO.match(text)
     if match:
-        return FsReadonly(record, {"fs": "ext4", "device": match["device"]})
+        return FsReadonlyReport(record, {"fs": "ext4", "device": match["device"]})
+    return None
+
+
+def _detect_fat(record: Record, text: str) -> Report | None:
     match = _FAT.match(text)
     if match is None:
         return None
     if match["what"] == "error, ":
-        fields = {"fs": "fat", "kind": "error", "device": match["device"], "message": match["message"]}
-        return FsError(record, fields, done=True)
-    return FsReadonly(record, {"fs": "fat", "device": match["device"]})
+        fields = {
+            "fs": "fat",
+            "kind": "error",
+            "device": match["device"],
+            "message": match["message"],
+        }
+        return FsErrorReport(record, fields, done=True)
+    return FsReadonlyReport(record, {"fs": "fat", "device": match["device"]})
 
 
 def _detect_btrfs(record: Record, text: str) -> Report | None:
@@ -148,7 +189,7 @@ def _detect_btrfs(record: Record, text: str) -> Report | None:
     match = _BTRFS_ERROR.match(text)
     if match:
         apply_match(fields, match, _INT)
-        return FsError(record, {"kind": "error", **fields}, done=True)
+        return FsErrorReport(record, {"kind": "error", **fields}, done=True)
     match = _BTRFS.match(text)
     if match is None:
         return None
@@ -156,12 +197,12 @@ def _detect_btrfs(record: Record, text: str) -> Report | None:
     if match["state"]:
         fields["state"] = match["state"]
     if match["message"] == "forced readonly":
-        return FsReadonly(record, fields)
+        return FsReadonlyReport(record, fields)
     for pattern, kind in _BTRFS_FORMS:
         form = pattern.match(match["message"])
         if form:
             apply_match(fields, form, _INT)
-            return FsError(record, {"kind": kind, **fields}, done=True)
+            return FsErrorReport(record, {"kind": kind, **fields}, done=True)
     return None
 
 
@@ -185,5 +226,5 @@ def _detect_xfs(record: Record, text: str) -> Report | None:
     form = _XFS_IO.match(rest)
     if form:
         apply_match(fields, form, _INT)
-        return FsError(record, {"kind": "metadata_io_error", **fields}, done=True)
+        return FsErrorReport(record, {"kind": "metadata_io_error", **fields}, done=True)
     return None

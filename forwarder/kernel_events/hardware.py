@@ -11,20 +11,19 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields, apply_match, hex_address
+from forwarder.kmsg import Record
 
 _MCE_PREFIX: Final = re.compile(r"mce: (?:\[Hardware Error\]: )?(?P<rest>.*)$")
 _MCE_RECORD: Final = re.compile(
     r"CPU (?P<cpu>\d+): Machine Check(?: Exception)?(?: Event)?: (?P<mcgstatus>[0-9a-f]+) "
     r"Bank (?P<bank>\d+): (?P<status>[0-9a-f]{16})"
 )
-_MCE_TOKENS: Final = re.compile(
-    r"(?P<key>TSC|ADDR|MISC|PPIN|SYND|IPID) (?P<value>[0-9a-f]+)"
-)
+_MCE_TOKENS: Final = re.compile(r"(?P<key>TSC|ADDR|MISC|PPIN|SYND|IPID) (?P<value>[0-9a-f]+)")
 _MCE_PROCESSOR: Final = re.compile(
-    r"PROCESSOR (?P<processor>\S+) TIME (?P<time>\d+) SOCKET (?P<socket>\d+) APIC (?P<apic>[0-9a-f]+)"
+    r"PROCESSOR (?P<processor>\S+) TIME (?P<time>\d+) SOCKET (?P<socket>\d+) "
+    r"APIC (?P<apic>[0-9a-f]+)"
     r"(?: microcode (?P<microcode>[0-9a-f]+))?"
 )
 _CMCI: Final = re.compile(r"(?:CPU(?P<cpu>\d+) BANK(?P<bank>\d+) )?CMCI storm detected")
@@ -48,10 +47,26 @@ _THERMAL: Final = re.compile(
     r"(?: \(total events = (?P<total_events>\d+)\))?"
 )
 _INT: Final[dict[str, Any]] = {
-    name: int for name in ("cpu", "bank", "time", "socket", "mc", "count", "grain", "seqno",
-                           "source_id", "total_events")
-} | {name: hex_address for name in ("mcgstatus", "apic", "microcode", "page", "offset",
-                                    "syndrome", "physical_address")}  # fmt: skip
+    **dict.fromkeys(
+        [
+            "cpu",
+            "bank",
+            "time",
+            "socket",
+            "mc",
+            "count",
+            "grain",
+            "seqno",
+            "source_id",
+            "total_events",
+        ],
+        int,
+    ),
+    **dict.fromkeys(
+        ["mcgstatus", "apic", "microcode", "page", "offset", "syndrome", "physical_address"],
+        hex_address,
+    ),
+}
 
 
 def take_mce_line(rest: str, fields: Fields) -> bool:
@@ -77,25 +92,29 @@ def take_mce_line(rest: str, fields: Fields) -> bool:
     return rest.startswith(("RIP", "Run the above through"))
 
 
-class HwError(Report):
+class HwErrorReport(Report):
     """hw_error: an MCE record, an EDAC error with its decode, or a CPER report."""
 
     class_name = "hw_error"
 
 
-class MceRecord(HwError):
+class MceRecord(HwErrorReport):
     """``CPU n: Machine Check`` and the consecutive lines of the same record."""
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
         """Consecutive ``mce: [Hardware Error]:`` lines; anything else ends the record."""
         del record, previous_text
         match = _MCE_PREFIX.match(text)
-        if match and not _MCE_RECORD.match(match["rest"]) and take_mce_line(match["rest"], self.fields):
+        if (
+            match
+            and not _MCE_RECORD.match(match["rest"])
+            and take_mce_line(match["rest"], self.fields)
+        ):
             return Verdict.JOIN
         return Verdict.CLOSE
 
 
-class EdacGroup(HwError):
+class EdacGroup(HwErrorReport):
     """An EDAC driver decode (``HANDLING MCE MEMORY ERROR`` ...) and its ``EDAC MCn`` line."""
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
@@ -122,7 +141,7 @@ def take_edac_line(text: str, fields: Fields) -> bool:
     return True
 
 
-class CperReport(HwError):
+class CperReport(HwErrorReport):
     """The lines of one ``{N}[Hardware Error]:`` report."""
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
@@ -172,12 +191,17 @@ def detect_hw_event(record: Record, text: str) -> Report | None:
         fields["state"] = "throttled" if fields.pop("throttled", None) else "normal"
         fields.pop("normal", None)
         return ThermalThrottle(record, fields)
+    return _detect_mce(record, text)
+
+
+def _detect_mce(record: Record, text: str) -> Report | None:
+    fields: Fields = {}
     match = _MCE_PREFIX.match(text)
     if match is None:
         return None
     rest = match["rest"]
     if rest.startswith("Machine check events logged"):
-        return HwError(record, {"kind": "mce_logged"}, done=True)
+        return HwErrorReport(record, {"kind": "mce_logged"}, done=True)
     if _MCE_RECORD.match(rest) and "[Hardware Error]" in text:
         fields["kind"] = "mce_record"
         take_mce_line(rest, fields)
@@ -185,14 +209,14 @@ def detect_hw_event(record: Record, text: str) -> Report | None:
     storm = _CMCI.search(rest)
     if storm:
         apply_match(fields, storm, _INT)
-        return HwError(record, {"kind": "cmci_storm", **fields}, done=True)
+        return HwErrorReport(record, {"kind": "cmci_storm", **fields}, done=True)
     return None
 
 
 def _detect_edac(record: Record, text: str) -> Report | None:
     fields: Fields = {}
     if take_edac_line(text, fields):
-        return HwError(record, fields, done=True)
+        return HwErrorReport(record, fields, done=True)
     match = _EDAC_DECODE.match(text)
     if match is None or not match["rest"].startswith("HANDLING MCE MEMORY ERROR"):
         return None

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from forwarder.encode import format_timestamp
-from forwarder.kmsg import level_name
 from forwarder.kernel_events.values import Fields
+from forwarder.kmsg import level_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import ipaddress
 import re
 from typing import Any, Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import SingleReport
 from forwarder.kernel_events.values import Fields
+from forwarder.kmsg import Record
 
 _LOG: Final = re.compile(r"(?P<prefix>.*?)IN=(?P<in>\S*) OUT=(?P<out>\S*) (?P<rest>.*)$")
 _TOKEN: Final = re.compile(r"\[(?P<inner>.*?)\] |OPT \((?P<opt>[0-9A-F]*)\) |(?P<token>\S+) ")
@@ -32,7 +32,9 @@ _CONNTRACK: Final = re.compile(
     r"nf_conntrack: (?:nf_conntrack: )?(?P<what>table full|expectation table full)"
     r"(?: in netns (?P<netns>\d+))?"
 )
-_LINK_PREFIX: Final = re.compile(r"(?P<driver>[\w-]+) (?P<bus_id>\S+) (?P<ifname>[^\s:]+): (?P<msg>.*)$")
+_LINK_PREFIX: Final = re.compile(
+    r"(?P<driver>[\w-]+) (?P<bus_id>\S+) (?P<ifname>[^\s:]+): (?P<msg>.*)$"
+)
 _LINK_UP: Final = (
     re.compile(r"Link is Up - (?P<speed>[\d.]+[GM]?)bps/(?P<duplex>\w+)(?: \S+)? - flow control "
                r"(?P<flow_control>\S+)"),
@@ -157,7 +159,7 @@ def detect_link_state(record: Record, text: str) -> LinkState | None:
     message = match["msg"]
     if message.startswith(_LINK_DOWN):
         return LinkState(record, {**fields, "state": "down"})
-    if message in ("Link up",):
+    if message == "Link up":
         return LinkState(record, {**fields, "state": "up"})
     for pattern in _LINK_UP:
         up = pattern.match(message)

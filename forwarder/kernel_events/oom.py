@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.kubernetes import kubernetes_context
 from forwarder.kernel_events.report import Verdict
 from forwarder.kernel_events.stack import StackReport
 from forwarder.kernel_events.values import Fields, apply_match
+from forwarder.kmsg import Record
 
 _INVOKED: Final = re.compile(
     r"(?P<trigger_comm>.+) invoked oom-killer: gfp_mask=(?P<gfp_mask>0x[0-9a-f]+)"
@@ -37,13 +37,16 @@ _KILLED: Final = re.compile(
     r"(?:(?P<kill_reason>.+?): )?Killed process (?P<pid>\d+) \((?P<comm>.*)\) "
     r"total-vm:(?P<total_vm_kb>\d+)kB, anon-rss:(?P<anon_rss_kb>\d+)kB, "
     r"file-rss:(?P<file_rss_kb>\d+)kB, shmem-rss:(?P<shmem_rss_kb>\d+)kB"
-    r"(?:, UID:(?P<uid>\d+) pgtables:(?P<pgtables_kb>\d+)kB oom_score_adj:(?P<oom_score_adj>-?\d+))?"
+    r"(?:, UID:(?P<uid>\d+) pgtables:(?P<pgtables_kb>\d+)kB "
+    r"oom_score_adj:(?P<oom_score_adj>-?\d+))?"
 )
 _LEGACY_KILL: Final = re.compile(
     r"(?P<kill_reason>.+?): Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) "
     r"or sacrifice child"
 )
-_GROUP: Final = re.compile(r"Tasks in (?P<cgroup>.+) are going to be killed due to memory\.oom\.group")
+_GROUP: Final = re.compile(
+    r"Tasks in (?P<cgroup>.+) are going to be killed due to memory\.oom\.group"
+)
 _REAPED: Final = re.compile(r"oom_reaper: (?:reaped process |unable to reap pid:)(?P<pid>\d+)")
 _STATS_HEADER: Final = "Memory cgroup stats for "
 _STAT_LINE: Final = re.compile(r"[a-z_]+ \d+$")
@@ -59,12 +62,25 @@ _SCOPES: Final = {
     "CONSTRAINT_CPUSET": "cpuset",
     "CONSTRAINT_MEMORY_POLICY": "mempolicy",
 }
-_INT: Final = {
-    name: int
-    for name in ("order", "trigger_oom_score_adj", "memcg_usage_kb", "memcg_limit_kb",
-                 "memcg_failcnt", "pid", "uid", "total_vm_kb", "anon_rss_kb", "file_rss_kb",
-                 "shmem_rss_kb", "pgtables_kb", "oom_score_adj", "score")
-}  # fmt: skip
+_INT: Final = dict.fromkeys(
+    [
+        "order",
+        "trigger_oom_score_adj",
+        "memcg_usage_kb",
+        "memcg_limit_kb",
+        "memcg_failcnt",
+        "pid",
+        "uid",
+        "total_vm_kb",
+        "anon_rss_kb",
+        "file_rss_kb",
+        "shmem_rss_kb",
+        "pgtables_kb",
+        "oom_score_adj",
+        "score",
+    ],
+    int,
+)
 
 
 class OomReport(StackReport):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.values import Fields
+from forwarder.kmsg import Record
 
 QUIET_USEC = 2_000_000
 MAX_IDLE_RECORDS = 200

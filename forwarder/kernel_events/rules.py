@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.values import Fields
+from forwarder.kmsg import Record
 
 
 @dataclass(frozen=True, slots=True)

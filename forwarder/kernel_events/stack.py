@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report
 from forwarder.kernel_events.values import Fields, taint_letters
+from forwarder.kmsg import Record
 
 _LINE: Final = re.compile(
     r"(?P<frame> (?:\? )?[^\s+]+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[[^\]]+\])?(?: [0-9a-f]+)?$)"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.crashes import stack_end_verdict
 from forwarder.kernel_events.report import Verdict
 from forwarder.kernel_events.stack import StackReport, taint_line_fields
 from forwarder.kernel_events.values import Fields, apply_match
+from forwarder.kmsg import Record
 
 _SOFT: Final = re.compile(
     r"(?:(?:NMI )?watchdog: )?BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for "
@@ -51,14 +51,29 @@ _RCU_SUMMARY: Final = re.compile(
     r"g=(?P<gp>-?\d+),? q=(?P<qlen>\d+)(?: ncpus=(?P<ncpus>\d+))?\)"
 )
 _RCU_EXPEDITED: Final = re.compile(r"\{ (?P<cpus>.*?) \} (?P<jiffies>\d+) jiffies")
-_RCU_STARVED: Final = re.compile(r"(?:rcu: )?\w+ kthread starved for (?P<starved_jiffies>\d+) jiffies")
+_RCU_STARVED: Final = re.compile(
+    r"(?:rcu: )?\w+ kthread starved for (?P<starved_jiffies>\d+) jiffies"
+)
 _RCU_LINE: Final = re.compile(r"rcu: |\t|NMI backtrace for cpu|Task dump for CPU")
-_INT: Final = {
-    name: int
-    for name in ("cpu", "pid", "stuck_seconds", "detected_by_cpu", "blocked_seconds", "tgid",
-                 "ppid", "owner_pid", "detected_by", "jiffies", "gp", "qlen", "ncpus",
-                 "starved_jiffies")
-}  # fmt: skip
+_INT: Final = dict.fromkeys(
+    [
+        "cpu",
+        "pid",
+        "stuck_seconds",
+        "detected_by_cpu",
+        "blocked_seconds",
+        "tgid",
+        "ppid",
+        "owner_pid",
+        "detected_by",
+        "jiffies",
+        "gp",
+        "qlen",
+        "ncpus",
+        "starved_jiffies",
+    ],
+    int,
+)
 
 
 class LockupReport(StackReport):
@@ -168,7 +183,7 @@ class RcuStallReport(StackReport):
         return Verdict.JOIN if _RCU_LINE.match(text) else Verdict.CLOSE
 
     def wants_fragment(self, text: str) -> bool:
-        """The 5.x ``\\t(detected by ...)`` summary is its own ``c`` record."""
+        """The 5.x tab-indented ``(detected by ...)`` summary is its own ``c`` record."""
         return not self.end_met and _RCU_SUMMARY.match(text) is not None
 
     def accepts_caller(self, record: Record) -> bool:

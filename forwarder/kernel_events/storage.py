@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields, apply_match, hex_int
+from forwarder.kmsg import Record
 
 _BLK: Final = re.compile(
     r"(?:(?P<caller>\w+): )?(?P<status>[\w/ ]+?) error, dev (?P<device>[^\s,]+), sector "
     r"(?P<sector>\d+)(?: op 0x(?P<op_code>[0-9a-f]+):\((?P<op>[^)]*)\) flags (?P<flags>0x[0-9a-f]+)"
-    r" phys_seg (?P<phys_seg>\d+) prio class (?P<prio_class>\d+)| flags (?P<legacy_flags>[0-9a-f]+))?$"
+    r" phys_seg (?P<phys_seg>\d+) prio class (?P<prio_class>\d+)"
+    r"| flags (?P<legacy_flags>[0-9a-f]+))?$"
 )
 _BUFFER: Final = re.compile(
     r"Buffer I/O error on dev (?P<device>\S+?), logical block (?P<logical_block>\d+)"
@@ -72,19 +73,35 @@ _NVME_ERROR: Final = re.compile(
     r"(?P<sc>0x[0-9a-f]+)\) ?(?P<flags>.*)$"
 )
 _INT: Final[dict[str, Any]] = {
-    name: int
-    for name in ("sector", "phys_seg", "prio_class", "logical_block", "tag", "cmd_age_s",
-                 "waited_s", "qid", "size", "errno", "lba", "blocks")
-} | {"op_code": hex_int, "cid": lambda value: "0x" + value}  # fmt: skip
+    **dict.fromkeys(
+        [
+            "sector",
+            "phys_seg",
+            "prio_class",
+            "logical_block",
+            "tag",
+            "cmd_age_s",
+            "waited_s",
+            "qid",
+            "size",
+            "errno",
+            "lba",
+            "blocks",
+        ],
+        int,
+    ),
+    "op_code": hex_int,
+    "cid": lambda value: "0x" + value,
+}
 
 
-class BlockIoError(SingleReport):
+class BlockIoErrorReport(SingleReport):
     """block_io_error: one block-layer or buffer-head I/O error line."""
 
     class_name = "block_io_error"
 
 
-def detect_block_io_error(record: Record, text: str) -> BlockIoError | None:
+def detect_block_io_error(record: Record, text: str) -> BlockIoErrorReport | None:
     """A ``<status> error, dev ...`` or ``Buffer I/O error on dev ...`` line."""
     fields: Fields = {}
     match = _BUFFER.match(text)
@@ -98,16 +115,16 @@ def detect_block_io_error(record: Record, text: str) -> BlockIoError | None:
     apply_match(fields, match, _INT)
     if "legacy_flags" in fields:
         fields["flags"] = fields.pop("legacy_flags")
-    return BlockIoError(record, fields)
+    return BlockIoErrorReport(record, fields)
 
 
-class StorageError(Report):
+class StorageErrorReport(Report):
     """storage_error: one SCSI, ATA or NVMe error (single, or a small device-keyed group)."""
 
     class_name = "storage_error"
 
 
-class ScsiFailure(StorageError):
+class ScsiFailure(StorageErrorReport):
     """``FAILED Result`` and the same command's sense and CDB lines."""
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
@@ -124,7 +141,7 @@ class ScsiFailure(StorageError):
         return Verdict.REJECT
 
 
-class AtaErrorHandling(StorageError):
+class AtaErrorHandling(StorageErrorReport):
     """One libata EH episode of a port: ``exception Emask`` ... ``EH complete``."""
 
     quiet_usec = _ATA_QUIET_USEC
@@ -172,7 +189,7 @@ def take_ata_detail(rest: str, fields: Fields) -> None:
             fields["link_speed"] = link["link_speed"]
 
 
-def detect_storage_error(record: Record, text: str) -> StorageError | None:
+def detect_storage_error(record: Record, text: str) -> StorageErrorReport | None:
     """A SCSI, ATA or NVMe error line."""
     if text.startswith("ata"):
         return _detect_ata(record, text)
@@ -195,11 +212,11 @@ def detect_storage_error(record: Record, text: str) -> StorageError | None:
         if single:
             apply_match(fields, single, _INT)
             fields["kind"] = kind
-            return StorageError(record, fields, done=True)
+            return StorageErrorReport(record, fields, done=True)
     return None
 
 
-def _detect_ata(record: Record, text: str) -> StorageError | None:
+def _detect_ata(record: Record, text: str) -> StorageErrorReport | None:
     match = _ATA.match(text)
     exception = _ATA_EXCEPTION.match(match["rest"]) if match else None
     if match is None or exception is None:
@@ -211,7 +228,7 @@ def _detect_ata(record: Record, text: str) -> StorageError | None:
     return AtaErrorHandling(record, fields, end_met=False, key=match["port"])
 
 
-def _detect_nvme(record: Record, text: str) -> StorageError | None:
+def _detect_nvme(record: Record, text: str) -> StorageErrorReport | None:
     match = _NVME.match(text)
     if match is None:
         error = _NVME_ERROR.match(text)
@@ -221,11 +238,11 @@ def _detect_nvme(record: Record, text: str) -> StorageError | None:
         apply_match(fields, error, _INT)
         fields["dnr"] = "DNR" in fields.pop("flags")
         fields["kind"] = "media_error" if "Media" in fields["status_text"] else "command_error"
-        return StorageError(record, fields, done=True)
+        return StorageErrorReport(record, fields, done=True)
     for pattern, kind in _NVME_FORMS:
         form = pattern.match(match["rest"])
         if form:
             fields = {"transport": "nvme", "kind": kind, "device": match["device"]}
             apply_match(fields, form, _INT)
-            return StorageError(record, fields, done=True)
+            return StorageErrorReport(record, fields, done=True)
     return None

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from forwarder.kmsg import Record
 from forwarder.kernel_events.report import Report, Verdict
 from forwarder.kernel_events.values import Fields, hex_address, page_fault_flags
+from forwarder.kmsg import Record
 
 _SEGFAULT: Final = re.compile(
     r"(?P<comm>.+)\[(?P<pid>\d+)\]: segfault at (?P<address>[0-9a-f]+) ip (?P<ip>[0-9a-f]+) "
@@ -27,7 +27,9 @@ _VMA: Final = re.compile(
     r" in (?P<vma_file>.+?)\[(?:(?P<vma_offset>[0-9a-f]+),)?(?P<vma_start>[0-9a-f]+)"
     r"\+(?P<vma_size>[0-9a-f]+)\]"
 )
-_CPU: Final = re.compile(r" likely on CPU (?P<cpu>\d+) \(core (?P<core>\d+), socket (?P<socket>\d+)\)")
+_CPU: Final = re.compile(
+    r" likely on CPU (?P<cpu>\d+) \(core (?P<core>\d+), socket (?P<socket>\d+)\)"
+)
 
 
 class UserFaultReport(Report):

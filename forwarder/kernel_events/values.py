@@ -11,7 +11,12 @@ from typing import Any, Final
 
 Fields = dict[str, Any]
 
-_PF_EXTRA_BITS: Final = ((3, "reserved_bit"), (5, "protection_key"), (6, "shadow_stack"), (15, "sgx"))
+_PF_EXTRA_BITS: Final = (
+    (3, "reserved_bit"),
+    (5, "protection_key"),
+    (6, "shadow_stack"),
+    (15, "sgx"),
+)
 
 
 def hex_address(digits: str) -> str:
