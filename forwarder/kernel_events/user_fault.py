@@ -90,4 +90,4 @@ def detect_user_fault(record: Record, text: str) -> UserFaultReport | None:
         fields.update(ip=hex_address(match["ip"]), sp=hex_address(match["sp"]))
         fields["error"] = int(match["error"], 16)
     take_vma_and_cpu(match["rest"], fields)
-    return UserFaultReport(record, fields)
+    return UserFaultReport(record, fields, key=match["pid"])
