@@ -16,8 +16,10 @@ CID = "46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63"
     ("path", "expected"),
     [
         (  # cgroup v2 or v1, systemd driver, containerd
-            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{SYSTEMD_UID}.slice/"
-            + f"cri-containerd-{CID}.scope",
+            (
+                f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{SYSTEMD_UID}"
+                f".slice/cri-containerd-{CID}.scope"
+            ),
             {"pod_uid": UID, "qos_class": "Burstable", "container_id": CID,
              "container_runtime": "containerd"},
         ),
@@ -27,8 +29,10 @@ CID = "46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63"
              "container_runtime": "cri-o"},
         ),
         (  # systemd driver, docker (dockershim / cri-dockerd)
-            f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{SYSTEMD_UID}.slice/"
-            + f"docker-{CID}.scope",
+            (
+                f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{SYSTEMD_UID}"
+                f".slice/docker-{CID}.scope"
+            ),
             {"pod_uid": UID, "qos_class": "BestEffort", "container_id": CID,
              "container_runtime": "docker"},
         ),
