@@ -1,8 +1,8 @@
 """The 22 built-in classes and the detectors that open their reports.
 
-Each detector is guarded by the record prefixes or substrings its start records carry,
-so a record that can start nothing costs one ``startswith`` over a tuple and a few
-substring tests (SPEC.md 1.2c: anchor on known prefixes).
+Each detector is guarded by the prefixes or substrings its start records carry (SPEC.md
+1.2c: anchor on known prefixes), so a record that can start nothing costs a dict lookup
+and a few substring tests before any regex runs.
 """
 
 from __future__ import annotations
@@ -42,45 +42,64 @@ CLASSES: Final = (
     "netfilter_log", "conntrack_full", "audit", "link_state", "usb_device", "kernel_taint",
 )  # fmt: skip
 
-DETECTORS: Final[tuple[tuple[tuple[str, ...], tuple[str, ...], Detector], ...]] = (
+PREFIX_DETECTORS: Final[tuple[tuple[tuple[str, ...], Detector], ...]] = (
     (("BUG: kernel NULL", "BUG: unable to handle", "kernel BUG at ", "Oops: ",
       "general protection fault", "invalid opcode: ", "divide error: ", "stack segment: ",
-      "double fault: "), (), detect_oops),
-    (("watchdog: ", "NMI watchdog: ", "BUG: soft lockup"), (), detect_lockup),
-    (("BUG: ",), (), detect_bug),
-    ((CUT_HERE, "WARNING: "), (), detect_warning),
-    (("INFO: task ",), (), detect_hung_task),
-    (("rcu: INFO: ", "INFO: rcu"), (), detect_rcu_stall),
-    (("Kernel panic - not syncing: ",), (), detect_panic),
-    (("oom-kill:", "Killed process "), (" invoked oom-killer: ", ": Killed process ",
-                                        ": Kill process "), detect_oom),
-    (("traps: ",), (": segfault at ",), detect_user_fault),
-    (("Buffer I/O error",), (" error, dev ",), detect_block_io_error),
-    (("sd ", "sr ", "st ", "ses ", "sg ", "ata", "nvme"), (), detect_storage_error),
-    (("EXT4-fs", "Aborting journal", "XFS (", "BTRFS", "FAT-fs ("), (), detect_fs_event),
-    (("mce: ", "EDAC ", "{", "CPU"), (), detect_hw_event),
-    (("nf_conntrack: ",), (), detect_conntrack_full),
-    (("audit: ",), (), detect_audit),
-    (("usb ",), (), detect_usb_device),
-    ((), ("taints kernel", "tainting kernel", "module is from the staging"), detect_kernel_taint),
-    ((), ("Link is ", "Link up", "Link down"), detect_link_state),
-    ((), (" OUT=",), detect_netfilter_log),
+      "double fault: "), detect_oops),
+    (("watchdog: ", "NMI watchdog: ", "BUG: soft lockup"), detect_lockup),
+    (("BUG: ",), detect_bug),
+    ((CUT_HERE, "WARNING: "), detect_warning),
+    (("INFO: task ",), detect_hung_task),
+    (("rcu: INFO: ", "INFO: rcu"), detect_rcu_stall),
+    (("Kernel panic - not syncing: ",), detect_panic),
+    (("oom-kill:", "Killed process "), detect_oom),
+    (("traps: ",), detect_user_fault),
+    (("Buffer I/O error",), detect_block_io_error),
+    (("sd ", "sr ", "st ", "ses ", "sg ", "ata", "nvme"), detect_storage_error),
+    (("EXT4-fs", "Aborting journal", "XFS (", "BTRFS", "FAT-fs ("), detect_fs_event),
+    (("mce: ", "EDAC ", "{", "CPU"), detect_hw_event),
+    (("nf_conntrack: ",), detect_conntrack_full),
+    (("audit: ",), detect_audit),
+    (("usb ",), detect_usb_device),
 )  # fmt: skip
+SUBSTRING_DETECTORS: Final[tuple[tuple[str, Detector], ...]] = (
+    ("oom-killer", detect_oom),
+    (" process ", detect_oom),
+    ("segfault", detect_user_fault),
+    (" error, dev ", detect_block_io_error),
+    ("taint", detect_kernel_taint),
+    ("staging directory", detect_kernel_taint),
+    ("Link", detect_link_state),
+    (" OUT=", detect_netfilter_log),
+)
 
-ALL_PREFIXES: Final = tuple(prefix for prefixes, _, _ in DETECTORS for prefix in prefixes)
-ALL_SUBSTRINGS: Final = tuple(sub for _, subs, _ in DETECTORS for sub in subs)
+
+def _index_by_first_character() -> dict[str, tuple[tuple[tuple[str, ...], Detector], ...]]:
+    index: dict[str, list[tuple[tuple[str, ...], Detector]]] = {}
+    for prefixes, detector in PREFIX_DETECTORS:
+        for first in sorted({prefix[0] for prefix in prefixes}):
+            own = tuple(prefix for prefix in prefixes if prefix[0] == first)
+            index.setdefault(first, []).append((own, detector))
+    return {first: tuple(entries) for first, entries in index.items()}
+
+
+_BY_FIRST_CHARACTER: Final = _index_by_first_character()
 
 
 def detect(record: Record, text: str) -> Report | None:
-    """The report ``record`` opens, or None (the cheap guard first)."""
-    if not text.startswith(ALL_PREFIXES):
-        for substring in ALL_SUBSTRINGS:
-            if substring in text:
-                break
-        else:
-            return None
-    for prefixes, substrings, detector in DETECTORS:
-        if text.startswith(prefixes) or any(sub in text for sub in substrings):
+    """The report ``record`` opens, or None.
+
+    The no-match path is one dict lookup on the first character, a ``startswith`` or two
+    and a few substring tests.
+    """
+    if text:
+        for prefixes, detector in _BY_FIRST_CHARACTER.get(text[0], ()):
+            if text.startswith(prefixes):
+                report = detector(record, text)
+                if report is not None:
+                    return report
+    for substring, detector in SUBSTRING_DETECTORS:
+        if substring in text:
             report = detector(record, text)
             if report is not None:
                 return report
