@@ -37,9 +37,10 @@ NOISE = [
 
 def build_mix(total: int) -> list[Record]:
     """Noise records with the vectors' reports spliced in, in seq and ts order."""
-    reports = []
-    for vector in json.loads(VECTORS.read_text())["vectors"]:
-        reports.append([raw.partition(";")[2] for raw in vector["records"]])
+    reports = [
+        [raw.partition(";")[2] for raw in vector["records"]]
+        for vector in json.loads(VECTORS.read_text())["vectors"]
+    ]
     records: list[Record] = []
     seq, ts, report_index = 1, 1_000_000, 0
     while len(records) < total:
