@@ -163,8 +163,16 @@ def _take_bug_detail(detail: str, fields: Fields) -> None:
         match = pattern.match(detail)
         if match:
             for name, value in match.groupdict().items():
-                fields.setdefault(name, int(value) if name in _INT else value)
+                fields.setdefault(name, _bug_value(name, value))
             return
+
+
+def _bug_value(name: str, value: str) -> int | str:
+    if name in _INT:
+        return int(value)
+    if name == "preempt_count" and not value.startswith("0x"):
+        return hex_address(value)
+    return value
 
 
 def detect_bug(record: Record, text: str) -> BugReport | None:

@@ -57,7 +57,8 @@ _XFS_LEGACY_WHY: Final = re.compile(
 )
 _XFS_CORRUPTION: Final = re.compile(
     r"Metadata corruption detected at (?P<at_function>[^\s+]+)\+0x[0-9a-f]+/0x[0-9a-f]+"
-    r"(?: \[\w+\])?, (?P<buffer_type>\S+) block (?P<daddr>0x[0-9a-f]+)(?: (?P<verifier>.+))?"
+    r"(?: \[\w+\])?, (?:(?P<buffer_type>\S+) block (?P<daddr>0x[0-9a-f]+)(?: (?P<verifier>.+))?"
+    r"|inode (?P<inode>0x[0-9a-f]+)(?: (?P<inode_verifier>.+))?)$"
 )
 _XFS_IO: Final = re.compile(
     r"metadata I/O error in \"(?P<function>[^\"+]+)[^\"]*\" at daddr (?P<daddr>0x[0-9a-f]+) len "
@@ -88,6 +89,7 @@ _INT: Final[dict[str, Any]] = {
         int,
     ),
     "daddr": hex_address,
+    "inode": lambda value: int(value, 16) if value.startswith("0x") else int(value),
 }
 
 

@@ -39,7 +39,7 @@ _LINK_UP: Final = (
     re.compile(r"Link is Up - (?P<speed>[\d.]+[GM]?)bps/(?P<duplex>\w+)(?: \S+)? - flow control "
                r"(?P<flow_control>\S+)"),
     re.compile(r"(?:\w+: \S+ )?NIC Link is Up,? (?P<speed>[\d.]+) ?(?P<unit>[GM])bps,? "
-               r"(?:(?P<duplex>\w+) [Dd]uplex)?,? ?Flow [Cc]ontrol: (?P<flow_control>.+)$"),
+               r"(?:(?P<duplex>\w+) [Dd]uplex)?.*?Flow [Cc]ontrol: (?P<flow_control>.+)$"),
 )  # fmt: skip
 _LINK_DOWN: Final = ("Link is Down", "NIC Link is Down", "Link down")
 

@@ -237,7 +237,8 @@ def _detect_nvme(record: Record, text: str) -> StorageErrorReport | None:
         fields: Fields = {"transport": "nvme"}
         apply_match(fields, error, _INT)
         fields["dnr"] = "DNR" in fields.pop("flags")
-        fields["kind"] = "media_error" if "Media" in fields["status_text"] else "command_error"
+        media = fields["sct"] == "0x2"  # status code type 2: media and data integrity errors
+        fields["kind"] = "media_error" if media else "command_error"
         return StorageErrorReport(record, fields, done=True)
     for pattern, kind in _NVME_FORMS:
         form = pattern.match(match["rest"])
