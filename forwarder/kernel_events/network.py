@@ -107,7 +107,8 @@ def _take_token(token: str, fields: Fields, *, after_proto: bool) -> bool:
         return True
     else:
         name = _name(key, fields, after_proto=after_proto)
-        fields[name] = int(value) if key in _INT_KEYS and value.isdigit() else value
+        number = key in _INT_KEYS and value.isascii() and value.isdigit()
+        fields[name] = int(value) if number else value
     return after_proto
 
 
@@ -175,7 +176,10 @@ def _link_speed(groups: dict[str, Any]) -> Fields:
     speed, unit = groups["speed"], groups.get("unit")
     if speed[-1] in "GM":
         speed, unit = speed[:-1], speed[-1]
-    fields["speed_mbps"] = int(float(speed) * (1000 if unit == "G" else 1))
+    try:
+        fields["speed_mbps"] = int(float(speed) * (1000 if unit == "G" else 1))
+    except ValueError:
+        fields["speed"] = groups["speed"]
     if groups.get("duplex"):
         fields["duplex"] = groups["duplex"].lower()
     return fields

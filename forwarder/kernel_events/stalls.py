@@ -51,6 +51,7 @@ _RCU_SUMMARY: Final = re.compile(
     r"g=(?P<gp>-?\d+),? q=(?P<qlen>\d+)(?: ncpus=(?P<ncpus>\d+))?\)"
 )
 _RCU_EXPEDITED: Final = re.compile(r"\{ (?P<cpus>.*?) \} (?P<jiffies>\d+) jiffies")
+_EXPEDITED_CPU: Final = re.compile(r"(?:^| )(\d+)-")
 _RCU_STARVED: Final = re.compile(
     r"(?:rcu: )?\w+ kthread starved for (?P<starved_jiffies>\d+) jiffies"
 )
@@ -218,7 +219,7 @@ def detect_rcu_stall(record: Record, text: str) -> RcuStallReport | None:
     report = RcuStallReport(record, fields)
     expedited = _RCU_EXPEDITED.search(match["rest"]) if kind == "expedited" else None
     if expedited:
-        cpus = [int(part.split("-")[0]) for part in expedited["cpus"].split() if part[0].isdigit()]
+        cpus = [int(cpu) for cpu in _EXPEDITED_CPU.findall(expedited["cpus"])]
         fields.update(cpus=cpus, jiffies=int(expedited["jiffies"]))
         report.end_met = True
     return report

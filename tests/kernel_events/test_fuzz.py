@@ -19,6 +19,15 @@ texts = st.one_of(
     st.builds(
         lambda a, b: a[: len(a) // 2] + b, st.sampled_from(KNOWN_LINES), st.text(max_size=40)
     ),
+    # One character of a real line replaced: digits become letters, separators vanish.
+    st.builds(
+        lambda line, at, char: (
+            line[: at % (len(line) + 1)] + char + line[at % (len(line) + 1) + 1 :]
+        ),
+        st.sampled_from(KNOWN_LINES),
+        st.integers(0, 400),
+        st.characters(),
+    ),
 )
 records = st.builds(
     lambda prefix, ts, flags, caller, text: (prefix, ts, flags, caller, text),
