@@ -45,7 +45,7 @@ CLASSES: Final = (
 PREFIX_DETECTORS: Final[tuple[tuple[tuple[str, ...], Detector], ...]] = (
     (("BUG: kernel NULL", "BUG: unable to handle", "kernel BUG at ", "Oops: ",
       "general protection fault", "invalid opcode: ", "divide error: ", "stack segment: ",
-      "double fault: "), detect_oops),
+      "double fault: ", "alignment check: ", "bounds: ", "int3: "), detect_oops),
     (("watchdog: ", "NMI watchdog: ", "BUG: soft lockup"), detect_lockup),
     (("BUG: ",), detect_bug),
     ((CUT_HERE, "WARNING: "), detect_warning),
@@ -84,6 +84,19 @@ def _index_by_first_character() -> dict[str, tuple[tuple[tuple[str, ...], Detect
 
 
 _BY_FIRST_CHARACTER: Final = _index_by_first_character()
+
+
+def detect_reference(record: Record, text: str) -> Report | None:
+    """The slow, obvious :func:`detect`: every detector in turn, no guard (for tests)."""
+    for _, detector in PREFIX_DETECTORS:
+        report = detector(record, text)
+        if report is not None:
+            return report
+    for _, detector in SUBSTRING_DETECTORS:
+        report = detector(record, text)
+        if report is not None:
+            return report
+    return None
 
 
 def detect(record: Record, text: str) -> Report | None:

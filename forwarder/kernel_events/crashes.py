@@ -28,7 +28,7 @@ _PF_CODE: Final = re.compile(
 _DIE: Final = re.compile(
     r"(?:Oops: )?(?P<header>Oops|general protection fault(?:, (?:probably|maybe) for "
     r"(?:non-canonical )?address (?P<gp_address>0x[0-9a-f]+))?|invalid opcode|divide error"
-    r"|stack segment|double fault|[a-z][a-z ]+): (?P<die_error>[0-9a-f]{4}) "
+    r"|stack segment|double fault|alignment check|bounds|int3): (?P<die_error>[0-9a-f]{4}) "
     r"\[#(?P<die_counter>\d+)\](?P<flags>.*)$"
 )
 _BUG_AT: Final = re.compile(r"kernel BUG at (?P<bug_file>.+):(?P<bug_line>\d+)!$")

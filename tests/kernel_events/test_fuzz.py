@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forwarder.kernel_events import KernelEventClassifier
+from forwarder.kernel_events.catalogue import detect, detect_reference
 from forwarder.kmsg import parse_record
 from tests.kernel_events.test_vectors import VECTORS
 
@@ -59,3 +60,14 @@ def test_any_record_sequence_never_raises(
     for event in classifier.flush():
         assert event.to_dict()["record_count"] >= 1
     assert classifier.open_reports == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts, st.integers(0, 7))
+def test_guarded_detection_matches_the_reference(text: str, level: int) -> None:
+    """The prefix/substring guard never hides a report that some detector would open."""
+    record = parse_record(f"{level},1,1,-;".encode() + text.encode("utf-8", "surrogatepass"))
+    fast, reference = detect(record, record.message), detect_reference(record, record.message)
+    assert (fast is None) == (reference is None)
+    if fast is not None and reference is not None:
+        assert (fast.class_name, fast.fields) == (reference.class_name, reference.fields)
