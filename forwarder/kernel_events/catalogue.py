@@ -1,0 +1,119 @@
+"""The 22 built-in classes and the detectors that open their reports.
+
+Each detector is guarded by the prefixes or substrings its start records carry (SPEC.md
+1.2c: anchor on known prefixes), so a record that can start nothing costs a dict lookup
+and a few substring tests before any regex runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from forwarder.kernel_events.audit import detect_audit
+from forwarder.kernel_events.crashes import (
+    CUT_HERE,
+    detect_bug,
+    detect_oops,
+    detect_panic,
+    detect_warning,
+)
+from forwarder.kernel_events.devices import detect_kernel_taint, detect_usb_device
+from forwarder.kernel_events.filesystems import detect_fs_event
+from forwarder.kernel_events.hardware import detect_hw_event
+from forwarder.kernel_events.network import (
+    detect_conntrack_full,
+    detect_link_state,
+    detect_netfilter_log,
+)
+from forwarder.kernel_events.oom import detect_oom
+from forwarder.kernel_events.report import Report
+from forwarder.kernel_events.stalls import detect_hung_task, detect_lockup, detect_rcu_stall
+from forwarder.kernel_events.storage import detect_block_io_error, detect_storage_error
+from forwarder.kernel_events.user_fault import detect_user_fault
+from forwarder.kmsg import Record
+
+Detector = Callable[[Record, str], Report | None]
+
+CLASSES: Final = (
+    "oom_kill", "user_fault", "kernel_oops", "kernel_bug", "kernel_warning", "soft_lockup",
+    "hard_lockup", "hung_task", "rcu_stall", "kernel_panic", "block_io_error",
+    "storage_error", "fs_error", "fs_readonly", "hw_error", "thermal_throttle",
+    "netfilter_log", "conntrack_full", "audit", "link_state", "usb_device", "kernel_taint",
+)  # fmt: skip
+
+PREFIX_DETECTORS: Final[tuple[tuple[tuple[str, ...], Detector], ...]] = (
+    (("BUG: kernel NULL", "BUG: unable to handle", "kernel BUG at ", "Oops: ",
+      "general protection fault", "invalid opcode: ", "divide error: ", "stack segment: ",
+      "double fault: ", "alignment check: ", "bounds: ", "int3: "), detect_oops),
+    (("watchdog: ", "NMI watchdog: ", "BUG: soft lockup"), detect_lockup),
+    (("BUG: ",), detect_bug),
+    ((CUT_HERE, "WARNING: "), detect_warning),
+    (("INFO: task ",), detect_hung_task),
+    (("rcu: INFO: ", "INFO: rcu"), detect_rcu_stall),
+    (("Kernel panic - not syncing: ",), detect_panic),
+    (("oom-kill:", "Killed process "), detect_oom),
+    (("traps: ",), detect_user_fault),
+    (("Buffer I/O error",), detect_block_io_error),
+    (("sd ", "sr ", "st ", "ses ", "sg ", "ata", "nvme"), detect_storage_error),
+    (("EXT4-fs", "Aborting journal", "XFS (", "BTRFS", "FAT-fs ("), detect_fs_event),
+    (("mce: ", "EDAC ", "{", "CPU"), detect_hw_event),
+    (("nf_conntrack: ",), detect_conntrack_full),
+    (("audit: ",), detect_audit),
+    (("usb ",), detect_usb_device),
+)  # fmt: skip
+SUBSTRING_DETECTORS: Final[tuple[tuple[str, Detector], ...]] = (
+    ("oom-killer", detect_oom),
+    (" process ", detect_oom),
+    ("segfault", detect_user_fault),
+    (" error, dev ", detect_block_io_error),
+    ("taint", detect_kernel_taint),
+    ("staging directory", detect_kernel_taint),
+    ("Link", detect_link_state),
+    (" OUT=", detect_netfilter_log),
+)
+
+
+def _index_by_first_character() -> dict[str, tuple[tuple[tuple[str, ...], Detector], ...]]:
+    index: dict[str, list[tuple[tuple[str, ...], Detector]]] = {}
+    for prefixes, detector in PREFIX_DETECTORS:
+        for first in sorted({prefix[0] for prefix in prefixes}):
+            own = tuple(prefix for prefix in prefixes if prefix[0] == first)
+            index.setdefault(first, []).append((own, detector))
+    return {first: tuple(entries) for first, entries in index.items()}
+
+
+_BY_FIRST_CHARACTER: Final = _index_by_first_character()
+
+
+def detect_reference(record: Record, text: str) -> Report | None:
+    """The slow, obvious :func:`detect`: every detector in turn, no guard (for tests)."""
+    for _, detector in PREFIX_DETECTORS:
+        report = detector(record, text)
+        if report is not None:
+            return report
+    for _, detector in SUBSTRING_DETECTORS:
+        report = detector(record, text)
+        if report is not None:
+            return report
+    return None
+
+
+def detect(record: Record, text: str) -> Report | None:
+    """The report ``record`` opens, or None.
+
+    The no-match path is one dict lookup on the first character, a ``startswith`` or two
+    and a few substring tests.
+    """
+    if text:
+        for prefixes, detector in _BY_FIRST_CHARACTER.get(text[0], ()):
+            if text.startswith(prefixes):
+                report = detector(record, text)
+                if report is not None:
+                    return report
+    for substring, detector in SUBSTRING_DETECTORS:
+        if substring in text:
+            report = detector(record, text)
+            if report is not None:
+                return report
+    return None
