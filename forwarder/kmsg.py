@@ -95,18 +95,7 @@ def parse_record(raw: bytes) -> Record:
     if len(parts) < 3:
         raise RecordParseError(f"header needs prefix,seq,ts_usec; got {_preview(header)}")
     raw_prefix, raw_seq, raw_ts = parts[0], parts[1], parts[2]
-    if not (raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()):
-        for value, what in ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec")):
-            if not value.isdigit():
-                raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
-    if max(len(raw_prefix), len(raw_seq), len(raw_ts)) > _U64_DIGITS:
-        # int() refuses more than 4300 digits (ValueError): never hand it a huge number.
-        for value, what in ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec")):
-            if len(value.lstrip(b"0")) > _U64_DIGITS:
-                raise RecordParseError(f"{what} exceeds the kernel's u64: {_preview(value)}")
-    prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
-    if prefix > U64_MAX or seq > U64_MAX or ts_usec > TS_USEC_MAX:
-        _raise_out_of_range(prefix, seq, ts_usec)
+    prefix, seq, ts_usec = _header_numbers(raw_prefix, raw_seq, raw_ts)
     flags = parts[3].decode("ascii", "replace") if len(parts) > 3 and parts[3] else "-"
     caller = None
     for extra in parts[4:]:
@@ -133,14 +122,30 @@ def parse_record(raw: bytes) -> Record:
     )
 
 
-def _raise_out_of_range(prefix: int, seq: int, ts_usec: int) -> None:
-    for value, limit, what in (
-        (prefix, U64_MAX, "prefix"),
-        (seq, U64_MAX, "seq"),
-        (ts_usec, TS_USEC_MAX, "ts_usec"),
-    ):
-        if value > limit:
-            raise RecordParseError(f"{what} {value} is beyond what the kernel writes (<= {limit})")
+def _header_numbers(raw_prefix: bytes, raw_seq: bytes, raw_ts: bytes) -> tuple[int, int, int]:
+    """prefix, seq and ts_usec, or RecordParseError for anything no kernel writes."""
+    named = ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec"))
+    if not (raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()):
+        for value, what in named:
+            if not value.isdigit():
+                raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
+    if max(len(raw_prefix), len(raw_seq), len(raw_ts)) > _U64_DIGITS:
+        # int() refuses more than 4300 digits (ValueError): never hand it a huge number.
+        for value, what in named:
+            if len(value.lstrip(b"0")) > _U64_DIGITS:
+                raise RecordParseError(f"{what} exceeds the kernel's u64: {_preview(value)}")
+    prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
+    if prefix > U64_MAX or seq > U64_MAX or ts_usec > TS_USEC_MAX:
+        for number, limit, what in (
+            (prefix, U64_MAX, "prefix"),
+            (seq, U64_MAX, "seq"),
+            (ts_usec, TS_USEC_MAX, "ts_usec"),
+        ):
+            if number > limit:
+                raise RecordParseError(
+                    f"{what} {number} is beyond what the kernel writes (<= {limit})"
+                )
+    return prefix, seq, ts_usec
 
 
 def _parse_dictionary(dictionary: bytes) -> dict[str, str]:
