@@ -216,7 +216,7 @@ def test_reboot_gap_time_comes_from_the_old_checkpoint_so_resends_are_identical(
 def test_set_aside_record_moves_every_sink_past_it_without_a_gap_for_it():
     """A record set aside (its handling failed) is no gap; a gap before it is still reported."""
     the_router = router({"a": Checkpoint(BOOT, 1, 0, ""), "b": None})
-    out, gaps = route_all(the_router, [2])
+    out, _gaps = route_all(the_router, [2])
     assert the_router.set_aside(record(5), out) == Gap(3, 4, "overwritten")
     more, later_gaps = route_all(the_router, [6])
     assert later_gaps == []
