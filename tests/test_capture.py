@@ -16,6 +16,7 @@ from forwarder.capture_worker import MAX_RECORD_BYTES, DumpFramer, FrameKind, Re
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError
 from forwarder.kmsg import Record, parse_record, render_record
+from tests.support.dumps import reference_frames
 
 
 def sample_records(count, first_seq=1):
@@ -263,27 +264,6 @@ def test_framer_keeps_records_up_to_the_kernel_limit():
     assert frames[2] == b"6,3,4,-;end\n"
 
 
-def _reference_frames(dump):
-    """The obvious framing: cut before every line that starts no continuation, check each record."""
-    *complete, last = dump.split(b"\n")
-    lines = [line + b"\n" for line in complete] + ([last] if last else [])
-    records = []
-    for line in lines:
-        if records and line.startswith(b" "):
-            records[-1] += line
-        else:
-            records.append(line)
-    frames = []
-    for record in records:
-        if len(record) > MAX_RECORD_BYTES:
-            frames.append(b"\x01\x06" + RejectReason.TOO_LONG)
-        elif b"\x00" in record:
-            frames.append(b"\x01\x06" + RejectReason.NUL)
-        else:
-            frames.append(record.replace(b"\x01", b"\\x01"))
-    return frames
-
-
 _dump_piece = st.one_of(
     st.sampled_from([b"\n", b" K=v\n", b"\x00", b"\x01", b" ", b"6,1,2,-;x"]),
     st.binary(max_size=20),
@@ -302,4 +282,4 @@ def test_framer_matches_the_reference_whatever_the_chunking(dump, cuts):
         frames += framer.feed(dump[start:cut])
         start = cut
     frames += framer.feed(dump[start:]) + framer.finish()
-    assert frames == _reference_frames(dump)
+    assert frames == reference_frames(dump)
