@@ -34,7 +34,9 @@ _NEEDS_ESCAPE: Final = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")
 U64_MAX: Final = 2**64 - 1
 # The kernel prints ts_nsec (a u64) / 1000: no kernel writes a larger ts_usec.
 TS_USEC_MAX: Final = U64_MAX // 1000
-_U64_DIGITS: Final = len(str(U64_MAX))
+# int() refuses longer digit strings (ValueError) where sys.set_int_max_str_digits allows
+# the least: a header this short cannot hold one, a longer one is checked first.
+_INT_DIGITS_SAFE: Final = 640
 
 
 def level_name(level_code: int) -> str:
@@ -95,7 +97,13 @@ def parse_record(raw: bytes) -> Record:
     if len(parts) < 3:
         raise RecordParseError(f"header needs prefix,seq,ts_usec; got {_preview(header)}")
     raw_prefix, raw_seq, raw_ts = parts[0], parts[1], parts[2]
-    prefix, seq, ts_usec = _header_numbers(raw_prefix, raw_seq, raw_ts)
+    if len(header) > _INT_DIGITS_SAFE or not (
+        raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()
+    ):
+        _check_numbers(raw_prefix, raw_seq, raw_ts)
+    prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
+    if prefix > U64_MAX or seq > U64_MAX or ts_usec > TS_USEC_MAX:
+        _raise_out_of_range(prefix, seq, ts_usec)
     flags = parts[3].decode("ascii", "replace") if len(parts) > 3 and parts[3] else "-"
     caller = None
     for extra in parts[4:]:
@@ -122,30 +130,23 @@ def parse_record(raw: bytes) -> Record:
     )
 
 
-def _header_numbers(raw_prefix: bytes, raw_seq: bytes, raw_ts: bytes) -> tuple[int, int, int]:
-    """prefix, seq and ts_usec, or RecordParseError for anything no kernel writes."""
-    named = ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec"))
-    if not (raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()):
-        for value, what in named:
-            if not value.isdigit():
-                raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
-    if max(len(raw_prefix), len(raw_seq), len(raw_ts)) > _U64_DIGITS:
-        # int() refuses more than 4300 digits (ValueError): never hand it a huge number.
-        for value, what in named:
-            if len(value.lstrip(b"0")) > _U64_DIGITS:
-                raise RecordParseError(f"{what} exceeds the kernel's u64: {_preview(value)}")
-    prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
-    if prefix > U64_MAX or seq > U64_MAX or ts_usec > TS_USEC_MAX:
-        for number, limit, what in (
-            (prefix, U64_MAX, "prefix"),
-            (seq, U64_MAX, "seq"),
-            (ts_usec, TS_USEC_MAX, "ts_usec"),
-        ):
-            if number > limit:
-                raise RecordParseError(
-                    f"{what} {number} is beyond what the kernel writes (<= {limit})"
-                )
-    return prefix, seq, ts_usec
+def _check_numbers(raw_prefix: bytes, raw_seq: bytes, raw_ts: bytes) -> None:
+    """Raise RecordParseError unless all three are decimal numbers int() may convert."""
+    for value, what in ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec")):
+        if not value.isdigit():
+            raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
+        if len(value) > _INT_DIGITS_SAFE:
+            raise RecordParseError(f"{what} has more digits than any u64: {_preview(value)}")
+
+
+def _raise_out_of_range(prefix: int, seq: int, ts_usec: int) -> None:
+    for number, limit, what in (
+        (prefix, U64_MAX, "prefix"),
+        (seq, U64_MAX, "seq"),
+        (ts_usec, TS_USEC_MAX, "ts_usec"),
+    ):
+        if number > limit:
+            raise RecordParseError(f"{what} {number} is beyond what the kernel writes (<= {limit})")
 
 
 def _parse_dictionary(dictionary: bytes) -> dict[str, str]:
