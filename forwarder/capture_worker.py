@@ -301,13 +301,17 @@ class DumpFramer:
                 self._pending = b"\n" if data.endswith(b"\n") else b""
                 return frames
             self._discarding = False
+        # Scanned once per chunk: most chunks need no check per record but its length.
+        suspect = SEPARATOR in data or CONTROL in data
+        append, find, end = frames.append, data.find, len(data)
         search = start
         while True:
-            newline = data.find(b"\n", search)
-            if newline < 0 or newline + 1 >= len(data):
+            newline = find(b"\n", search)
+            if newline < 0 or newline + 1 >= end:
                 break
             if data[newline + 1] != 0x20:  # next line is not a " KEY=value" continuation
-                frames.append(_checked(data[start : newline + 1]))
+                record = data[start : newline + 1]
+                append(_checked(record) if suspect or len(record) > MAX_RECORD_BYTES else record)
                 start = newline + 1
             search = newline + 1
         tail = data[start:]
