@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.capture import Capture, open_source
+from forwarder.capture import PARSE_WINDOW_BYTES, Capture, open_source
 from forwarder.capture_worker import MAX_RECORD_BYTES, DumpFramer, FrameKind, RejectReason
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError
@@ -283,3 +283,12 @@ def test_framer_matches_the_reference_whatever_the_chunking(dump, cuts):
         start = cut
     frames += framer.feed(dump[start:]) + framer.finish()
     assert frames == reference_frames(dump)
+
+
+def test_a_frame_larger_than_the_parse_window_still_arrives(tmp_path):
+    """A frame longer than the parent's parse window is returned whole, not waited on forever."""
+    capture = Capture(SourceConfig(path=tmp_path / "unused"), seek_newest=False)
+    big = b"6,1,2,-;" + b"w" * (PARSE_WINDOW_BYTES * 2) + b"\n"
+    capture._received(big + b"\x00" + b"6,2,3,-;next\n\x00")
+    assert [frame.payload for frame in capture._parse()] == [big]
+    assert [frame.payload for frame in capture._parse()] == [b"6,2,3,-;next\n"]
