@@ -30,7 +30,7 @@ from forwarder.errors import DeviceError, ForwarderError
 log = structlog.get_logger("forwarder.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
 CAPTURE_RT_PRIORITY: Final = 1
-PARSE_WINDOW_BYTES: Final = 64 << 10  # a few hundred frames; one record is < 16 KiB
+PARSE_WINDOW_BYTES: Final = 64 << 10  # a few hundred frames; one record is <= 16 KiB
 _KINDS: Final = {kind.value: kind for kind in FrameKind}  # a dict look-up, not an enum call
 
 
@@ -165,8 +165,10 @@ class Capture:
         buffer, offset = self._buffer, self._offset
         # A bounded window keeps each group of frames (and each sink's queue chunk) small.
         last = buffer.rfind(SEPARATOR, offset, offset + PARSE_WINDOW_BYTES)
-        if last < 0:
-            return []
+        if last < 0:  # no frame ends in the window: one frame is larger than it
+            last = buffer.find(SEPARATOR, offset + PARSE_WINDOW_BYTES)
+            if last < 0:
+                return []
         frames = [_frame(part) for part in bytes(buffer[offset:last]).split(SEPARATOR)]
         offset = last + 1
         end = len(buffer)

@@ -13,9 +13,11 @@ it sleeps in ``poll()`` at once (no CPU spent).
 The forwarder runs this process at real-time priority when allowed (``capture.py``).
 
 Frames are separated by a NUL byte, which no record contains (the kernel escapes every byte
-below 0x20, and dumps are escaped the same way on reading), so a record costs nothing but its
-read. A frame starting with 0x01 (records start with a digit) is a control frame: 0x01, its
-``FrameKind``, then its payload.
+below 0x20), so a record from the device costs nothing but its read. A frame starting with 0x01
+(records start with a digit) is a control frame: 0x01, its ``FrameKind``, then its payload.
+A dump may hold anything: a record with a raw NUL or longer than any kernel record is rejected
+(a ``REJECTED`` frame naming the reason, never the bytes), and a raw 0x01 is escaped the way the
+kernel escapes it, so the framing survives any input.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ SEPARATOR: Final = b"\x00"
 CONTROL: Final = b"\x01"
 READ_SIZE: Final = 16_384  # > 8 KiB: a record larger than the buffer is lost (EINVAL)
 FILE_CHUNK: Final = 1 << 16
+# The kernel formats a whole record (header, text, dictionary lines) into one buffer of
+# 8192 bytes (CONSOLE_EXT_LOG_MAX, before 6.2; PRINTK_MESSAGE_MAX = 2048 since): a longer
+# record in a dump was not written by any kernel.
+MAX_RECORD_BYTES: Final = 8192
 PIPE_SIZE: Final = 1 << 20
 FLUSH_RECORDS: Final = 256
 FLUSH_INTERVAL_S: Final = 0.005  # while spinning, a few records still reach the forwarder soon
@@ -62,6 +68,14 @@ class FrameKind(IntEnum):
     TOO_LARGE = 3  # read() gave EINVAL: a record larger than our buffer was consumed
     END = 4  # the dump file or FIFO ended
     ERROR = 5  # reading failed for good; payload is the message
+    REJECTED = 6  # a dump record no kernel writes was dropped; payload is the reason
+
+
+class RejectReason:
+    """Why a dump record was rejected (the payload of a ``REJECTED`` frame)."""
+
+    NUL = b"nul_byte"
+    TOO_LONG = b"too_long"
 
 
 class _Output:
@@ -233,7 +247,7 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
     if stat.S_ISFIFO(os.fstat(source_fd).st_mode):
         follow = False
         _wait_for_writer(source_fd)
-    pending = b""
+    framer = DumpFramer()
     while True:
         if output.full:
             output.wait_for_room()
@@ -242,18 +256,13 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
             if follow:
                 output.flush()
                 grew = _grows(source_fd)  # sleeps: an idle file must not be read in a busy loop
-                if pending and not grew:
-                    output.extend((pending,))
-                    pending = b""
+                if not grew:
+                    output.extend(framer.finish())
                 continue
-            if pending:
-                output.extend((pending,))
+            output.extend(framer.finish())
             output.add(FrameKind.END)
             return
-        # Keep the framing bytes out of records (a dump may hold anything), escaped the way
-        # the kernel escapes them, so the parser still restores them.
-        chunk = chunk.replace(SEPARATOR, b"\\x00").replace(CONTROL, b"\\x01")
-        pending = _emit_complete_records(pending + chunk, output)
+        output.extend(framer.feed(chunk))
 
 
 def _wait_for_writer(fifo_fd: int) -> None:
@@ -270,18 +279,83 @@ def _grows(source_fd: int) -> bool:
     return os.fstat(source_fd).st_size > position
 
 
-def _emit_complete_records(data: bytes, output: _Output) -> bytes:
-    """Emit every record followed by the start of another; return the unfinished tail."""
-    start = 0
-    search = 0
+class DumpFramer:
+    """Cuts a dump into frames: one per record (a line and its `` KEY=value`` lines).
+
+    Records with a raw NUL or over ``MAX_RECORD_BYTES`` become ``REJECTED`` frames; an
+    overlong record is dropped as it streams by, so memory stays bounded whatever the input.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""  # the start of the unfinished record
+        self._discarding = False  # the unfinished record was rejected already
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Frames of every record that ``chunk`` completes."""
+        data = self._pending + chunk
+        frames: list[bytes] = []
+        start = 0
+        if self._discarding:
+            start = _next_record_start(data, 0)
+            if start < 0:
+                self._pending = b"\n" if data.endswith(b"\n") else b""
+                return frames
+            self._discarding = False
+        # Scanned once per chunk: most chunks need no check per record but its length.
+        suspect = SEPARATOR in data or CONTROL in data
+        append, find, end = frames.append, data.find, len(data)
+        search = start
+        while True:
+            newline = find(b"\n", search)
+            if newline < 0 or newline + 1 >= end:
+                break
+            if data[newline + 1] != 0x20:  # next line is not a " KEY=value" continuation
+                record = data[start : newline + 1]
+                append(_checked(record) if suspect or len(record) > MAX_RECORD_BYTES else record)
+                start = newline + 1
+            search = newline + 1
+        tail = data[start:]
+        if len(tail) > MAX_RECORD_BYTES:
+            frames.append(_rejected(RejectReason.TOO_LONG))
+            self._discarding = True
+            tail = b"\n" if tail.endswith(b"\n") else b""
+        self._pending = tail
+        return frames
+
+    def finish(self) -> list[bytes]:
+        """The frame of the unfinished record (end of input, or a followed file paused)."""
+        pending, self._pending = self._pending, b""
+        if self._discarding:
+            self._discarding = False
+            return []
+        return [_checked(pending)] if pending else []
+
+
+def _next_record_start(data: bytes, search: int) -> int:
+    """Index of the first byte after a newline that starts no continuation line, or -1."""
     while True:
         newline = data.find(b"\n", search)
         if newline < 0 or newline + 1 >= len(data):
-            return data[start:]
-        if data[newline + 1] != 0x20:  # next line is not a " KEY=value" continuation
-            output.extend((data[start : newline + 1],))
-            start = newline + 1
+            return -1
+        if data[newline + 1] != 0x20:
+            return newline + 1
         search = newline + 1
+
+
+def _checked(record: bytes) -> bytes:
+    """The record's frame, a ``REJECTED`` frame, or the record with 0x01 escaped."""
+    if len(record) > MAX_RECORD_BYTES:
+        return _rejected(RejectReason.TOO_LONG)
+    if SEPARATOR in record:
+        return _rejected(RejectReason.NUL)
+    if CONTROL in record:
+        # Escaped the way the kernel escapes it: the parser restores the byte.
+        return record.replace(CONTROL, b"\\x01")
+    return record
+
+
+def _rejected(reason: bytes) -> bytes:
+    return CONTROL + bytes((FrameKind.REJECTED,)) + reason
 
 
 class _StopReadingError(BaseException):

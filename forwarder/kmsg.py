@@ -8,7 +8,9 @@ Format, from the kernel's ``Documentation/ABI/testing/dev-kmsg``
 
 ``prefix`` is ``facility << 3 | level``. Bytes < 0x20, >= 0x7f and the backslash are
 escaped as ``\xNN`` in the text and in dictionary values; we decode them in one pass,
-then UTF-8 with replacement. Unknown header fields after ``flags`` are ignored.
+then UTF-8 with replacement. Unknown header fields after ``flags`` are ignored. Numbers no
+kernel can write (``prefix`` or ``seq`` beyond u64, ``ts_usec`` beyond u64 nanoseconds / 1000)
+are parse errors: orjson and datetime would fail on them later.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ FACILITY_NAMES: Final = (
 _EMPTY_FIELDS: Final[MappingProxyType[str, str]] = MappingProxyType({})
 _ESCAPE: Final = re.compile(rb"\\x([0-9a-fA-F]{2})")
 _NEEDS_ESCAPE: Final = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")
+U64_MAX: Final = 2**64 - 1
+# The kernel prints ts_nsec (a u64) / 1000: no kernel writes a larger ts_usec.
+TS_USEC_MAX: Final = U64_MAX // 1000
+# int() refuses longer digit strings (ValueError) where sys.set_int_max_str_digits allows
+# the least: a header this short cannot hold one, a longer one is checked first.
+_INT_DIGITS_SAFE: Final = 640
 
 
 def level_name(level_code: int) -> str:
@@ -89,11 +97,13 @@ def parse_record(raw: bytes) -> Record:
     if len(parts) < 3:
         raise RecordParseError(f"header needs prefix,seq,ts_usec; got {_preview(header)}")
     raw_prefix, raw_seq, raw_ts = parts[0], parts[1], parts[2]
-    if not (raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()):
-        for value, what in ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec")):
-            if not value.isdigit():
-                raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
+    if len(header) > _INT_DIGITS_SAFE or not (
+        raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()
+    ):
+        _check_numbers(raw_prefix, raw_seq, raw_ts)
     prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
+    if prefix > U64_MAX or seq > U64_MAX or ts_usec > TS_USEC_MAX:
+        _raise_out_of_range(prefix, seq, ts_usec)
     flags = parts[3].decode("ascii", "replace") if len(parts) > 3 and parts[3] else "-"
     caller = None
     for extra in parts[4:]:
@@ -118,6 +128,25 @@ def parse_record(raw: bytes) -> Record:
         device=device,
         fields=MappingProxyType(fields) if fields else _EMPTY_FIELDS,
     )
+
+
+def _check_numbers(raw_prefix: bytes, raw_seq: bytes, raw_ts: bytes) -> None:
+    """Raise RecordParseError unless all three are decimal numbers int() may convert."""
+    for value, what in ((raw_prefix, "prefix"), (raw_seq, "seq"), (raw_ts, "ts_usec")):
+        if not value.isdigit():
+            raise RecordParseError(f"{what} is not a decimal number: {_preview(value)}")
+        if len(value) > _INT_DIGITS_SAFE:
+            raise RecordParseError(f"{what} has more digits than any u64: {_preview(value)}")
+
+
+def _raise_out_of_range(prefix: int, seq: int, ts_usec: int) -> None:
+    for number, limit, what in (
+        (prefix, U64_MAX, "prefix"),
+        (seq, U64_MAX, "seq"),
+        (ts_usec, TS_USEC_MAX, "ts_usec"),
+    ):
+        if number > limit:
+            raise RecordParseError(f"{what} {number} is beyond what the kernel writes (<= {limit})")
 
 
 def _parse_dictionary(dictionary: bytes) -> dict[str, str]:

@@ -35,6 +35,16 @@ class Metrics:
             f"{PREFIX}_parse_errors", "Raw records that could not be parsed (skipped).",
             registry=registry,
         )  # fmt: skip
+        self.records_rejected = Counter(
+            f"{PREFIX}_records_rejected",
+            "Dump records no kernel writes (a raw NUL, too long), dropped by capture, by reason.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self.records_failed = Counter(
+            f"{PREFIX}_records_failed",
+            "Records whose handling failed unexpectedly, written to the source dead-letter file.",
+            registry=registry,
+        )
         self.records_sent = Counter(
             f"{PREFIX}_records_sent", "Events confirmed by a sink.", ["sink"], registry=registry
         )

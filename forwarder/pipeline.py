@@ -16,15 +16,16 @@ from typing import Any
 
 import structlog
 
+from forwarder.bad_input import BadInput
 from forwarder.capture import Capture, Frame
 from forwarder.capture_worker import FrameKind
 from forwarder.checkpoint import Checkpoint, CheckpointStore
 from forwarder.config import Config
-from forwarder.deadletter import DeadLetterFile
+from forwarder.deadletter import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery import SinkWorker
-from forwarder.encode import Identity
+from forwarder.encode import Event, Identity, encode_record
 from forwarder.errors import ForwarderError, RecordParseError, StateError
-from forwarder.kmsg import facility_name, level_name, parse_record
+from forwarder.kmsg import Record, facility_name, level_name, parse_record
 from forwarder.metrics import Metrics
 from forwarder.retry import RetryPolicy
 from forwarder.router import Item, Router
@@ -75,9 +76,12 @@ class Pipeline:
         sinks: Mapping[str, Sink] | None = None,
         *,
         clock_offset_ns: Callable[[], int] = clock_offset_now_ns,
+        encode: Callable[[Record, Identity], Event] = encode_record,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        self._encode = encode
+        self._bad_input = BadInput(self.metrics, SourceDeadLetterFile(config.state_dir))
         self._sinks = dict(sinks) if sinks is not None else build_sinks(config)
         self._clock_offset_ns = clock_offset_ns
         self._store = CheckpointStore(config.state_dir)
@@ -103,6 +107,7 @@ class Pipeline:
             checkpoints,
             min_level=self.config.source.min_level,
             now_ns=time.time_ns,
+            encode=self._encode,
         )
         retry = RetryPolicy(self.config.retry)
         for name, sink in self._sinks.items():
@@ -203,6 +208,7 @@ class Pipeline:
             if tasks:
                 await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
             self._capture.stop()
+            self._bad_input.flush_log()
             if server is not None:
                 await server.stop()
 
@@ -278,10 +284,17 @@ class Pipeline:
                     self.metrics.parse_errors.inc()
                     log.warning("parse_error", error=str(error))
                     continue
+                except Exception as error:  # the safety net: one record never stops us
+                    self._bad_input.failed(frame.payload, error, None)
+                    continue
                 key = (record.facility_code, record.level_code)
                 read_by_prefix[key] = read_by_prefix.get(key, 0) + 1
                 last_seq = record.seq
-                gap = router.route(record, out)
+                try:
+                    gap = router.route(record, out)
+                except Exception as error:  # the safety net: one record never stops us
+                    self._bad_input.failed(frame.payload, error, record.seq)
+                    gap = router.set_aside(record, out)
                 if gap is not None:
                     self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
                     log.warning(
@@ -291,14 +304,13 @@ class Pipeline:
                         last_seq=gap.last_seq,
                         lost=gap.lost,
                     )
-            elif frame.kind is FrameKind.OVERRUN:
-                self.metrics.overruns.inc()
-            elif frame.kind is FrameKind.TOO_LARGE:
-                log.warning("record_too_large", hint="a record larger than 16 KiB was lost")
-            elif frame.kind is FrameKind.END:
-                self.source_ended = True
-            elif frame.kind is FrameKind.ERROR:
-                raise ForwarderError(frame.payload.decode(errors="replace"))
+            else:
+                self._control_frame(frame)
+        self._count_read(read_by_prefix, last_seq, router)
+
+    def _count_read(
+        self, read_by_prefix: dict[tuple[int, int], int], last_seq: int | None, router: Router
+    ) -> None:
         # Counted once per group of frames: per-record metric calls cost more than parsing.
         for (facility_code, level_code), count in read_by_prefix.items():
             self.metrics.records_read.labels(
@@ -309,6 +321,18 @@ class Pipeline:
             self._last_seq_read = last_seq
         for sink, reason in router.drain_gap_reports():
             self.metrics.gap_events.labels(sink, reason).inc()
+
+    def _control_frame(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.OVERRUN:
+            self.metrics.overruns.inc()
+        elif frame.kind is FrameKind.REJECTED:
+            self._bad_input.rejected(frame.payload)
+        elif frame.kind is FrameKind.TOO_LARGE:
+            log.warning("record_too_large", hint="a record larger than 16 KiB was lost")
+        elif frame.kind is FrameKind.END:
+            self.source_ended = True
+        elif frame.kind is FrameKind.ERROR:
+            raise ForwarderError(frame.payload.decode(errors="replace"))
 
     async def _watch_gauges(self) -> None:
         last_clock_check = time.monotonic()

@@ -64,8 +64,10 @@ class Router:
         *,
         min_level: int,
         now_ns: Callable[[], int],
+        encode: Callable[[Record, Identity], Event] = encode_record,
     ) -> None:
         self.identity = identity
+        self._encode = encode
         self._min_level = min_level
         self._now_ns = now_ns
         self._cursors: dict[str, _Cursor] = {}
@@ -106,25 +108,44 @@ class Router:
         # Only a jump at the very first record read can predate us; any later jump is an
         # overwrite while reading, also for a sink that was still skipping delivered records.
         reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
-        gap = self._stream_gap(record.seq)
         event: Event | None = None
         filtered = record.level_code > self._min_level
         for sink, cursor in self._cursors.items():
             last = cursor.last_seq
             if last is not None and record.seq <= last:
                 continue
+            # Encoded before anything changes: a record that fails to encode leaves no trace.
+            item: Item
+            if filtered:
+                item = Position(self.identity.boot_id, record.seq)
+            else:
+                if event is None:
+                    event = self._encode(record, self.identity)
+                item = event
             items = out[sink]
             if last is not None and record.seq > last + 1:
                 items.append(self._gap(last + 1, record, reason))
                 self._gap_reports.append((sink, reason))
-            if filtered:
-                items.append(Position(self.identity.boot_id, record.seq))
-            else:
-                if event is None:
-                    event = encode_record(record, self.identity)
-                items.append(event)
+            items.append(item)
             cursor.last_seq = record.seq
-        return gap
+        return self._stream_gap(record.seq)
+
+    def set_aside(self, record: Record, out: dict[str, list[Item]]) -> Gap | None:
+        """Move every sink past a record that is not sent (its handling failed: dead-lettered).
+
+        Gaps before it are reported as ``route`` would; the record itself is no gap: it was
+        read. A sink's checkpoint passes it with the next item delivered.
+        """
+        reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
+        for sink, cursor in self._cursors.items():
+            last = cursor.last_seq
+            if last is not None and record.seq <= last:
+                continue
+            if last is not None and record.seq > last + 1:
+                out[sink].append(self._gap(last + 1, record, reason))
+                self._gap_reports.append((sink, reason))
+            cursor.last_seq = record.seq
+        return self._stream_gap(record.seq)
 
     def _stream_gap(self, seq: int) -> Gap | None:
         previous, self._last_read = self._last_read, seq

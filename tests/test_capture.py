@@ -8,12 +8,15 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from forwarder.capture import Capture, open_source
-from forwarder.capture_worker import FrameKind
+from forwarder.capture import PARSE_WINDOW_BYTES, Capture, open_source
+from forwarder.capture_worker import MAX_RECORD_BYTES, DumpFramer, FrameKind, RejectReason
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError
 from forwarder.kmsg import Record, parse_record, render_record
+from tests.support.dumps import reference_frames
 
 
 def sample_records(count, first_seq=1):
@@ -228,10 +231,64 @@ def test_dump_file_is_opened_blocking(tmp_path):
         os.close(fd)
 
 
-async def test_dump_bytes_that_frame_the_capture_stream_survive_as_text(tmp_path):
-    """Raw NUL and 0x01 bytes in a dump (the stream's framing bytes) arrive as message text."""
+async def test_dump_records_with_nul_are_rejected_and_0x01_survives_as_text(tmp_path):
+    """A record with a raw NUL (no kernel writes one) is a REJECTED frame; a raw 0x01 arrives as text."""
     frames = await read_dump_file(
         tmp_path / "raw.dump", b"6,1,10,-;nul\x00here\n6,2,20,-;\x01ctl start\n6,3,30,-;plain\n"
     )
-    assert [r.message for r in record_frames(frames)] == ["nul\x00here", "\x01ctl start", "plain"]
+    assert [r.message for r in record_frames(frames)] == ["\x01ctl start", "plain"]
+    assert [f.payload for f in frames if f.kind is FrameKind.REJECTED] == [RejectReason.NUL]
     assert frames[-1].kind is FrameKind.END
+
+
+async def test_overlong_dump_line_is_rejected_and_the_rest_arrives(tmp_path):
+    """A 200 KB line (longer than any kernel record) is one REJECTED frame; the records around it arrive."""
+    records = sample_records(4)
+    content = (
+        dump_bytes(records[:2]) + b"6,99,1,-;" + b"y" * 200_000 + b"\n" + dump_bytes(records[2:])
+    )
+    frames = await read_dump_file(tmp_path / "long.dump", content)
+    assert record_frames(frames) == records
+    assert [f.payload for f in frames if f.kind is FrameKind.REJECTED] == [RejectReason.TOO_LONG]
+    assert frames[-1].kind is FrameKind.END
+
+
+def test_framer_keeps_records_up_to_the_kernel_limit():
+    """A record of exactly MAX_RECORD_BYTES is a record; one byte more is rejected."""
+    head = b"6,1,2,-;"
+    fits = head + b"a" * (MAX_RECORD_BYTES - len(head) - 1) + b"\n"
+    framer = DumpFramer()
+    frames = framer.feed(fits + fits[:-1] + b"b\n" + b"6,3,4,-;end\n") + framer.finish()
+    assert frames[0] == fits
+    assert frames[1] == b"\x01\x06" + RejectReason.TOO_LONG
+    assert frames[2] == b"6,3,4,-;end\n"
+
+
+_dump_piece = st.one_of(
+    st.sampled_from([b"\n", b" K=v\n", b"\x00", b"\x01", b" ", b"6,1,2,-;x"]),
+    st.binary(max_size=20),
+    st.integers(min_value=1, max_value=3 * MAX_RECORD_BYTES).map(lambda n: b"z" * n),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_dump_piece, max_size=30).map(b"".join), st.lists(st.integers(0, 40_000)))
+def test_framer_matches_the_reference_whatever_the_chunking(dump, cuts):
+    """However a dump is cut into chunks, the framer's frames equal the obvious reference framing."""
+    framer = DumpFramer()
+    frames = []
+    start = 0
+    for cut in sorted(min(cut, len(dump)) for cut in cuts):
+        frames += framer.feed(dump[start:cut])
+        start = cut
+    frames += framer.feed(dump[start:]) + framer.finish()
+    assert frames == reference_frames(dump)
+
+
+def test_a_frame_larger_than_the_parse_window_still_arrives(tmp_path):
+    """A frame longer than the parent's parse window is returned whole, not waited on forever."""
+    capture = Capture(SourceConfig(path=tmp_path / "unused"), seek_newest=False)
+    big = b"6,1,2,-;" + b"w" * (PARSE_WINDOW_BYTES * 2) + b"\n"
+    capture._received(big + b"\x00" + b"6,2,3,-;next\n\x00")
+    assert [frame.payload for frame in capture._parse()] == [big]
+    assert [frame.payload for frame in capture._parse()] == [b"6,2,3,-;next\n"]

@@ -12,6 +12,8 @@ from forwarder.errors import RecordParseError
 from forwarder.kmsg import (
     FACILITY_NAMES,
     LEVEL_NAMES,
+    TS_USEC_MAX,
+    U64_MAX,
     Record,
     parse_level,
     parse_record,
@@ -163,6 +165,30 @@ def test_malformed_records_raise_a_helpful_error(raw, words):
         parse_record(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (f"{2**64},1,2,-;x".encode(), "prefix 18446744073709551616 is beyond"),
+        (f"6,{2**64},2,-;x".encode(), "seq 18446744073709551616 is beyond"),
+        (f"6,1,{TS_USEC_MAX + 1},-;x".encode(), "ts_usec 18446744073709552 is beyond"),
+        (b"6," + b"9" * 5000 + b",2,-;x", "seq has more digits than any u64"),
+        (b"6,1," + b"0" * 5000 + b",-;x", "ts_usec has more digits than any u64"),
+        (b"6,1," + b"1" * 21 + b",-;x", "ts_usec 111111111111111111111 is beyond"),
+    ],
+)
+def test_numbers_no_kernel_writes_are_parse_errors(raw, words):
+    """A prefix or seq beyond u64, or a ts_usec beyond u64 ns / 1000, is a RecordParseError."""
+    with pytest.raises(RecordParseError, match=words):
+        parse_record(raw)
+
+
+def test_largest_kernel_numbers_parse():
+    """u64 seq and prefix and the largest kernel ts_usec, even with leading zeros, are records."""
+    record = parse_record(f"{U64_MAX},000{U64_MAX},{TS_USEC_MAX},-;x".encode())
+    assert (record.seq, record.ts_usec) == (U64_MAX, TS_USEC_MAX)
+    assert record.facility_code == U64_MAX >> 3
+
+
 def test_parse_error_message_shows_a_short_preview():
     """The error quotes the start of a long bad record, not all of it."""
     with pytest.raises(RecordParseError) as caught:
@@ -266,7 +292,7 @@ records = st.builds(
     facility_code=st.integers(min_value=0, max_value=2**20),
     level_code=st.integers(min_value=0, max_value=7),
     seq=st.integers(min_value=0, max_value=2**64 - 1),
-    ts_usec=st.integers(min_value=0, max_value=2**63),
+    ts_usec=st.integers(min_value=0, max_value=TS_USEC_MAX),
     flags=st.sampled_from(["-", "c", "+"]),
     message=_text,
     caller=st.none() | st.from_regex(r"[TC][0-9]{1,7}", fullmatch=True),

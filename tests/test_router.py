@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from forwarder.checkpoint import Checkpoint
 from forwarder.encode import Event, Identity
 from forwarder.kmsg import Record
@@ -209,3 +211,31 @@ def test_reboot_gap_time_comes_from_the_old_checkpoint_so_resends_are_identical(
     again = router({"a": old}).startup_items()["a"][0]
     assert first.fields["@timestamp"] == "2026-11-26T19:42:10.123456Z"
     assert first.json == again.json
+
+
+def test_set_aside_record_moves_every_sink_past_it_without_a_gap_for_it():
+    """A record set aside (its handling failed) is no gap; a gap before it is still reported."""
+    the_router = router({"a": Checkpoint(BOOT, 1, 0, ""), "b": None})
+    out, _gaps = route_all(the_router, [2])
+    assert the_router.set_aside(record(5), out) == Gap(3, 4, "overwritten")
+    more, later_gaps = route_all(the_router, [6])
+    assert later_gaps == []
+    assert gaps_of(out["a"]) == [(3, 4, 2, "overwritten")]
+    assert kmsg_seqs(out["a"] + more["a"]) == [2, 6]
+    assert kmsg_seqs(out["b"] + more["b"]) == [2, 6]
+    assert gaps_of(more["a"]) == gaps_of(more["b"]) == []
+
+
+def test_failed_encoding_leaves_the_router_unchanged():
+    """An encoder that raises leaves no item and no moved cursor behind, so set_aside sees a clean state."""
+
+    def failing(_record, _identity):
+        raise RuntimeError("boom")
+
+    the_router = Router(IDENTITY, {"a": None}, min_level=7, now_ns=lambda: NOW_NS, encode=failing)
+    out = {"a": []}
+    with pytest.raises(RuntimeError, match="boom"):
+        the_router.route(record(1), out)
+    assert out == {"a": []}
+    assert the_router.set_aside(record(1), out) is None
+    assert out == {"a": []}

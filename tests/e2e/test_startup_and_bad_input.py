@@ -202,3 +202,32 @@ def test_metrics_port_in_use_exits_3_with_the_address(tmp_path: Path) -> None:
         result = _command("run", "--config", str(config))
     assert result.returncode == 3, result.stderr
     assert address in _one_line_error(result)
+
+
+def test_huge_seq_nul_and_overlong_lines_do_not_stop_the_forwarder(tmp_path: Path) -> None:
+    """A seq of 2^64, a raw NUL and a 200 KB line are counted and skipped; exit 0, every good record shipped."""
+    good = [render_record(Record(1, 6, seq, seq * 10, "-", f"good {seq}")) for seq in range(4)]
+    dump = tmp_path / "dump"
+    dump.write_bytes(
+        good[0] + f"6,{2**64},5,-;beyond u64\n".encode() + good[1]
+        + b"6,50,5,-;nul\x00byte\n" + good[2] + b"6,60,5,-;" + b"L" * 200_000 + b"\n" + good[3]
+    )  # fmt: skip
+    out = tmp_path / "out.ndjson"
+    config = _write_config(
+        tmp_path / "c.toml",
+        {"state_dir": str(tmp_path / "state"), "source": {"path": str(dump)},
+         "sinks": {"out": {"type": "file", "path": str(out)}}},
+    )  # fmt: skip
+    result = _command("run", "--config", str(config), "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    assert [event["message"] for event in read_ndjson(out)] == [f"good {seq}" for seq in range(4)]
+    log_events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [e["error"] for e in log_events if e["event"] == "parse_error"] == [
+        "seq 18446744073709551616 is beyond what the kernel writes (<= 18446744073709551615)"
+    ]
+    rejected: dict[str, int] = {}
+    for event in log_events:
+        if event["event"] == "records_rejected":
+            for reason, count in event["counts"].items():
+                rejected[reason] = rejected.get(reason, 0) + count
+    assert rejected == {"nul_byte": 1, "too_long": 1}
