@@ -18,12 +18,12 @@ from forwarder.errors import BatchTooLargeError, ConfigError, RetryableSinkError
 from forwarder.kmsg import Record
 from forwarder.sinks import KafkaSinkConfig
 from forwarder.sinks.base import Batch, SinkContext
-from forwarder.sinks.kafka import (
+from forwarder.sinks.kafka import best_compression
+from forwarder.sinks.kafka_sink import (
     KafkaSink,
     Producer,
     RecordBatch,
     aiokafka_producer,
-    best_compression,
 )
 from tests.support.kafka_broker import (
     KafkaBroker,
