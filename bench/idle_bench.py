@@ -1,14 +1,18 @@
-"""Idle memory of the forwarder and its capture process on this machine's /dev/kmsg.
+"""Idle footprint of the forwarder and its capture process: memory and CPU.
 
-Starts ``python -m forwarder run`` (default config: /dev/kmsg to stdout, here /dev/null)
-with its state in a temporary directory, lets it read the ring and go idle, then prints
-VmRSS, VmHWM (peak RSS) and Pss (shared pages split between the processes) of both.
+Starts ``python -m forwarder run`` (output to /dev/null, state in a temporary directory),
+lets it read the ring and settle, then watches both processes for ``--window-s``: VmRSS,
+VmHWM (peak RSS), Pss (shared pages split between the processes) and the CPU seconds
+each used in the window. Scenarios: the default config (real /dev/kmsg to stdout), the
+same with the metrics server on, a trickle of 1,000 records/s (the capture process must
+sleep between records, not spin), and an idle dump file in follow mode.
 
-    .venv/bin/python bench/idle_bench.py                  # default config, plus metrics on
-    .venv/bin/python bench/idle_bench.py --settle-s 10 --runs 3
+    .venv/bin/python bench/idle_bench.py
+    .venv/bin/python bench/idle_bench.py --settle-s 10 --window-s 10
 
-Needs root (reads /dev/kmsg). A measurement, not a test: the figures depend on the
-Python build and the libraries installed, and belong in the README, not in assertions.
+Needs root (reads and writes /dev/kmsg). A measurement, not a test: the figures depend on
+the machine, the Python build and the libraries installed, so they belong in the README,
+never in assertions.
 """
 
 from __future__ import annotations
@@ -51,13 +55,43 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def measure(metrics: bool, settle_s: float) -> dict[str, tuple[int, int, int]]:
-    """Start the forwarder, wait ``settle_s``, return {process: (rss, hwm, pss)} in KiB."""
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _trickle(window_s: float, per_second: int) -> None:
+    """Write ``per_second`` records a second to /dev/kmsg (a fresh fd per 10: ratelimit)."""
+    end = time.monotonic() + window_s
+    index = 0
+    while time.monotonic() < end:
+        fd = os.open("/dev/kmsg", os.O_WRONLY)
+        try:
+            for _ in range(10):
+                os.write(fd, f"<14>idle-bench trickle {index}\n".encode())
+                index += 1
+                time.sleep(1 / per_second)
+        finally:
+            os.close(fd)
+
+
+def _config_text(scenario: str, tmp: Path) -> str:
+    if scenario == "metrics":
+        return f'[metrics]\nlisten = "127.0.0.1:{_free_port()}"\n'
+    if scenario == "follow":
+        dump = tmp / "kmsg.dump"
+        dump.write_bytes(b"6,1,100,-;idle-bench\n")
+        return f'[source]\npath = "{dump}"\nfollow = true\n'
+    return ""
+
+
+def measure(scenario: str, settle_s: float, window_s: float) -> dict[str, tuple[float, ...]]:
+    """Run one scenario; {process: (rss KiB, hwm KiB, pss KiB, CPU s in the window)}."""
     with tempfile.TemporaryDirectory(prefix="idle-bench-") as tmp:
         command = [sys.executable, "-m", "forwarder", "run"]
-        if metrics:
+        if text := _config_text(scenario, Path(tmp)):
             config = Path(tmp) / "forwarder.toml"
-            config.write_text(f'[metrics]\nlisten = "127.0.0.1:{_free_port()}"\n')
+            config.write_text(text)
             command += ["--config", str(config)]
         env = {**os.environ, "XDG_STATE_HOME": tmp}
         process = subprocess.Popen(
@@ -68,9 +102,20 @@ def measure(metrics: bool, settle_s: float) -> dict[str, tuple[int, int, int]]:
             if process.poll() is not None:
                 raise RuntimeError(f"forwarder exited with {process.returncode}")
             (capture,) = _children(process.pid)
+            pids = {"main": process.pid, "capture": capture}
+            cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+            if scenario == "trickle":
+                _trickle(window_s, per_second=1000)
+            else:
+                time.sleep(window_s)
             return {
-                name: (_status_kib(pid, "VmRSS"), _status_kib(pid, "VmHWM"), _pss_kib(pid))
-                for name, pid in (("main", process.pid), ("capture", capture))
+                name: (
+                    _status_kib(pid, "VmRSS"),
+                    _status_kib(pid, "VmHWM"),
+                    _pss_kib(pid),
+                    _cpu_s(pid) - cpu_before[name],
+                )
+                for name, pid in pids.items()
             }
         finally:
             process.send_signal(signal.SIGTERM)
@@ -81,28 +126,38 @@ def measure(metrics: bool, settle_s: float) -> dict[str, tuple[int, int, int]]:
                 process.wait()
 
 
-def _mib(kib: int) -> str:
+def _mib(kib: float) -> str:
     return f"{kib / KIB_PER_MIB:7.1f}"
 
 
+SCENARIOS = {
+    "default": "stdout (default)",
+    "metrics": "stdout + metrics",
+    "trickle": "stdout, 1k rec/s",
+    "follow": "idle dump, follow",
+}
+
+
 def main() -> None:
-    """Print one table row per process and configuration."""
+    """Print one row per scenario and process (the worst of ``--runs``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settle-s", type=float, default=5.0, help="idle time before reading")
-    parser.add_argument("--runs", type=int, default=1, help="runs per configuration (max kept)")
+    parser.add_argument("--settle-s", type=float, default=4.0, help="time to start and settle")
+    parser.add_argument("--window-s", type=float, default=5.0, help="time watched")
+    parser.add_argument("--runs", type=int, default=1, help="runs per scenario (worst kept)")
     args = parser.parse_args()
-    print(f"{'config':<18}{'process':<9}{'VmRSS MiB':>10}{'VmHWM MiB':>10}{'Pss MiB':>9}")
-    for label, metrics in (("stdout (default)", False), ("stdout + metrics", True)):
-        runs = [measure(metrics, args.settle_s) for _ in range(args.runs)]
+    print(f"CPU s: used in a {args.window_s:g} s window after {args.settle_s:g} s of settling")
+    print(
+        f"{'scenario':<19}{'process':<9}{'VmRSS MiB':>10}{'VmHWM MiB':>10}"
+        f"{'Pss MiB':>9}{'CPU s':>7}"
+    )
+    for scenario, label in SCENARIOS.items():
+        runs = [measure(scenario, args.settle_s, args.window_s) for _ in range(args.runs)]
         worst = {
-            name: tuple(max(run[name][i] for run in runs) for i in range(3)) for name in runs[0]
+            name: tuple(max(run[name][i] for run in runs) for i in range(4)) for name in runs[0]
         }
-        for name, (rss, hwm, pss) in worst.items():
-            print(f"{label:<18}{name:<9}{_mib(rss):>10}{_mib(hwm):>10}{_mib(pss):>9}")
-        totals = [sum(values[i] for values in worst.values()) for i in range(3)]
-        print(
-            f"{label:<18}{'both':<9}{_mib(totals[0]):>10}{_mib(totals[1]):>10}{_mib(totals[2]):>9}"
-        )
+        worst["both"] = tuple(sum(values[i] for values in worst.values()) for i in range(4))
+        for name, (rss, hwm, pss, cpu) in worst.items():
+            print(f"{label:<19}{name:<9}{_mib(rss):>10}{_mib(hwm):>10}{_mib(pss):>9}{cpu:>7.2f}")
 
 
 if __name__ == "__main__":

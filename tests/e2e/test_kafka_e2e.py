@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import ForwarderFactory
-from tests.support.forwarder import checkpoint, free_port, render_toml, wait_until
+from tests.support.forwarder import checkpoint, free_port, render_toml
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,
@@ -33,6 +33,7 @@ from tests.support.kafka_broker import (
 )
 from tests.support.kernel import inject, requires_kernel, unique_tag
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_until
 
 __all__ = ["kafka_broker", "proxied_kafka_broker"]  # fixtures used by name below
 

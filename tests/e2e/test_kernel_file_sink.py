@@ -27,9 +27,9 @@ from tests.support.forwarder import (
     iter_gaps,
     read_ndjson,
     records_with_tag,
-    wait_until,
 )
 from tests.support.kernel import KMSG, inject, requires_kernel, unique_tag
+from tests.support.wait import wait_until
 
 pytestmark = [requires_kernel, pytest.mark.kernel]
 

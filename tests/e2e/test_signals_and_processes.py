@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from tests.conftest import ForwarderFactory
-from tests.support.forwarder import free_port, read_ndjson, records_with_tag, wait_until
+from tests.support.forwarder import free_port, read_ndjson, records_with_tag
 from tests.support.kernel import inject, requires_kernel, unique_tag
+from tests.support.wait import wait_until
 
 pytestmark = requires_kernel
 
