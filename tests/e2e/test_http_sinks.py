@@ -25,7 +25,7 @@ from tests.support.forwarder import ForwarderProcess, checkpoint, free_port, rea
 from tests.support.kernel import inject, requires_kernel, unique_tag
 from tests.support.wait import wait_until_async
 
-pytestmark = [requires_kernel, pytest.mark.kernel]
+pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(180)]  # waits of 60 s
 WAIT_S = 60.0
 
 

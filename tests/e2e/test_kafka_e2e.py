@@ -41,6 +41,8 @@ HOST = "kafka-e2e-host"
 OUTAGE_S = 30
 SINK = "kafka"
 
+pytestmark = pytest.mark.timeout(120)  # a broker and forwarder processes per test
+
 
 def forwarder_config(tmp_path: Path, bootstrap: str, topic: str, **sink: Any) -> dict[str, Any]:
     """A forwarder reading the real /dev/kmsg into one Kafka sink, metrics on loopback."""
@@ -152,6 +154,7 @@ def test_injected_records_arrive_once_in_order_with_key_and_headers(
 
 @requires_kernel
 @pytest.mark.kernel
+@pytest.mark.timeout(300)  # a 30 s outage, then the backlog drains
 def test_network_outage_heals_with_no_gap_and_checkpoint_behind_the_broker(
     forwarder_factory: ForwarderFactory, proxied_kafka_broker: ProxiedBroker, tmp_path: Path
 ) -> None:

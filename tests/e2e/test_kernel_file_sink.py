@@ -31,7 +31,7 @@ from tests.support.forwarder import (
 from tests.support.kernel import KMSG, inject, requires_kernel, unique_tag
 from tests.support.wait import wait_until
 
-pytestmark = [requires_kernel, pytest.mark.kernel]
+pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(120)]  # restarts
 
 
 def _out(config: dict[str, Any]) -> Path:
