@@ -212,10 +212,13 @@ def test_sigkill_mid_stream_and_restart_loses_no_record(
         first.wait_serving()
         wait_for_tagged(kafka_broker.bootstrap, topic, tag, 20)
         first.kill()
-        time.sleep(1)  # records keep coming while nothing reads them
+        killed_at = injector.count
+        # Records keep coming while nothing reads them, and into the restarted forwarder.
+        wait_until(lambda: injector.count >= killed_at + 25, what="records written meanwhile")
         second = forwarder_factory(config).start()
         second.wait_serving()
-        time.sleep(1)  # and keep flowing into the restarted forwarder
+        started_at = injector.count
+        wait_until(lambda: injector.count >= started_at + 25, what="records after the restart")
         written = injector.stop()
     arrived = wait_for_tagged(kafka_broker.bootstrap, topic, tag, written)
     assert indexes(arrived) == set(range(written))
