@@ -36,6 +36,7 @@ from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.http import HttpSink, HttpSinkConfig
 from forwarder.sinks.loki import LokiSink, LokiSinkConfig
+from forwarder.sinks.outcome import Outcome
 
 MESSAGES = [
     (
@@ -193,7 +194,7 @@ async def measure(
         result = await sink.send(batch)
         cpu += time.process_time() - cpu_start
         wall += time.perf_counter() - wall_start
-        if result.rejected or result.retry:
+        if result != Outcome.delivered():
             raise SystemExit(f"the receiver refused records: {result}")
         records += len(events)
     await sink.close()

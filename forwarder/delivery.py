@@ -1,9 +1,16 @@
-"""Deliver one sink's batches: retry, split, dead-letter, and move its checkpoint in order.
+"""Deliver one sink's batches: act on each Outcome, and move the checkpoint in order.
 
-The pipeline runs one :class:`SinkWorker` per sink. Up to ``max_in_flight`` batches are
-sent at once, but the checkpoint only moves when the OLDEST batch in flight is done, so
-it never passes an event that is not confirmed (or dead-lettered). This module is the
-only writer of checkpoints.
+The pipeline runs one :class:`SinkWorker` per sink. It alone starts and closes the sink,
+and it is the one place that reads an :class:`~forwarder.sinks.outcome.Outcome`: items to
+retry go back through :class:`RetryPolicy` (by index, nothing mutated in place), a batch
+too large is split, rejections are dead-lettered, duplicates counted, and the sink's
+health (``sink_up``, /readyz) follows what the receiver said. A partial answer that
+stored something keeps the sink up while the rest is retried.
+
+Up to ``max_in_flight`` batches are sent at once (the smaller of ``[batch]`` and what the
+sink allows), but the checkpoint only moves when the OLDEST batch in flight is done, so it
+never passes an event that is not confirmed (or dead-lettered). This module is the only
+writer of checkpoints.
 """
 
 from __future__ import annotations
@@ -20,17 +27,12 @@ from forwarder.batcher import Batcher, PendingBatch
 from forwarder.checkpoint import CheckpointStore
 from forwarder.deadletter import DeadLetterFile
 from forwarder.encode import Event
-from forwarder.errors import (
-    BatchTooLargeError,
-    FatalSinkError,
-    ForwarderError,
-    RetryableSinkError,
-    SinkConfigError,
-)
+from forwarder.errors import ForwarderError
 from forwarder.metrics import Metrics
 from forwarder.options import BatchConfig
 from forwarder.retry import RetryPolicy
-from forwarder.sinks.base import Batch, Rejection, Sink
+from forwarder.sinks.base import Batch, Sink, outcome_of
+from forwarder.sinks.outcome import Outcome, Verdict
 
 log = structlog.get_logger("forwarder.delivery")
 
@@ -45,20 +47,11 @@ class SinkHealth:
     checkpoint_seq: int | None = None
 
 
-class _PartialRetryError(RetryableSinkError):
-    """Some events of a send must be sent again (the rest was stored).
-
-    Not a failure of the sink unless it stored nothing at all (e.g. every Elasticsearch
-    item answered 429): then it counts as failing, for /readyz and ``sink_up``.
-    """
-
-    def __init__(self, message: str, *, retry_after_s: float | None, stored_any: bool) -> None:
-        super().__init__(message, retry_after_s=retry_after_s)
-        self.stored_any = stored_any
-
-
 class SinkWorker:
-    """Sends one sink's batches and keeps its checkpoint."""
+    """Sends one sink's batches and keeps its checkpoint.
+
+    ``max_in_flight`` is its window: ``[batch] max_in_flight``, at most the sink's own bound.
+    """
 
     def __init__(
         self,
@@ -74,7 +67,8 @@ class SinkWorker:
         self.sink = sink
         self.batcher = Batcher(batch_config)
         self.health = SinkHealth()
-        self._max_in_flight = batch_config.max_in_flight
+        bound = sink.max_in_flight
+        self.max_in_flight = min(batch_config.max_in_flight, bound or batch_config.max_in_flight)
         self._store = store
         self._retry = retry
         self._dead_letters = dead_letters
@@ -83,12 +77,11 @@ class SinkWorker:
         self._recovered = asyncio.Event()
 
     async def run(self) -> None:
-        """Start the sink, then deliver batches until the stream ends."""
-        await self._retry.call(self.sink.start, self._on_failure, wake=self._recovered)
-        self._on_success()
-        slots = asyncio.Semaphore(self._max_in_flight)
+        """Start the sink, then deliver batches until the stream ends; close it in the end."""
+        slots = asyncio.Semaphore(self.max_in_flight)
         last_commit: asyncio.Task[None] | None = None
         try:
+            await self._start()
             while (batch := await self.batcher.next_batch()) is not None:
                 await slots.acquire()
                 if last_commit is not None and last_commit.done():
@@ -135,73 +128,106 @@ class SinkWorker:
         if batch.filtered:
             self._metrics.records_filtered.labels(self.sink.name).inc(batch.filtered)
 
+    async def _start(self) -> None:
+        """Start the sink through the retry policy; give up only with the retry budget."""
+
+        async def started() -> Outcome:
+            await self.sink.start()
+            return Outcome.delivered()
+
+        async def attempt() -> Outcome:
+            outcome = await outcome_of(self.sink, started())
+            self._note_health(outcome, items=1)
+            return outcome
+
+        outcome = await self._retry.call(attempt, self._on_retry, wake=self._recovered)
+        if outcome.wants_retry:
+            raise ForwarderError(f"sink {self.sink.name} did not start: {_problem(outcome, 1)}")
+
     async def _deliver(self, events: list[Event]) -> None:
         """Deliver events, splitting on 'too large'; return when all are stored or dead."""
-        parts = deque([list(events)]) if events else deque()
+        parts = deque([events]) if events else deque()
         while parts:
-            # _send_with_retry cuts `part` down to the events still unsent after a partial
-            # success: only those may be split or dead-lettered, the rest is already settled.
             part = parts.popleft()
             started = time.monotonic()
-            try:
-                await self._send_with_retry(part)
-            except BatchTooLargeError as error:
-                if len(part) == 1:
-                    self._dead_letter(part, "too_large", str(error))
-                    continue
-                self._metrics.batch_splits.labels(self.sink.name).inc()
-                half = len(part) // 2
-                parts.extendleft((part[half:], part[:half]))
-                continue
-            except FatalSinkError as error:
-                self._dead_letter(part, "fatal", str(error))
-                continue
-            except RetryableSinkError as error:  # the retry budget is spent
-                self._dead_letter(part, "retry_budget_exhausted", str(error))
-                continue
-            self._metrics.batch_latency.labels(self.sink.name).observe(time.monotonic() - started)
-
-    async def _send_with_retry(self, remaining: list[Event]) -> None:
-        """Send until stored; ``remaining`` is cut down in place to what must be sent again."""
-
-        async def attempt() -> None:
-            try:
-                result = await self.sink.send(Batch(remaining))
-            except ForwarderError:
-                raise  # a SinkError is classified; any other branch stops the forwarder
-            except Exception as error:
-                # A failure the sink did not classify: keep the data and retry, loudly.
-                log.exception("sink_unclassified_error", sink=self.sink.name)
-                raise RetryableSinkError(f"unexpected {type(error).__name__}: {error}") from error
-            if len(result.retry) < len(remaining):
-                self._on_success()  # the receiver took something: it is up
-            if result.rejected:
-                self._dead_letter_rejections(result.rejected)
-            if result.duplicates:
-                self._metrics.records_duplicate.labels(self.sink.name).inc(result.duplicates)
-            sent = len(remaining) - len(result.rejected) - len(result.retry) - result.duplicates
-            self._metrics.records_sent.labels(self.sink.name).inc(max(sent, 0))
-            if result.retry:
-                remaining[:] = result.retry
-                raise _PartialRetryError(
-                    f"{len(result.retry)} events to send again",
-                    retry_after_s=result.retry_after_s,
-                    stored_any=len(result.retry) < len(remaining),
+            unsent, outcome = await self._send_with_retry(part)
+            if not unsent:
+                self._metrics.batch_latency.labels(self.sink.name).observe(
+                    time.monotonic() - started
                 )
+            elif outcome.verdict is not Verdict.TOO_LARGE:  # the retry budget is spent
+                self._dead_letter(unsent, "retry_budget_exhausted", _problem(outcome, len(unsent)))
+            elif len(unsent) == 1:
+                self._dead_letter(unsent, "too_large", outcome.detail)
+            else:
+                self._metrics.batch_splits.labels(self.sink.name).inc()
+                half = len(unsent) // 2
+                parts.extendleft((unsent[half:], unsent[:half]))
 
-        await self._retry.call(attempt, self._on_failure, wake=self._recovered)
+    async def _send_with_retry(self, part: list[Event]) -> tuple[list[Event], Outcome]:
+        """Send until nothing is left to retry; return the events still unsent and the last Outcome.
 
-    def _on_failure(self, error: RetryableSinkError, wait_s: float) -> None:
+        What is unsent after the retries is either too large (to split) or what the spent
+        retry budget leaves (to dead-letter); the rest is already settled.
+        """
+        unsent = part
+
+        async def attempt() -> Outcome:
+            nonlocal unsent
+            outcome = await outcome_of(self.sink, self.sink.send(Batch(unsent)))
+            self._note_health(outcome, items=len(unsent))
+            unsent = self._settle(unsent, outcome)
+            return outcome
+
+        outcome = await self._retry.call(attempt, self._on_retry, wake=self._recovered)
+        return unsent, outcome
+
+    def _settle(self, events: list[Event], outcome: Outcome) -> list[Event]:
+        """Dead-letter and count what ``outcome`` settled; return the events to send again."""
+        if outcome.verdict is not Verdict.ANSWERED:
+            return events
+        if outcome.rejected:
+            self._dead_letters.write(
+                [(events[r.index], r.reason, r.detail) for r in outcome.rejected]
+            )
+            for rejection in outcome.rejected:
+                self._metrics.records_dead_lettered.labels(self.sink.name, rejection.reason).inc()
+            log.error(
+                "rejected_by_receiver",
+                sink=self.sink.name,
+                events=len(outcome.rejected),
+                reasons=sorted({r.reason for r in outcome.rejected}),
+                first_detail=outcome.rejected[0].detail,
+            )
+        if outcome.duplicates:
+            self._metrics.records_duplicate.labels(self.sink.name).inc(outcome.duplicates)
+        settled = len(outcome.rejected) + len(outcome.retry) + outcome.duplicates
+        self._metrics.records_sent.labels(self.sink.name).inc(max(len(events) - settled, 0))
+        return [events[index] for index in outcome.retry]
+
+    def _note_health(self, outcome: Outcome, *, items: int) -> None:
+        """The sink is up when the receiver took anything of ``items``; failing otherwise."""
+        if outcome.verdict is Verdict.TOO_LARGE:
+            return
+        if outcome.verdict is Verdict.ANSWERED and len(outcome.retry) < items:
+            self._on_success()
+            return
         now = time.monotonic()
-        partial = isinstance(error, _PartialRetryError) and error.stored_any
-        if self.health.failing_since is None and not partial:
+        if self.health.failing_since is None:
             self.health.failing_since = now
-        self.health.last_error = str(error)
-        self.health.config_problem = isinstance(error, SinkConfigError)
+        self.health.last_error = _problem(outcome, items)
+        self.health.config_problem = outcome.verdict is Verdict.OPERATOR_NEEDED
+        self._metrics.sink_up.labels(self.sink.name).set(0)
+
+    def _on_retry(self, outcome: Outcome, wait_s: float) -> None:
         self._metrics.sink_retries.labels(self.sink.name).inc()
-        if not partial:
-            self._metrics.sink_up.labels(self.sink.name).set(0)
-        log.warning("sink_retry", sink=self.sink.name, error=str(error), wait_s=round(wait_s, 3))
+        log.warning(
+            "sink_retry",
+            sink=self.sink.name,
+            verdict=outcome.verdict.value,
+            error=_problem(outcome, None),
+            wait_s=round(wait_s, 3),
+        )
 
     def _on_success(self) -> None:
         if self.health.failing_since is not None:
@@ -221,14 +247,11 @@ class SinkWorker:
             "dead_lettered", sink=self.sink.name, reason=reason, detail=detail, events=len(events)
         )
 
-    def _dead_letter_rejections(self, entries: list[Rejection]) -> None:
-        self._dead_letters.write([(r.event, r.reason, r.detail) for r in entries])
-        for rejection in entries:
-            self._metrics.records_dead_lettered.labels(self.sink.name, rejection.reason).inc()
-        log.error(
-            "rejected_by_receiver",
-            sink=self.sink.name,
-            events=len(entries),
-            reasons=sorted({r.reason for r in entries}),
-            first_detail=entries[0].detail if entries else None,
-        )
+
+def _problem(outcome: Outcome, items: int | None) -> str:
+    """Words for what is wrong: the receiver's detail, or how many items it sent back."""
+    if outcome.verdict is Verdict.ANSWERED:
+        of = f" of {items}" if items is not None else ""
+        what = f"{len(outcome.retry)}{of} events to send again"
+        return f"{what}: {outcome.detail}" if outcome.detail else what
+    return outcome.detail or outcome.verdict.value

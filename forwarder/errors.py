@@ -10,16 +10,13 @@ Each branch means something different to the caller::
     │       └── CheckpointCorruptError
     ├── RecordParseError           one raw record is malformed (also a ValueError);
     │                              the pipeline counts it and goes on
-    ├── OutputClosedError          a sink's output is gone for good (stdout closed):
-    │                              the forwarder stops (exit 1)
-    └── SinkError                  a sink could not deliver a batch
-        ├── RetryableSinkError     transient: the pipeline retries with backoff
-        │   └── SinkConfigError    auth / unknown topic: retried, shown on /readyz
-        ├── BatchTooLargeError     the receiver refused the size: the pipeline splits
-        └── FatalSinkError         permanent for this batch: dead-lettered, never retried
+    └── OutputClosedError          a sink's output is gone for good (stdout closed):
+                                   the forwarder stops (exit 1)
 
-Sinks only classify failures into these branches; the pipeline alone decides what
-to do about them (retry, split, dead-letter).
+What a receiver answers about a batch is no exception: ``Sink.send`` returns one
+:class:`forwarder.sinks.outcome.Outcome` (delivered, items to retry, rejections,
+duplicates, too large, operator needed). Any other exception out of a sink means "no
+answer"; the sink's ``classify`` maps it to an Outcome and the delivery worker retries.
 """
 
 from __future__ import annotations
@@ -55,30 +52,3 @@ class RecordParseError(ForwarderError, ValueError):
 
 class OutputClosedError(ForwarderError):
     """A sink's output is gone for good (its reader closed stdout): the forwarder stops."""
-
-
-class SinkError(ForwarderError):
-    """A sink could not deliver a batch."""
-
-
-class RetryableSinkError(SinkError):
-    """A transient failure; ``retry_after_s`` carries a server's Retry-After."""
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class SinkConfigError(RetryableSinkError):
-    """The receiver refuses us for a configuration reason (auth, unknown topic).
-
-    Retried with backoff (data is kept) and reported as not ready.
-    """
-
-
-class BatchTooLargeError(SinkError):
-    """The receiver refused the batch for its size; the pipeline splits it."""
-
-
-class FatalSinkError(SinkError):
-    """The batch can never be delivered as it is; it goes to the dead-letter file."""

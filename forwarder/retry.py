@@ -1,9 +1,10 @@
 """The one place that retries: capped exponential backoff with full jitter (tenacity).
 
-Every sink call the pipeline makes (``start`` and ``send``) goes through
-:meth:`RetryPolicy.call`. Only :class:`RetryableSinkError` is retried; a server's
-Retry-After is honoured (the wait is at least what it asked). ``budget_s = 0`` retries
-forever, otherwise the last error is re-raised once the budget is spent.
+Every sink call the delivery worker makes (``start`` and ``send``) goes through
+:meth:`RetryPolicy.call`, which repeats it while its :class:`Outcome` wants a retry. A
+server's Retry-After is honoured (the wait is at least what it asked). ``budget_s = 0``
+retries forever, otherwise the last Outcome comes back once the budget is spent, except
+for a configuration problem: that waits for a person, however long it takes.
 """
 
 from __future__ import annotations
@@ -11,25 +12,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_result,
     stop_after_delay,
     wait_random_exponential,
 )
 
 from forwarder.config import RetryConfig
-from forwarder.errors import RetryableSinkError, SinkConfigError
+from forwarder.sinks.outcome import Outcome, Verdict
 
-T = TypeVar("T")
-FailureHook = Callable[[RetryableSinkError, float], None]
+RetryHook = Callable[[Outcome, float], None]
+
+
+def _last(state: RetryCallState) -> Outcome | None:
+    """The Outcome of the attempt just made (None if it raised)."""
+    if state.outcome is None or state.outcome.failed:
+        return None
+    outcome: Outcome = state.outcome.result()
+    return outcome
+
+
+def _wants_retry(outcome: Outcome) -> bool:
+    return outcome.wants_retry
 
 
 class RetryPolicy:
-    """Retries retryable sink failures according to ``[retry]``."""
+    """Retries what a sink must be sent again, according to ``[retry]``."""
 
     def __init__(self, config: RetryConfig) -> None:
         self._config = config
@@ -46,21 +57,23 @@ class RetryPolicy:
         """
         if not self._config.budget_s:
             return False
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, SinkConfigError):
+        outcome = _last(state)
+        if outcome is not None and outcome.verdict is Verdict.OPERATOR_NEEDED:
             return False
         return bool(self._budget_spent(state))
 
     async def call(
         self,
-        operation: Callable[[], Awaitable[T]],
-        on_failure: FailureHook,
+        operation: Callable[[], Awaitable[Outcome]],
+        on_retry: RetryHook,
         *,
         wake: asyncio.Event | None = None,
-    ) -> T:
-        """Run ``operation`` until it succeeds; ``on_failure(error, wait_s)`` before each wait.
+    ) -> Outcome:
+        """Run ``operation`` until its Outcome wants no retry; ``on_retry(outcome, wait_s)`` first.
 
-        Setting ``wake`` ends a backoff early (the receiver is back: another call to it just
+        Returns the last Outcome (one that still wants a retry once the budget is spent).
+        An exception from ``operation`` is not retried: it goes back to the caller. Setting
+        ``wake`` ends a backoff early (the receiver is back: another call to it just
         succeeded), except a wait the server asked for with Retry-After.
         """
         interruptible = True
@@ -68,11 +81,11 @@ class RetryPolicy:
         def wait(state: RetryCallState) -> float:
             nonlocal interruptible
             jittered = self._jitter(state)
-            error = state.outcome.exception() if state.outcome else None
+            outcome = _last(state)
             interruptible = True
-            if isinstance(error, RetryableSinkError) and error.retry_after_s is not None:
+            if outcome is not None and outcome.retry_after_s is not None:
                 interruptible = False
-                return max(error.retry_after_s, jittered)
+                return max(outcome.retry_after_s, jittered)
             return jittered
 
         async def sleep(seconds: float) -> None:
@@ -83,16 +96,23 @@ class RetryPolicy:
                 await asyncio.wait_for(wake.wait(), seconds)
 
         def before_sleep(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            assert isinstance(error, RetryableSinkError)
-            on_failure(error, state.upcoming_sleep)
+            outcome = _last(state)
+            assert outcome is not None
+            on_retry(outcome, state.upcoming_sleep)
+
+        def give_up(state: RetryCallState) -> Outcome:
+            outcome = _last(state)
+            assert outcome is not None
+            return outcome
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryableSinkError),
+            retry=retry_if_result(_wants_retry),
             wait=wait,
             stop=self._stop,
             before_sleep=before_sleep,
             sleep=sleep,
+            retry_error_callback=give_up,
             reraise=True,
         )
-        return await retrying(operation)
+        outcome: Outcome = await retrying(operation)
+        return outcome

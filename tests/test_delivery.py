@@ -1,28 +1,29 @@
-"""SinkWorker: retry, split, dead-letter, partial retries and in-order checkpoints, with fake sinks."""
+"""SinkWorker: how it acts on each Outcome (retry, split, dead-letter, health) and keeps checkpoints in order."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import time
 
 import orjson
+import pytest
 
 from forwarder.checkpoint import CheckpointStore
 from forwarder.config import RetryConfig
 from forwarder.deadletter import DeadLetterFile
 from forwarder.delivery import SinkWorker
 from forwarder.encode import encode_gap
-from forwarder.errors import (
-    BatchTooLargeError,
-    FatalSinkError,
-    RetryableSinkError,
-    SinkConfigError,
-)
+from forwarder.errors import OutputClosedError
 from forwarder.metrics import Metrics
 from forwarder.options import BatchConfig
 from forwarder.retry import RetryPolicy
 from forwarder.router import Position
-from forwarder.sinks.base import Batch, Rejection, SendResult, Sink
+from forwarder.sinks.base import Batch, Sink
+from forwarder.sinks.file import FileSink
+from forwarder.sinks.outcome import Outcome, Rejection
+from forwarder.sinks.stdout import StdoutSink
 from tests.support.events import identity, make_events
 from tests.support.wait import wait_until_async
 
@@ -39,7 +40,7 @@ class StoringSink(Sink):
         self.attempt_times: list[float] = []
         self.closed = False
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, batch: Batch) -> Outcome:
         """Record the attempt, then let the subclass answer."""
         self.sent.append(list(batch.events))
         self.attempt_times.append(time.monotonic())
@@ -48,7 +49,7 @@ class StoringSink(Sink):
     async def answer(self, events):
         """Store everything."""
         self.stored.extend(events)
-        return SendResult()
+        return Outcome.delivered()
 
     async def close(self):
         """Remember that the worker closed us."""
@@ -56,18 +57,20 @@ class StoringSink(Sink):
 
 
 class FlakySink(StoringSink):
-    """Fails the first ``failures`` attempts with ``error``, then stores."""
+    """Answers the first ``failures`` attempts with ``outcome`` (or raises it), then stores."""
 
-    def __init__(self, failures, error):
+    def __init__(self, failures, outcome):
         super().__init__()
         self.failures = failures
-        self.error = error
+        self.outcome = outcome
 
     async def answer(self, events):
         """Fail while failures remain."""
         if self.failures > 0:
             self.failures -= 1
-            raise self.error
+            if isinstance(self.outcome, Exception):
+                raise self.outcome
+            return self.outcome
         return await super().answer(events)
 
 
@@ -81,17 +84,17 @@ class SizeLimitedSink(StoringSink):
     async def answer(self, events):
         """Too large when over the limit or holding a huge event."""
         if len(events) > self.limit or any("huge" in e.fields.get("message", "") for e in events):
-            raise BatchTooLargeError(f"{len(events)} events is too large")
+            return Outcome.too_large(f"{len(events)} events is too large")
         return await super().answer(events)
 
 
 class PoisonSink(StoringSink):
-    """Refuses for good any batch holding a 'poison' event."""
+    """Refuses for good every event of any batch holding a 'poison' event."""
 
     async def answer(self, events):
-        """Fatal for poisoned batches."""
+        """Refuse poisoned batches whole."""
         if any("poison" in e.fields["message"] for e in events):
-            raise FatalSinkError("mapping conflict")
+            return Outcome.refused(range(len(events)), "mapping", "mapping conflict")
         return await super().answer(events)
 
 
@@ -105,7 +108,7 @@ class MisconfiguredSink(StoringSink):
     async def answer(self, events):
         """Refuse until fixed."""
         if not self.fixed:
-            raise SinkConfigError("401 unauthorized")
+            return Outcome.operator_needed("401 unauthorized")
         return await super().answer(events)
 
 
@@ -192,7 +195,7 @@ async def test_everything_is_delivered_and_checkpointed(tmp_path):
 async def test_retryable_errors_are_retried_then_delivered(tmp_path):
     """Transient failures are retried (and counted) until the batch is stored; nothing is dropped."""
     sample = events(5)
-    harness = Harness(tmp_path, FlakySink(3, RetryableSinkError("503 busy")))
+    harness = Harness(tmp_path, FlakySink(3, Outcome.unavailable("503 busy")))
     await harness.deliver(sample)
     assert ids(harness.sink.stored) == ids(sample)
     assert len(harness.sink.sent) == 4
@@ -206,7 +209,7 @@ async def test_retryable_errors_are_retried_then_delivered(tmp_path):
 
 async def test_retry_after_is_honoured(tmp_path):
     """A server's Retry-After makes the next attempt wait at least that long despite tiny backoff."""
-    harness = Harness(tmp_path, FlakySink(1, RetryableSinkError("429", retry_after_s=0.3)))
+    harness = Harness(tmp_path, FlakySink(1, Outcome.unavailable("429", retry_after_s=0.3)))
     await harness.deliver(events(2))
     first, second = harness.sink.attempt_times
     assert second - first >= 0.3
@@ -222,7 +225,7 @@ async def test_start_failures_are_retried(tmp_path):
         async def start(self):
             self.starts += 1
             if self.starts < 3:
-                raise RetryableSinkError("connection refused")
+                raise ConnectionRefusedError(111, "connection refused")
 
     harness = Harness(tmp_path, SlowStartSink())
     await harness.deliver(events(2))
@@ -254,16 +257,16 @@ async def test_single_too_large_event_is_dead_lettered(tmp_path):
     assert harness.checkpoint_seq() == 103
 
 
-async def test_fatal_error_dead_letters_the_batch_and_moves_on(tmp_path):
-    """A FatalSinkError sends that batch to dead-letter; later batches go on and the checkpoint passes it."""
+async def test_refused_batch_is_dead_lettered_and_delivery_moves_on(tmp_path):
+    """A batch refused whole goes to dead-letter; later batches go on and the checkpoint passes it."""
     sample = events(6)
     poisoned = make_events(["ok", "poison"], who=WHO, first_seq=102)
     chunk = [*sample[:2], *poisoned, *events(2, first_seq=104)]
     harness = Harness(tmp_path, PoisonSink(), max_records=2)
     await harness.deliver(chunk)
     assert ids(harness.sink.stored) == ids([*chunk[:2], *chunk[4:]])
-    assert harness.dead() == [("fatal", poisoned[0].id), ("fatal", poisoned[1].id)]
-    assert harness.metric("records_dead_lettered_total", reason="fatal") == 2
+    assert harness.dead() == [("mapping", poisoned[0].id), ("mapping", poisoned[1].id)]
+    assert harness.metric("records_dead_lettered_total", reason="mapping") == 2
     assert harness.checkpoint_seq() == 105
 
 
@@ -274,20 +277,20 @@ async def test_dead_letter_entries_carry_the_event_and_detail(tmp_path):
     await harness.deliver(poisoned)
     entry = orjson.loads(harness.dead_letters.path.read_bytes())
     assert entry["sink"] == "fake"
-    assert entry["reason"] == "fatal"
+    assert entry["reason"] == "mapping"
     assert entry["detail"] == "mapping conflict"
     assert entry["event"] == poisoned[0].fields
     assert entry["at"].endswith("Z")
 
 
 async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path):
-    """SendResult.rejected entries go to dead-letter under the sink's reason label; the rest counts as sent."""
+    """Rejections (by index) go to dead-letter under the sink's reason label; the rest counts as sent."""
 
     class RejectingSink(StoringSink):
         async def answer(self, events):
-            bad = [e for e in events if "bad" in e.fields["message"]]
-            self.stored.extend(e for e in events if e not in bad)
-            return SendResult(rejected=[Rejection(e, "http_4xx", "400 mapping") for e in bad])
+            bad = [i for i, e in enumerate(events) if "bad" in e.fields["message"]]
+            self.stored.extend(e for i, e in enumerate(events) if i not in bad)
+            return Outcome.answered(rejected=[Rejection(i, "http_4xx", "400 mapping") for i in bad])
 
     sample = make_events(["good", "bad", "good", "bad"], who=WHO)
     harness = Harness(tmp_path, RejectingSink())
@@ -300,14 +303,13 @@ async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path):
 
 
 async def test_partial_retry_resends_only_those_events(tmp_path):
-    """SendResult.retry makes the worker resend exactly the listed events, then the batch is done."""
+    """Outcome.retry (indices) makes the worker resend exactly those events, then the batch is done."""
 
     class PartialSink(StoringSink):
         async def answer(self, events):
             if len(self.sent) == 1:
-                keep = [events[1], events[3]]
-                self.stored.extend(e for e in events if e not in keep)
-                return SendResult(retry=keep)
+                self.stored.extend(e for i, e in enumerate(events) if i not in {1, 3})
+                return Outcome.answered(retry=[1, 3])
             return await super().answer(events)
 
     sample = events(5)
@@ -330,7 +332,7 @@ async def test_duplicates_are_counted_not_sent(tmp_path):
     class DuplicateSink(StoringSink):
         async def answer(self, events):
             await super().answer(events)
-            return SendResult(duplicates=2)
+            return Outcome.answered(duplicates=2)
 
     harness = Harness(tmp_path, DuplicateSink())
     await harness.deliver(events(5))
@@ -386,7 +388,7 @@ async def test_checkpoint_waits_for_an_earlier_slow_batch(tmp_path):
 async def test_retry_budget_exhausted_dead_letters(tmp_path):
     """When the retry budget is spent the batch is dead-lettered as retry_budget_exhausted and the checkpoint moves."""
     sample = events(3)
-    harness = Harness(tmp_path, FlakySink(10**9, RetryableSinkError("down")), budget_s=0.2)
+    harness = Harness(tmp_path, FlakySink(10**9, Outcome.unavailable("down")), budget_s=0.2)
     await harness.deliver(sample)
     assert harness.dead() == [("retry_budget_exhausted", e.id) for e in sample]
     assert harness.metric("records_dead_lettered_total", reason="retry_budget_exhausted") == 3
@@ -401,8 +403,8 @@ async def test_budget_exhausted_after_partial_retry_dead_letters_only_the_rest(t
         async def answer(self, events):
             if len(self.sent) == 1:
                 self.stored.extend(events[:2])
-                return SendResult(retry=events[2:])
-            raise RetryableSinkError("down")
+                return Outcome.answered(retry=[2])
+            return Outcome.unavailable("down")
 
     sample = events(3)
     harness = Harness(tmp_path, PartialThenDownSink(), budget_s=0.2)
@@ -420,9 +422,9 @@ async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
         async def answer(self, events):
             if len(self.sent) == 1:
                 self.stored.extend(events[:2])
-                return SendResult(retry=events[2:])
+                return Outcome.answered(retry=[2, 3])
             if len(events) > 1:
-                raise BatchTooLargeError("too large")
+                return Outcome.too_large("too large")
             return await super().answer(events)
 
     sample = events(4)
@@ -433,7 +435,7 @@ async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
 
 
 async def test_config_error_is_retried_and_shown_as_config_problem(tmp_path):
-    """A SinkConfigError keeps the data (retried) and marks health.config_problem until it recovers."""
+    """An operator-needed answer keeps the data (retried) and marks health.config_problem until it recovers."""
     sink = MisconfiguredSink()
     sample = events(2)
     harness = Harness(tmp_path, sink)
@@ -486,7 +488,7 @@ async def test_a_receiver_that_stores_nothing_of_a_partial_answer_counts_as_fail
 
         async def answer(self, events):
             if not self.recovered:
-                return SendResult(retry=list(events))
+                return Outcome.answered(retry=range(len(events)))
             return await super().answer(events)
 
     sink = OverloadedSink()
@@ -514,3 +516,104 @@ async def test_config_error_is_never_dead_lettered_by_the_retry_budget(tmp_path)
     await run
     assert harness.dead() == []
     assert len(sink.stored) == 2
+
+
+async def test_a_partial_retry_that_stored_something_keeps_the_sink_up(tmp_path):
+    """3 of 10 events answered 'send again' (e.g. Elasticsearch 429s): the sink stays up and ready while they are retried."""
+
+    class PartlyBusySink(StoringSink):
+        def __init__(self):
+            super().__init__()
+            self.retrying = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def answer(self, events):
+            if len(self.sent) == 1:
+                self.stored.extend(events[3:])
+                return Outcome.answered(retry=[0, 1, 2], detail="items answered HTTP 429")
+            self.retrying.set()
+            await self.release.wait()
+            return await super().answer(events)
+
+    sink = PartlyBusySink()
+    harness = Harness(tmp_path, sink)
+    sample = events(10)
+    run = asyncio.create_task(harness.deliver(sample))
+    await asyncio.wait_for(sink.retrying.wait(), timeout=10)
+    assert harness.worker.health.failing_since is None
+    assert harness.worker.health.last_error is None
+    assert harness.metric("sink_up") == 1
+    assert ids(sink.sent[1]) == ids(sample[:3])
+    sink.release.set()
+    await run
+    assert sorted(ids(sink.stored)) == sorted(ids(sample))
+    assert harness.metric("sink_up") == 1
+    assert harness.metric("records_sent_total") == 10
+
+
+class CountingFileSink(FileSink):
+    """A real file sink that records how many of its sends ran at once."""
+
+    def __init__(self, path):
+        super().__init__("file", path)
+        self.running = 0
+        self.most_running = 0
+
+    async def send(self, batch: Batch) -> Outcome:
+        """Count this send while the real one runs."""
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            return await super().send(batch)
+        finally:
+            self.running -= 1
+
+
+async def test_the_file_sink_never_has_two_writes_in_flight(tmp_path):
+    """Even with [batch] max_in_flight = 4 file batches are written one at a time (a failed write's truncate cannot cut another), every line once and in order."""
+    sink = CountingFileSink(tmp_path / "out.ndjson")
+    harness = Harness(tmp_path, sink, max_records=5, max_in_flight=4)
+    sample = events(40)
+    await harness.deliver(*(sample[i : i + 5] for i in range(0, 40, 5)))
+    assert sink.most_running == 1
+    written = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert [orjson.loads(line)["id"] for line in written] == ids(sample)
+    assert harness.checkpoint_seq() == 139
+
+
+def test_the_in_flight_window_is_bounded_by_what_the_sink_allows(tmp_path):
+    """File and stdout take one batch at a time whatever [batch] says; other sinks get [batch] max_in_flight up to their own bound."""
+
+    class TwoAtATimeSink(StoringSink):
+        max_in_flight = 2
+
+    def window(sink, configured):
+        return Harness(tmp_path, sink, max_in_flight=configured).worker.max_in_flight
+
+    assert window(FileSink("file", tmp_path / "out.ndjson"), 4) == 1
+    assert window(StdoutSink("stdout", io.BytesIO()), 4) == 1
+    assert window(StoringSink(), 4) == 4
+    assert window(TwoAtATimeSink(), 4) == 2
+    assert window(TwoAtATimeSink(), 1) == 1
+
+
+async def test_an_exception_out_of_send_is_no_answer_and_retried(tmp_path):
+    """Any exception escaping send() (here a bug's TypeError) means 'no answer': retried and counted, never a crash or a loss."""
+    sample = events(3)
+    harness = Harness(tmp_path, FlakySink(2, TypeError("boom")))
+    await harness.deliver(sample)
+    assert ids(harness.sink.stored) == ids(sample)
+    assert harness.metric("sink_retries_total") == 2
+    assert harness.dead() == []
+    assert harness.checkpoint_seq() == 102
+
+
+async def test_a_closed_stdout_stops_the_worker(tmp_path):
+    """The one exception that is not 'no answer': stdout closed by its reader ends the worker (and the forwarder)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "wb", buffering=0) as stream:
+        harness = Harness(tmp_path, StdoutSink("stdout", stream))
+        with pytest.raises(OutputClosedError):
+            await harness.deliver(events(2))
+    assert harness.checkpoint_seq() is None

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.errors import OutputClosedError, RetryableSinkError
-from forwarder.sinks.base import Batch
+from forwarder.errors import OutputClosedError
+from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.file import FileSink
+from forwarder.sinks.outcome import Verdict
 from forwarder.sinks.stdout import StdoutSink
 from tests.support.events import identity, make_events
 
@@ -25,11 +26,12 @@ async def test_stdout_closed_by_its_reader_stops_the_forwarder():
 
 
 async def test_file_sink_on_a_full_disk_is_retryable():
-    """ENOSPC (here /dev/full) is a retryable failure of the batch, not a crash."""
+    """ENOSPC (here /dev/full) is classified 'unavailable' (retried), not a crash."""
     sink = FileSink("full", Path("/dev/full"), fsync=False)
     await sink.start()
     try:
-        with pytest.raises(RetryableSinkError, match="/dev/full"):
-            await sink.send(Batch(make_events(["a", "b"], who=identity())))
+        outcome = await outcome_of(sink, sink.send(Batch(make_events(["a", "b"], who=identity()))))
     finally:
         await sink.close()
+    assert outcome.verdict is Verdict.UNAVAILABLE
+    assert "/dev/full" in outcome.detail

@@ -12,12 +12,13 @@ from typing import Annotated
 
 from pydantic import Field
 
-from forwarder.sinks.base import Batch, Rejection, SendResult, Sink, SinkContext
+from forwarder.sinks.base import Batch, Sink, SinkContext
 from forwarder.sinks.elasticsearch_config import ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSinkConfig
 from forwarder.sinks.http_config import HttpSinkConfig
 from forwarder.sinks.kafka import KafkaSinkConfig
 from forwarder.sinks.loki_config import LokiSinkConfig
+from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 
 SinkConfig = Annotated[
@@ -37,10 +38,11 @@ __all__ = [
     "HttpSinkConfig",
     "KafkaSinkConfig",
     "LokiSinkConfig",
+    "Outcome",
     "Rejection",
-    "SendResult",
     "Sink",
     "SinkConfig",
     "SinkContext",
     "StdoutSinkConfig",
+    "Verdict",
 ]

@@ -1,21 +1,25 @@
 """The sink interface: what every destination implements, and what it hands back.
 
-A sink ``start()``s, ``send()``s one :class:`Batch` and returns only when the receiver
-confirmed it (a :class:`SendResult` tells of items refused or to be sent again), or
-raises a branch of :class:`forwarder.errors.SinkError`; then ``close()``. Sinks classify
-failures; they never sleep, loop or retry: the pipeline owns retry, splitting,
-dead-letters and checkpoints (Vector's model).
+The delivery worker alone calls ``start()`` once, then ``send()`` for each :class:`Batch`,
+then ``close()``. ``send`` returns one :class:`~forwarder.sinks.outcome.Outcome` for
+whatever the receiver answered; an exception out of ``start`` or ``send`` means only "no
+answer", and the sink's pure ``classify`` maps it to an Outcome too. Sinks classify; they
+never sleep, loop or retry: the worker owns retry, splitting, dead-letters and checkpoints
+(Vector's model). A sink that cannot take concurrent sends says so in ``max_in_flight``.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from forwarder.encode import Event
+from forwarder.errors import OutputClosedError
 from forwarder.options import BatchConfig, StrictModel
+from forwarder.sinks.outcome import Outcome, describe
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,48 +39,41 @@ class Batch:
         return self.events[-1].id
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """One event the receiver permanently refused.
-
-    ``reason`` is a short, low-cardinality class (a metric label, e.g. ``loki_400``);
-    ``detail`` is the receiver's own words, kept in the dead-letter file and the log.
-    """
-
-    event: Event
-    reason: str
-    detail: str
-
-
-@dataclass(slots=True)
-class SendResult:
-    """What the receiver said about a batch it answered.
-
-    Everything not listed in ``rejected`` or ``retry`` was stored; ``duplicates`` counts
-    events the receiver already had (e.g. Elasticsearch 409 on ``create``).
-    """
-
-    rejected: list[Rejection] = field(default_factory=list)
-    retry: list[Event] = field(default_factory=list)
-    retry_after_s: float | None = None
-    duplicates: int = 0
-
-
 class Sink(abc.ABC):
     """A destination for batches of events."""
+
+    max_in_flight: ClassVar[int | None] = None
+    """The most batches this sink may have in flight at once (None: what ``[batch]`` says)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     async def start(self) -> None:  # noqa: B027 - optional hook, most sinks need nothing
-        """Connect or open; raising a SinkError here is retried like a send."""
+        """Connect or open; an exception here is classified and retried like a send."""
 
     @abc.abstractmethod
-    async def send(self, batch: Batch) -> SendResult:
-        """Deliver ``batch``; return once the receiver confirmed it."""
+    async def send(self, batch: Batch) -> Outcome:
+        """Deliver ``batch``; return what the receiver answered about it."""
+
+    def classify(self, error: Exception) -> Outcome:
+        """What an exception out of ``start``/``send`` (no answer) means: by default, retry."""
+        return Outcome.unavailable(describe(error))
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
+
+
+async def outcome_of(sink: Sink, call: Awaitable[Outcome]) -> Outcome:
+    """Await one ``start``/``send`` of ``sink``; no answer (an exception) becomes its Outcome.
+
+    Only :class:`OutputClosedError` passes through: the output is gone and the forwarder stops.
+    """
+    try:
+        return await call
+    except OutputClosedError:
+        raise
+    except Exception as error:
+        return sink.classify(error)
 
 
 @dataclass(frozen=True, slots=True)

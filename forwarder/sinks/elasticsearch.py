@@ -9,9 +9,9 @@ A 200 may still carry ``"errors": true``: each item is judged alone. 2xx stored;
 create a duplicate; 429 and 5xx sent again alone (not the whole bulk); any other 4xx
 dead-lettered (``es_mapping`` for mapping errors, else ``es_4xx``). A whole request is
 judged as in :mod:`forwarder.sinks.httpclient` (413 split, 429/5xx retried), 404
-(wrong endpoint) being a configuration error and any other 4xx dead-lettering the
-batch as ``es_request``. A body over ``max_bulk_bytes`` is split
-by the pipeline before it is sent.
+(wrong endpoint) needing an operator and any other 4xx dead-lettering the batch as
+``es_request``. A body over ``max_bulk_bytes`` is answered "too large" before it is
+sent, so the worker splits it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,16 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from forwarder.errors import BatchTooLargeError, RetryableSinkError
-from forwarder.sinks.base import Batch, Rejection, SendResult, Sink
+from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch_config import ElasticsearchSinkConfig
-from forwarder.sinks.httpclient import HttpClient, HttpReply, check_status, compress, reject_all
+from forwarder.sinks.httpclient import (
+    HttpClient,
+    HttpReply,
+    classify_error,
+    classify_reply,
+    compress,
+)
+from forwarder.sinks.outcome import Outcome, Rejection
 
 _MAPPING_ERRORS: Final = frozenset(
     {
@@ -54,7 +60,7 @@ class ElasticsearchSink(Sink):
         """Open the connection pool."""
         await self._client.start()
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, batch: Batch) -> Outcome:
         """Bulk-send the batch; items are stored, duplicates, retried alone or rejected."""
         action = self._config.action
         lines = []
@@ -63,52 +69,70 @@ class ElasticsearchSink(Sink):
             lines.append(event.json)
         body = b"\n".join(lines) + b"\n"
         if len(body) > self._config.max_bulk_bytes:
-            raise BatchTooLargeError(
+            return Outcome.too_large(
                 f"bulk of {len(body)} bytes > max_bulk_bytes={self._config.max_bulk_bytes}"
             )
         payload, encoding = compress(body, self._config.compression)
         reply = await self._client.send(payload, self._headers | encoding)
-        what = f"Elasticsearch {self.name}"
-        if (detail := check_status(reply, what, config_statuses=frozenset({404}))) is not None:
-            return reject_all(batch.events, "es_request", detail)
-        return self._judge(batch, reply)
+        if 200 <= reply.status < 300:
+            return self._judge(batch, reply)
+        return classify_reply(
+            reply,
+            f"Elasticsearch {self.name}",
+            range(len(batch.events)),
+            reason="es_request",
+            config_statuses=frozenset({404}),  # a wrong endpoint path: a person must fix it
+        )
+
+    def classify(self, error: Exception) -> Outcome:
+        """No answer from the cluster (see :func:`classify_error`)."""
+        return classify_error(error, self._client.url)
 
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.close()
 
-    def _judge(self, batch: Batch, reply: HttpReply) -> SendResult:
+    def _judge(self, batch: Batch, reply: HttpReply) -> Outcome:
+        """The per-item verdicts of a 2xx ``_bulk`` answer."""
         try:
             answer = orjson.loads(reply.body)
             items = answer["items"]
             errors = bool(answer["errors"])
-        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        except (orjson.JSONDecodeError, KeyError, TypeError):
             # _id makes the bulk idempotent: sending it again is always safe.
-            raise RetryableSinkError(f"unreadable _bulk answer: {reply.excerpt()}") from error
+            return Outcome.unavailable(f"unreadable _bulk answer: {reply.excerpt()}")
         if not isinstance(items, list) or len(items) != len(batch.events):
-            raise RetryableSinkError(
+            return Outcome.unavailable(
                 f"_bulk answered {len(items) if isinstance(items, list) else '?'} items "
                 f"for {len(batch.events)} documents"
             )
-        result = SendResult()
         if not errors:
-            return result
-        for event, item in zip(batch.events, items, strict=True):
+            return Outcome.delivered()
+        retry: list[int] = []
+        rejected: list[Rejection] = []
+        duplicates = 0
+        retry_status = 0
+        for index, item in enumerate(items):
             status, failure = _item(item)
             if 200 <= status < 300:
                 continue
             if status == 409 and self._config.action == "create":
-                result.duplicates += 1
+                duplicates += 1
             elif status == 429 or status >= 500:
-                result.retry.append(event)
+                retry.append(index)
+                retry_status = status
             else:
                 kind = str(failure.get("type", ""))
                 reason = "es_mapping" if kind in _MAPPING_ERRORS else "es_4xx"
                 detail = f"HTTP {status} {kind}: {failure.get('reason', '')}".strip()
-                result.rejected.append(Rejection(event, reason, detail))
-        if result.retry:
-            result.retry_after_s = reply.retry_after_s
-        return result
+                rejected.append(Rejection(index, reason, detail))
+        return Outcome.answered(
+            retry=retry,
+            rejected=rejected,
+            duplicates=duplicates,
+            retry_after_s=reply.retry_after_s if retry else None,
+            detail=f"items answered HTTP {retry_status}" if retry else "",
+        )
 
 
 def _item(item: Any) -> tuple[int, dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""The ``file`` sink: append NDJSON to a file, fsynced before a batch is acknowledged."""
+"""The ``file`` sink: append NDJSON to a file, fsynced before a batch is acknowledged.
+
+One batch is written at a time (``max_in_flight = 1``): a failed write truncates the file
+back to where it began, which must never cut off a batch written (and acknowledged) after
+that point by an overlapping write.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from forwarder.errors import RetryableSinkError
-from forwarder.sinks.base import Batch, SendResult, Sink, SinkConfigBase, SinkContext
+from forwarder.sinks.base import Batch, Sink, SinkConfigBase, SinkContext
+from forwarder.sinks.outcome import Outcome, describe
 
 
 class FileSinkConfig(SinkConfigBase):
@@ -27,6 +32,8 @@ class FileSinkConfig(SinkConfigBase):
 class FileSink(Sink):
     """Appends each event as one JSON line; durable (fsync) before acknowledging."""
 
+    max_in_flight: ClassVar[int | None] = 1
+
     def __init__(self, name: str, path: Path, *, fsync: bool = True) -> None:
         super().__init__(name)
         self._path = path
@@ -35,22 +42,20 @@ class FileSink(Sink):
 
     async def start(self) -> None:
         """Open the file for appending, creating it and its directory."""
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise RetryableSinkError(f"cannot open {self._path}: {error.strerror}") from error
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, batch: Batch) -> Outcome:
         """Append the batch and fsync it."""
-        if self._fd is None:
-            await self.start()
         payload = b"".join(event.json + b"\n" for event in batch.events)
-        try:
-            await asyncio.to_thread(self._write, payload)
-        except OSError as error:
-            raise RetryableSinkError(f"cannot write {self._path}: {error.strerror}") from error
-        return SendResult()
+        await asyncio.to_thread(self._write, payload)
+        return Outcome.delivered()
+
+    def classify(self, error: Exception) -> Outcome:
+        """A failed open or write (a full disk, a read-only mount) is retried."""
+        if isinstance(error, OSError):
+            return Outcome.unavailable(f"file {self._path}: {error.strerror or describe(error)}")
+        return Outcome.unavailable(describe(error))
 
     async def close(self) -> None:
         """Close the file."""
@@ -59,7 +64,8 @@ class FileSink(Sink):
             self._fd = None
 
     def _write(self, payload: bytes) -> None:
-        assert self._fd is not None
+        if self._fd is None:
+            raise RuntimeError(f"file sink {self.name} was not started")
         start = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(payload)
         try:

@@ -7,9 +7,9 @@ a newline) or a JSON array (``application/json``), optional gzip, custom headers
 batch's first and last event id lets a receiver drop a re-sent batch.
 
 2xx stored. 408, 429 and 5xx except 501, connection errors and timeouts are retried,
-honouring ``Retry-After``; 413 is split by the pipeline; 401/403 are configuration
-errors (retried, shown not-ready, data kept); any other status is permanent: the batch
-is dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.httpclient`).
+honouring ``Retry-After``; 413 is split by the worker; 401/403/404 need an operator
+(retried, shown not-ready, data kept); any other status is permanent: the batch is
+dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.httpclient`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import hashlib
 import aiohttp
 from yarl import URL
 
-from forwarder.sinks.base import Batch, SendResult, Sink
+from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.http_config import HttpSinkConfig
-from forwarder.sinks.httpclient import HttpClient, check_status, compress, reject_all
+from forwarder.sinks.httpclient import HttpClient, classify_error, classify_reply, compress
+from forwarder.sinks.outcome import Outcome
 
 _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/json"}
 
@@ -44,7 +45,7 @@ class HttpSink(Sink):
         """Open the connection pool."""
         await self._client.start()
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, batch: Batch) -> Outcome:
         """Send the batch; any 2xx means every event was stored."""
         events = [event.json for event in batch.events]
         if self._config.format == "ndjson":
@@ -55,17 +56,18 @@ class HttpSink(Sink):
         headers["Content-Type"] = _CONTENT_TYPES[self._config.format]
         headers["Idempotency-Key"] = idempotency_key(batch)
         reply = await self._client.send(payload, headers, method=self._config.method)
-        detail = check_status(
+        return classify_reply(
             reply,
             f"HTTP {self.name}",
+            range(len(batch.events)),
+            reason="http_4xx" if reply.status < 500 else "http_5xx",
             config_statuses=frozenset({404}),  # a wrong endpoint path: a person must fix it
             permanent_statuses=frozenset({501}),
         )
-        if detail is not None:
-            return reject_all(
-                batch.events, "http_4xx" if reply.status < 500 else "http_5xx", detail
-            )
-        return SendResult()
+
+    def classify(self, error: Exception) -> Outcome:
+        """No answer from the endpoint (see :func:`classify_error`)."""
+        return classify_error(error, self._client.url)
 
     async def close(self) -> None:
         """Close the connection pool."""

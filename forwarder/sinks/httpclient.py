@@ -1,18 +1,20 @@
 """What the ``loki``, ``elasticsearch`` and ``http`` sinks share: one aiohttp client.
 
 One place for the session (connection pool, TLS, timeouts), gzip, ``Retry-After``
-(RFC 9110 section 10.2.3: delta-seconds or an HTTP-date) and the mapping of an HTTP
-answer onto the sink error tree. Sinks keep only their protocol's own semantics.
+(RFC 9110 section 10.2.3: delta-seconds or an HTTP-date) and the two pure
+classifications every HTTP sink uses. Sinks keep only their protocol's own semantics.
+Their options (endpoint, authentication, TLS) are in :mod:`forwarder.sinks.http_config`.
 
-Status classes, unless a sink handles a status itself first::
+:func:`classify_reply`, unless a sink handles a status itself first::
 
-    401, 403 (+ a sink's own, e.g. 404)  SinkConfigError   retried, shown on /readyz
-    413                                  BatchTooLargeError the pipeline splits the batch
-    408, 429, 5xx (except a sink's own)  RetryableSinkError with the server's Retry-After
-    any other status                     every event rejected under the sink's reason
+    2xx                                  delivered
+    3xx, 401, 403 (+ a sink's own, 404)  operator needed: retried, shown on /readyz
+    413                                  too large: the worker splits the batch
+    408, 429, 5xx (except a sink's own)  unavailable, with the server's Retry-After
+    any other status                     every item refused under the sink's reason
 
-Connection failures and timeouts are retryable; TLS failures (bad CA, bad client
-certificate) are configuration errors.
+:func:`classify_error` (no answer): a TLS failure (bad CA, bad client certificate) needs
+an operator; connection failures, timeouts and anything else are retried.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import gzip
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -28,10 +30,8 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from forwarder.encode import Event
-from forwarder.errors import BatchTooLargeError, RetryableSinkError, SinkConfigError
-from forwarder.sinks.base import Rejection, SendResult
 from forwarder.sinks.http_config import Compression
+from forwarder.sinks.outcome import Outcome, describe
 
 GZIP_LEVEL = 6
 _BODY_EXCERPT_BYTES = 512
@@ -57,7 +57,10 @@ class HttpReply:
 
 
 class HttpClient:
-    """One pooled aiohttp session to one URL; sends a body, returns the whole answer."""
+    """One pooled aiohttp session to one URL; sends a body, returns the whole answer.
+
+    Connection trouble is raised as aiohttp raises it (no answer): see :func:`classify_error`.
+    """
 
     def __init__(
         self,
@@ -92,27 +95,20 @@ class HttpClient:
         *,
         method: str = "POST",
     ) -> HttpReply:
-        """Send ``body``; connection trouble becomes a retryable (TLS: config) error."""
+        """Send ``body`` and read the whole answer (``start()`` first)."""
         if self._session is None:
-            await self.start()
-        assert self._session is not None
+            raise RuntimeError(f"HTTP client for {self.url} was not started")
         merged = CIMultiDict(self._headers)
         merged.update(headers)
-        try:
-            async with self._session.request(
-                method,
-                self.url,
-                data=body,
-                headers=merged,
-                timeout=self._timeout,
-                allow_redirects=False,  # a redirected POST turns into a bodyless GET
-            ) as response:
-                return HttpReply(response.status, response.headers, await response.read())
-        except aiohttp.ClientSSLError as error:
-            raise SinkConfigError(f"TLS to {self.url.host} failed: {error}") from error
-        except (aiohttp.ClientError, TimeoutError) as error:
-            what = type(error).__name__
-            raise RetryableSinkError(f"{method} {self.url} failed: {what}: {error}") from error
+        async with self._session.request(
+            method,
+            self.url,
+            data=body,
+            headers=merged,
+            timeout=self._timeout,
+            allow_redirects=False,  # a redirected POST turns into a bodyless GET
+        ) as response:
+            return HttpReply(response.status, response.headers, await response.read())
 
     async def close(self) -> None:
         """Close the session if this client made it."""
@@ -144,31 +140,35 @@ def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float
     return max(0.0, moment.timestamp() - (time.time() if now_s is None else now_s))
 
 
-def check_status(
+def classify_reply(
     reply: HttpReply,
     what: str,
+    items: Iterable[int],
     *,
+    reason: str,
     config_statuses: frozenset[int] = frozenset(),
     permanent_statuses: frozenset[int] = frozenset(),
-) -> str | None:
-    """Raise the sink error a failing answer means; return a detail if it is permanent.
+) -> Outcome:
+    """The Outcome an HTTP status means for the request that carried ``items`` (indices).
 
-    None means 2xx. A returned detail means the batch can never be delivered as it is:
-    the sink rejects its events under its own low-cardinality reason (``http_4xx``).
+    A permanent status refuses every one of ``items`` under the sink's low-cardinality
+    ``reason`` (e.g. ``http_4xx``), with the status and the start of the body as detail.
     """
     status = reply.status
     if 200 <= status < 300:
-        return None
+        return Outcome.delivered()
     message = f"{what}: HTTP {status}: {reply.excerpt()}"
     if status in {401, 403} or 300 <= status < 400 or status in config_statuses:
-        raise SinkConfigError(message, retry_after_s=reply.retry_after_s)
+        return Outcome.operator_needed(message, retry_after_s=reply.retry_after_s)
     if status == 413:
-        raise BatchTooLargeError(message)
+        return Outcome.too_large(message)
     if status in {408, 429} or (status >= 500 and status not in permanent_statuses):
-        raise RetryableSinkError(message, retry_after_s=reply.retry_after_s)
-    return message
+        return Outcome.unavailable(message, retry_after_s=reply.retry_after_s)
+    return Outcome.refused(items, reason, message)
 
 
-def reject_all(events: Sequence[Event], reason: str, detail: str) -> SendResult:
-    """A result rejecting every event for one permanent reason."""
-    return SendResult(rejected=[Rejection(event, reason, detail) for event in events])
+def classify_error(error: Exception, url: URL) -> Outcome:
+    """The Outcome of no answer from ``url``: TLS trouble needs an operator, the rest a retry."""
+    if isinstance(error, aiohttp.ClientSSLError):
+        return Outcome.operator_needed(f"TLS to {url.host} failed: {error}")
+    return Outcome.unavailable(f"{url} failed: {describe(error)}")

@@ -8,19 +8,22 @@ one ``send`` would hash that key to, computed once per producer session.
 
 A batch is acknowledged only when the future of every one of its record batches resolved
 (the broker acknowledged with ``acks``), so the pipeline never checkpoints what the broker
-does not have. Failures are classified, never retried here (Vector's model):
+does not have. Failures are classified (:meth:`KafkaSink.classify`, one pure mapping onto
+an Outcome), never retried here (Vector's model):
 
-- connection problems, timeouts and ``KafkaError.retriable`` -> RetryableSinkError;
-- unknown topic, authorization and authentication -> SinkConfigError (retried, not ready);
+- connection problems, timeouts and ``KafkaError.retriable`` -> unavailable (retried);
+- unknown topic, authorization and authentication -> operator needed (retried, not ready);
 - a record larger than ``max_request_bytes`` -> a Rejection (dead-lettered); the broker
-  refusing a multi-record batch for its size -> BatchTooLargeError (the pipeline splits);
-- any other permanent broker answer -> SinkConfigError: a broker that refuses us for a
+  refusing a multi-record batch for its size -> too large (the worker splits);
+- any other permanent broker answer -> operator needed: a broker that refuses us for a
   reason we do not know must be looked at, not fed our records into a dead-letter file.
 
 After a failed attempt the producer session is abandoned (its queued messages are failed,
-not delivered later) and the next ``send`` starts a fresh one, so a retried batch is not
+not delivered later) and the next ``send`` opens a fresh one, so a retried batch is not
 also sitting in the old producer's queue: retries add no duplicates beyond the requests
-that were already on the wire. The producer comes from a factory (a seam for tests).
+that were already on the wire. The worker starts and closes the sink; a fresh producer
+session within it is the sink's own affair. The producer comes from a factory (a seam
+for tests).
 
 Configuration and validation: :mod:`forwarder.sinks.kafka`.
 Producer API: https://aiokafka.readthedocs.io/en/stable/api.html#producer-class
@@ -39,13 +42,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from forwarder.encode import Event
-from forwarder.errors import (
-    BatchTooLargeError,
-    RetryableSinkError,
-    SinkConfigError,
-    SinkError,
-)
-from forwarder.sinks.base import Batch, Rejection, SendResult, Sink
+from forwarder.sinks.base import Batch, Sink
+from forwarder.sinks.outcome import Outcome, Rejection, Verdict, describe
 
 if TYPE_CHECKING:
     # Annotation only: the config module imports this one to build the sink.
@@ -120,8 +118,8 @@ class Producer(Protocol):
 
 
 ProducerFactory = Callable[[dict[str, Any]], Producer]
-# The events of one queued record batch and the future of its acknowledgement.
-_Sent = tuple[Sequence[Event], "asyncio.Future[Any]"]
+# The batch indices of one queued record batch's events and the future of its acknowledgement.
+_Sent = tuple[range, "asyncio.Future[Any]"]
 
 
 def aiokafka_producer(options: dict[str, Any]) -> Producer:
@@ -156,7 +154,11 @@ class KafkaSink(Sink):
         self._abandoned: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Connect and check that the topic exists; raise RetryableSinkError while unreachable."""
+        """Connect and check that the topic exists (a failure is classified and retried)."""
+        await self._open_session()
+
+    async def _open_session(self) -> None:
+        """Start a producer session unless one is open; bounded by ``delivery_timeout_ms``."""
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
@@ -168,23 +170,16 @@ class KafkaSink(Sink):
                 async with asyncio.timeout(self._delivery_timeout_s):
                     await producer.start()
                     partitions = await producer.partitions_for(self._topic)
-            except BaseException as error:
+            except BaseException:
                 self._abandon(producer, [])
-                if isinstance(error, TimeoutError):
-                    raise RetryableSinkError(
-                        f"kafka {','.join(self._config.bootstrap_servers)}: no answer within"
-                        f" delivery_timeout_ms={self._config.delivery_timeout_ms} at connect"
-                    ) from error
-                if isinstance(error, Exception):
-                    raise self._classify(error) from error
                 raise
             self._producer = producer
             self._partition = _partition_for(self._key, partitions)
 
-    async def send(self, batch: Batch) -> SendResult:
-        """Produce the batch; return once the broker acknowledged every message of it."""
+    async def send(self, batch: Batch) -> Outcome:
+        """Produce the batch; return once the broker answered for every message of it."""
         if self._producer is None:
-            await self.start()
+            await self._open_session()  # the last one was abandoned after a failure
         producer = self._producer
         assert producer is not None
         rejected: list[Rejection] = []
@@ -194,16 +189,16 @@ class KafkaSink(Sink):
                 await self._produce(producer, batch.events, sent, rejected)
                 if sent:
                     await asyncio.wait([future for _, future in sent])
-        except TimeoutError as error:
+        except TimeoutError:
             self._drop(producer, sent)
-            acked = sum(len(events) for events, future in sent if _succeeded(future))
-            raise RetryableSinkError(
+            acked = sum(len(indices) for indices, future in sent if _succeeded(future))
+            return Outcome.unavailable(
                 f"{len(batch.events) - acked} of {len(batch.events)} records not acknowledged"
                 f" within delivery_timeout_ms={self._config.delivery_timeout_ms}"
-            ) from error
-        except Exception as error:
+            )
+        except Exception:
             self._drop(producer, sent)
-            raise self._classify(error) from error
+            raise
         return self._result(producer, batch, sent, rejected)
 
     async def close(self) -> None:
@@ -232,18 +227,18 @@ class KafkaSink(Sink):
                 if added is not None:
                     continue
                 # Full: queue it; this record opens the next one.
-                sent.append((events[first:index], await self._queue(producer, builder)))
+                sent.append((range(first, index), await self._queue(producer, builder)))
                 builder = None
             # An empty record batch takes a record of any size: check it as send() would.
             size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
             if size > self._max_request_bytes:
-                rejected.append(Rejection(event, "kafka_record_too_large", _too_large(size)))
+                rejected.append(Rejection(index, "kafka_record_too_large", _too_large(size)))
                 continue
             builder = producer.create_batch()
             builder.append(timestamp=None, key=key, value=value, headers=headers)
             first = index
         if builder is not None:
-            sent.append((events[first:], await self._queue(producer, builder)))
+            sent.append((range(first, len(events)), await self._queue(producer, builder)))
 
     async def _queue(self, producer: Producer, builder: RecordBatch) -> asyncio.Future[Any]:
         return await producer.send_batch(builder, self._topic, partition=self._partition)
@@ -254,22 +249,25 @@ class KafkaSink(Sink):
         batch: Batch,
         sent: list[_Sent],
         rejected: list[Rejection],
-    ) -> SendResult:
-        failures = [(events, _failure(future)) for events, future in sent if not _succeeded(future)]
+    ) -> Outcome:
+        failures = [
+            (indices, _failure(future)) for indices, future in sent if not _succeeded(future)
+        ]
         if not failures:
-            return SendResult(rejected=rejected)
-        for events, error in failures:
+            return Outcome.answered(rejected=rejected)
+        for indices, error in failures:
             if isinstance(error, _SIZE_ERRORS):
                 if len(batch.events) > 1:
-                    raise BatchTooLargeError(f"the broker refused a message set: {error}")
-                rejected.extend(Rejection(e, "kafka_record_too_large", str(error)) for e in events)
+                    return Outcome.too_large(f"the broker refused a message set: {error}")
+                rejected.extend(Rejection(i, "kafka_record_too_large", str(error)) for i in indices)
         remaining = [error for _, error in failures if not isinstance(error, _SIZE_ERRORS)]
         if not remaining:
-            return SendResult(rejected=rejected)
+            return Outcome.answered(rejected=rejected)
         self._drop(producer, sent)
-        classified = [self._classify(error) for error in remaining]
+        classified = [self.classify(error) for error in remaining]
         # A configuration problem is the one a person must see on /readyz first.
-        raise next((e for e in classified if isinstance(e, SinkConfigError)), classified[0])
+        needed = [o for o in classified if o.verdict is Verdict.OPERATOR_NEEDED]
+        return (needed or classified)[0]
 
     def _headers(self, event: Event) -> list[tuple[str, bytes]]:
         headers: list[tuple[str, bytes]] = []
@@ -282,25 +280,31 @@ class KafkaSink(Sink):
                     headers.append((name, str(value).encode()))
         return headers
 
-    def _classify(self, error: BaseException) -> SinkError:
-        """Map an aiokafka (or socket) failure onto the error tree."""
-        if isinstance(error, SinkError):
-            return error
+    def classify(self, error: BaseException) -> Outcome:
+        """Map an aiokafka (or socket) failure, or no answer in time, onto an Outcome."""
         where = f"kafka {','.join(self._config.bootstrap_servers)} topic {self._topic!r}"
+        if isinstance(error, TimeoutError):  # only our own delivery_timeout_ms bound raises it
+            return Outcome.unavailable(
+                f"{where}: no answer within delivery_timeout_ms={self._config.delivery_timeout_ms}"
+            )
         if isinstance(error, kafka_errors.UnknownTopicOrPartitionError):
-            return SinkConfigError(f"{where}: the topic does not exist (or is not visible to us)")
+            return Outcome.operator_needed(
+                f"{where}: the topic does not exist (or is not visible to us)"
+            )
         hint = ""
         if self._config.enable_idempotence and isinstance(error, _IDEMPOTENCE_SUSPECTS):
             hint = " (a broker without idempotent producing needs enable_idempotence = false)"
         if isinstance(error, _CONFIG_ERRORS):
-            return SinkConfigError(f"{where}: refused: {_describe(error)}{hint}")
+            return Outcome.operator_needed(f"{where}: refused: {describe(error)}{hint}")
         # ProducerClosed: another batch's failure abandoned the session this one was using.
         transient = OSError | kafka_errors.KafkaTimeoutError | kafka_errors.ProducerClosed
         if isinstance(error, transient) or (
             isinstance(error, kafka_errors.KafkaError) and error.retriable
         ):
-            return RetryableSinkError(f"{where}: {_describe(error)}")
-        return SinkConfigError(f"{where}: unexpected broker answer: {_describe(error)}{hint}")
+            return Outcome.unavailable(f"{where}: {describe(error)}")
+        return Outcome.operator_needed(
+            f"{where}: unexpected broker answer: {describe(error)}{hint}"
+        )
 
     def _drop(self, producer: Producer, sent: list[_Sent]) -> None:
         """Abandon the current producer session; the next send starts a new one."""
@@ -325,7 +329,7 @@ async def _stop_now(producer: Producer, futures: list[asyncio.Future[Any]]) -> N
         await producer.stop()
     except Exception as error:
         # Nothing to save: the session's messages were already failed and will be resent.
-        _log.warning("kafka_producer_stop_failed", error=_describe(error))
+        _log.warning("kafka_producer_stop_failed", error=describe(error))
     for future in futures:
         if future.done() and not future.cancelled():
             future.exception()  # mark retrieved: asyncio would log each one
@@ -358,11 +362,6 @@ def _failure(future: asyncio.Future[Any]) -> BaseException:
     error = future.exception()
     assert error is not None
     return error
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 __all__ = [

@@ -10,7 +10,7 @@ What Loki would refuse is refused here first (label rules, line size, age), so a
 batch never fails for one bad entry. Answers: 2xx stored (260: stored nothing, by
 policy: dead-lettered as ``loki_blocked``); 400 is a partial success, never retried:
 the ignored entries are dead-lettered as ``loki_400`` with Loki's reason; 404 (wrong
-endpoint) is a configuration error; the rest as in :mod:`forwarder.sinks.httpclient`
+endpoint) needs an operator; the rest as in :mod:`forwarder.sinks.httpclient`
 (other 4xx: ``loki_4xx``).
 """
 
@@ -26,10 +26,11 @@ import structlog
 
 from forwarder.encode import Event
 from forwarder.sinks import loki_push
-from forwarder.sinks.base import Batch, Rejection, SendResult, Sink
-from forwarder.sinks.httpclient import HttpClient, check_status, compress
+from forwarder.sinks.base import Batch, Sink
+from forwarder.sinks.httpclient import HttpClient, classify_error, classify_reply, compress
 from forwarder.sinks.loki_config import MAX_LABEL_VALUE_BYTES, LokiSinkConfig
 from forwarder.sinks.loki_push import Entry, LabelSet, Stream
+from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 
 _MAX_CACHED_LABEL_SETS: Final = 4096
 _CONFIG: Final = frozenset({404})  # a wrong endpoint path: a configuration problem
@@ -66,28 +67,32 @@ class LokiSink(Sink):
         """Open the connection pool."""
         await self._client.start()
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, batch: Batch) -> Outcome:
         """Push the batch; entries Loki (or our pre-check) refused come back as rejected."""
         rejected: list[Rejection] = []
         labelled: list[tuple[LabelSet, Entry]] = []
+        index_of: dict[int, int] = {}  # id(entry) -> its index in the batch
         now_ns = self._clock() * 1e9
-        for event in batch.events:
+        for index, event in enumerate(batch.events):
             labels, entry, problem = self._entry(event, now_ns)
             if problem is not None:
-                rejected.append(Rejection(event, problem[0], problem[1]))
+                rejected.append(Rejection(index, problem[0], problem[1]))
             else:
                 labelled.append((labels, entry))
+                index_of[id(entry)] = index
         if not labelled:
-            return SendResult(rejected=rejected)
+            return Outcome.answered(rejected=rejected)
         streams = loki_push.group_streams(labelled)
         body, headers = self._body(streams)
         reply = await self._client.send(body, headers)
         if reply.status == 260:
             blocked = f"Loki blocked ingestion (HTTP 260): {reply.excerpt()}"
-            rejected += [Rejection(entry.event, "loki_blocked", blocked) for _, entry in labelled]
+            rejected += [Rejection(index, "loki_blocked", blocked) for index in index_of.values()]
         elif reply.status == 400:
             ignored = loki_push.rejected_entries(reply.body.decode("utf-8", "replace"), streams)
-            rejected += [Rejection(e.event, "loki_400", why) for e, why in ignored.values()]
+            rejected += [
+                Rejection(index_of[key], "loki_400", why) for key, (_, why) in ignored.items()
+            ]
             _log.warning(
                 "loki_partial_success",
                 sink=self.name,
@@ -95,9 +100,18 @@ class LokiSink(Sink):
                 sent=len(labelled),
                 reasons=sorted({why for _, why in ignored.values()})[:5],
             )
-        elif (detail := check_status(reply, self._what, config_statuses=_CONFIG)) is not None:
-            rejected += [Rejection(entry.event, "loki_4xx", detail) for _, entry in labelled]
-        return SendResult(rejected=rejected)
+        else:
+            outcome = classify_reply(
+                reply, self._what, index_of.values(), reason="loki_4xx", config_statuses=_CONFIG
+            )
+            if outcome.verdict is not Verdict.ANSWERED:
+                return outcome
+            rejected += outcome.rejected
+        return Outcome.answered(rejected=rejected)
+
+    def classify(self, error: Exception) -> Outcome:
+        """No answer from Loki (see :func:`classify_error`)."""
+        return classify_error(error, self._client.url)
 
     async def close(self) -> None:
         """Close the connection pool."""

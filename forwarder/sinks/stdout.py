@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import BinaryIO, Literal
+from typing import BinaryIO, ClassVar, Literal
 
 from forwarder.errors import OutputClosedError
-from forwarder.sinks.base import Batch, SendResult, Sink, SinkConfigBase, SinkContext
+from forwarder.sinks.base import Batch, Sink, SinkConfigBase, SinkContext
+from forwarder.sinks.outcome import Outcome
 
 
 class StdoutSinkConfig(SinkConfigBase):
@@ -25,20 +26,22 @@ class StdoutSinkConfig(SinkConfigBase):
 
 
 class StdoutSink(Sink):
-    """Writes each event as one JSON line to a binary stream."""
+    """Writes each event as one JSON line to a binary stream, one batch at a time."""
+
+    max_in_flight: ClassVar[int | None] = 1
 
     def __init__(self, name: str, stream: BinaryIO) -> None:
         super().__init__(name)
         self._stream = stream
 
-    async def send(self, batch: Batch) -> SendResult:
+    async def send(self, batch: Batch) -> Outcome:
         """Write and flush the batch; a closed pipe stops the forwarder (nothing to retry)."""
         payload = b"".join(event.json + b"\n" for event in batch.events)
         try:
             await asyncio.to_thread(self._write, payload)
         except BrokenPipeError as error:
             raise OutputClosedError("stdout was closed by its reader") from error
-        return SendResult()
+        return Outcome.delivered()
 
     def _write(self, payload: bytes) -> None:
         self._stream.write(payload)

@@ -8,14 +8,10 @@ from typing import Any
 import pytest
 
 from forwarder.config import parse_config
-from forwarder.errors import (
-    BatchTooLargeError,
-    ConfigError,
-    RetryableSinkError,
-    SinkConfigError,
-)
-from forwarder.sinks.base import Batch
+from forwarder.errors import ConfigError
+from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
+from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.elasticsearch import ElasticsearchReceiver, ItemRule
 from tests.support.events import make_events
@@ -28,12 +24,12 @@ def es_config(receiver: ElasticsearchReceiver, **options: Any) -> ElasticsearchS
     )
 
 
-async def send(config: ElasticsearchSinkConfig, events: list[Any]) -> Any:
-    """Send one batch through a fresh sink."""
+async def send(config: ElasticsearchSinkConfig, events: list[Any]) -> Outcome:
+    """Send one batch through a fresh sink; its Outcome (no answer classified as the worker does)."""
     sink = ElasticsearchSink("es", config)
     await sink.start()
     try:
-        return await sink.send(Batch(events))
+        return await outcome_of(sink, sink.send(Batch(events)))
     finally:
         await sink.close()
 
@@ -44,7 +40,7 @@ async def test_every_record_is_stored_under_its_id(compression):
     events = make_events([f"doc {i}" for i in range(25)])
     async with ElasticsearchReceiver() as es:
         result = await send(es_config(es, compression=compression), events)
-        assert (result.rejected, result.retry, result.duplicates) == ([], [], 0)
+        assert result == Outcome.delivered()
         assert list(es.docs) == [event.id for event in events]
         assert [doc["@timestamp"] for doc in es.docs_containing("doc ")] == [
             event.fields["@timestamp"] for event in events
@@ -61,7 +57,7 @@ async def test_resend_with_create_counts_duplicates():
         config = es_config(es)
         await send(config, events)
         result = await send(config, events)
-        assert (result.duplicates, result.rejected, result.retry) == (5, [], [])
+        assert (result.duplicates, result.rejected, result.retry) == (5, (), ())
         assert es.requests[0].body == es.requests[1].body
 
 
@@ -76,11 +72,11 @@ async def test_mixed_item_statuses_retry_alone_and_dead_letter_the_rest():
         ]
         config = es_config(es)
         result = await send(config, events)
-        assert [event.id for event in result.retry] == [events[1].id, events[4].id]
-        assert [(r.event.id, r.reason) for r in result.rejected] == [(events[3].id, "es_mapping")]
+        assert result.retry == (1, 4)
+        assert [(r.index, r.reason) for r in result.rejected] == [(3, "es_mapping")]
         assert "mapper_parsing_exception" in result.rejected[0].detail
-        again = await send(config, result.retry)
-        assert (again.retry, again.rejected, again.duplicates) == ([], [], 0)
+        again = await send(config, [events[i] for i in result.retry])
+        assert again == Outcome.delivered()
         assert sorted(es.docs) == sorted(
             e.id for e in events if "broken" not in e.fields["message"]
         )
@@ -105,29 +101,28 @@ async def test_index_action_overwrites_on_a_plain_index():
         config = es_config(es, action="index")
         await send(config, events)
         result = await send(config, events)
-        assert (result.duplicates, result.rejected) == (0, [])
+        assert result == Outcome.delivered()
         assert es.item_statuses == [201, 200]
 
 
 @pytest.mark.parametrize(
-    ("reply", "error", "retry_after_s"),
+    ("reply", "verdict", "retry_after_s"),
     [
-        (Reply(429, "{}", {"Retry-After": "3"}), RetryableSinkError, 3.0),
-        (Reply(502, "bad gateway"), RetryableSinkError, None),
-        (Reply(413, "too large"), BatchTooLargeError, None),
-        (Reply(401, "no auth"), SinkConfigError, None),
-        (Reply(404, "no such path"), SinkConfigError, None),
-        (Reply(200, "not json"), RetryableSinkError, None),
-        (Reply(200, '{"errors": false, "items": []}'), RetryableSinkError, None),
+        (Reply(429, "{}", {"Retry-After": "3"}), Verdict.UNAVAILABLE, 3.0),
+        (Reply(502, "bad gateway"), Verdict.UNAVAILABLE, None),
+        (Reply(413, "too large"), Verdict.TOO_LARGE, None),
+        (Reply(401, "no auth"), Verdict.OPERATOR_NEEDED, None),
+        (Reply(404, "no such path"), Verdict.OPERATOR_NEEDED, None),
+        (Reply(200, "not json"), Verdict.UNAVAILABLE, None),
+        (Reply(200, '{"errors": false, "items": []}'), Verdict.UNAVAILABLE, None),
     ],
 )
-async def test_whole_request_status_classes(reply, error, retry_after_s):
-    """Whole-request answers map to split, retry, config error or dead-letter."""
+async def test_whole_request_status_classes(reply, verdict, retry_after_s):
+    """Whole-request answers map to split, retry or operator needed."""
     async with ElasticsearchReceiver() as es:
         es.script(reply)
-        with pytest.raises(error) as raised:
-            await send(es_config(es), make_events(["x"]))
-        assert getattr(raised.value, "retry_after_s", None) == retry_after_s
+        outcome = await send(es_config(es), make_events(["x"]))
+    assert (outcome.verdict, outcome.retry_after_s) == (verdict, retry_after_s)
 
 
 async def test_whole_request_4xx_dead_letters_the_batch():
@@ -136,16 +131,14 @@ async def test_whole_request_4xx_dead_letters_the_batch():
     async with ElasticsearchReceiver() as es:
         es.script(Reply(400, "malformed"))
         result = await send(es_config(es), events)
-    assert [(r.event.id, r.reason) for r in result.rejected] == [
-        (e.id, "es_request") for e in events
-    ]
+    assert [(r.index, r.reason) for r in result.rejected] == [(0, "es_request"), (1, "es_request")]
 
 
 async def test_max_bulk_bytes_splits_before_sending():
-    """A bulk body over max_bulk_bytes is refused locally, so no request is made."""
+    """A bulk body over max_bulk_bytes is answered 'too large' locally, so no request is made."""
     async with ElasticsearchReceiver() as es:
-        with pytest.raises(BatchTooLargeError):
-            await send(es_config(es, max_bulk_bytes=1024), make_events(["z" * 400] * 4))
+        outcome = await send(es_config(es, max_bulk_bytes=1024), make_events(["z" * 400] * 4))
+        assert outcome.verdict is Verdict.TOO_LARGE
         assert es.requests == []
 
 
@@ -161,8 +154,8 @@ async def test_api_key_from_file(tmp_path: Path):
 async def test_wrong_credentials_are_a_configuration_error():
     """A 401 for bad credentials keeps the data and signals a configuration problem."""
     async with ElasticsearchReceiver(authorization="Bearer right") as es:
-        with pytest.raises(SinkConfigError):
-            await send(es_config(es, bearer_token="wrong"), make_events(["x"]))
+        outcome = await send(es_config(es, bearer_token="wrong"), make_events(["x"]))
+    assert outcome.verdict is Verdict.OPERATOR_NEEDED
 
 
 @pytest.mark.parametrize(

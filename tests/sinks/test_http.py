@@ -14,15 +14,11 @@ import orjson
 import pytest
 
 from forwarder.config import parse_config
-from forwarder.errors import (
-    BatchTooLargeError,
-    ConfigError,
-    RetryableSinkError,
-    SinkConfigError,
-)
-from forwarder.sinks.base import Batch
+from forwarder.errors import ConfigError
+from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.http import HttpSink, HttpSinkConfig, idempotency_key
 from forwarder.sinks.httpclient import parse_retry_after
+from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.http import HttpReceiver
 from tests.support.events import make_events
@@ -35,12 +31,12 @@ def http_config(receiver: HttpReceiver, **options: Any) -> HttpSinkConfig:
     )
 
 
-async def send(config: HttpSinkConfig, events: list[Any]) -> Any:
-    """Send one batch through a fresh sink."""
+async def send(config: HttpSinkConfig, events: list[Any]) -> Outcome:
+    """Send one batch through a fresh sink; its Outcome (no answer classified as the worker does)."""
     sink = HttpSink("http", config)
     await sink.start()
     try:
-        return await sink.send(Batch(events))
+        return await outcome_of(sink, sink.send(Batch(events)))
     finally:
         await sink.close()
 
@@ -91,55 +87,56 @@ async def test_idempotency_key_is_stable_per_batch_and_differs_for_halves():
 
 
 @pytest.mark.parametrize(
-    ("reply", "error"),
+    ("reply", "expected"),
     [
-        (Reply(408, "timeout"), RetryableSinkError),
-        (Reply(429, "", {"Retry-After": "5"}), RetryableSinkError),
-        (Reply(500, "oops"), RetryableSinkError),
-        (Reply(503, "later"), RetryableSinkError),
+        (Reply(408, "timeout"), Verdict.UNAVAILABLE),
+        (Reply(429, "", {"Retry-After": "5"}), Verdict.UNAVAILABLE),
+        (Reply(500, "oops"), Verdict.UNAVAILABLE),
+        (Reply(503, "later"), Verdict.UNAVAILABLE),
         (Reply(501, "not implemented"), "http_5xx"),
         (Reply(400, "bad"), "http_4xx"),
-        (Reply(404, "gone"), SinkConfigError),
-        (Reply(301, "moved"), SinkConfigError),
+        (Reply(404, "gone"), Verdict.OPERATOR_NEEDED),
+        (Reply(301, "moved"), Verdict.OPERATOR_NEEDED),
         (Reply(422, "no"), "http_4xx"),
-        (Reply(401, "who"), SinkConfigError),
-        (Reply(403, "no"), SinkConfigError),
-        (Reply(413, "big"), BatchTooLargeError),
+        (Reply(401, "who"), Verdict.OPERATOR_NEEDED),
+        (Reply(403, "no"), Verdict.OPERATOR_NEEDED),
+        (Reply(413, "big"), Verdict.TOO_LARGE),
     ],
 )
-async def test_status_classes(reply, error):
-    """408/429/5xx retry, 501 and other 4xx dead-letter the batch, auth is config, 413 splits."""
+async def test_status_classes(reply, expected):
+    """408/429/5xx retry, 501 and other 4xx refuse the batch, auth needs an operator, 413 splits."""
     events = make_events(["x", "y"])
     async with HttpReceiver() as receiver:
         receiver.script(reply)
-        if isinstance(error, str):
-            result = await send(http_config(receiver), events)
-            assert [(r.event.id, r.reason) for r in result.rejected] == [
-                (e.id, error) for e in events
-            ]
-            assert f"HTTP {reply.status}" in result.rejected[0].detail
-        else:
-            with pytest.raises(error):
-                await send(http_config(receiver), events)
+        outcome = await send(http_config(receiver), events)
+    if isinstance(expected, str):
+        assert outcome.verdict is Verdict.ANSWERED
+        assert [(r.index, r.reason) for r in outcome.rejected] == [(0, expected), (1, expected)]
+        assert f"HTTP {reply.status}" in outcome.rejected[0].detail
+    else:
+        assert outcome.verdict is expected
+        assert f"HTTP {reply.status}" in outcome.detail
+    assert outcome.retry_after_s == (5.0 if reply.status == 429 else None)
 
 
 async def test_retry_after_http_date_is_honoured():
-    """A Retry-After given as an HTTP-date becomes seconds on the retryable error."""
+    """A Retry-After given as an HTTP-date becomes seconds on the 'unavailable' outcome."""
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     async with HttpReceiver() as receiver:
         receiver.script(Reply(503, "", {"Retry-After": when}))
-        with pytest.raises(RetryableSinkError) as raised:
-            await send(http_config(receiver), make_events(["x"]))
-    assert raised.value.retry_after_s is not None
-    assert 100 < raised.value.retry_after_s <= 120
+        outcome = await send(http_config(receiver), make_events(["x"]))
+    assert outcome.verdict is Verdict.UNAVAILABLE
+    assert outcome.retry_after_s is not None
+    assert 100 < outcome.retry_after_s <= 120
 
 
 async def test_timeout_is_retryable():
-    """A receiver slower than timeout_s gives a RetryableSinkError."""
+    """A receiver slower than timeout_s is no answer: 'unavailable', retried."""
     async with HttpReceiver() as receiver:
         receiver.script(Reply(200, "late", delay_s=5))
-        with pytest.raises(RetryableSinkError, match="Timeout"):
-            await send(http_config(receiver, timeout_s=0.2), make_events(["x"]))
+        outcome = await send(http_config(receiver, timeout_s=0.2), make_events(["x"]))
+    assert outcome.verdict is Verdict.UNAVAILABLE
+    assert "Timeout" in outcome.detail
 
 
 @pytest.mark.parametrize(
@@ -239,9 +236,10 @@ async def test_tls_verify_false_skips_verification(server_tls):
 
 
 async def test_untrusted_certificate_is_a_configuration_error(server_tls):
-    """A certificate the CA bundle does not trust is a SinkConfigError (data kept)."""
+    """A certificate the CA bundle does not trust needs an operator (retried, data kept)."""
     context, _ = server_tls
     async with HttpReceiver(tls=context) as receiver:
-        with pytest.raises(SinkConfigError, match="TLS"):
-            await send(http_config(receiver), make_events(["x"]))
+        outcome = await send(http_config(receiver), make_events(["x"]))
         assert receiver.requests == []
+    assert outcome.verdict is Verdict.OPERATOR_NEEDED
+    assert "TLS" in outcome.detail

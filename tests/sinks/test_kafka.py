@@ -14,10 +14,10 @@ from aiokafka import errors as kafka_errors
 
 from forwarder.config import parse_config
 from forwarder.encode import Event, Identity, encode_gap, encode_record
-from forwarder.errors import BatchTooLargeError, ConfigError, RetryableSinkError, SinkConfigError
+from forwarder.errors import ConfigError
 from forwarder.kmsg import Record
 from forwarder.sinks import KafkaSinkConfig
-from forwarder.sinks.base import Batch, SinkContext
+from forwarder.sinks.base import Batch, SinkContext, outcome_of
 from forwarder.sinks.kafka import best_compression
 from forwarder.sinks.kafka_sink import (
     KafkaSink,
@@ -25,6 +25,7 @@ from forwarder.sinks.kafka_sink import (
     RecordBatch,
     aiokafka_producer,
 )
+from forwarder.sinks.outcome import Outcome, Verdict
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,
@@ -173,8 +174,8 @@ async def test_batch_arrives_once_in_order_with_key_and_headers(kafka_broker: Ka
     )
     await sink.start()
     try:
-        assert (await sink.send(Batch(batch))).rejected == []
-        assert (await sink.send(Batch([gap]))).rejected == []
+        assert await sink.send(Batch(batch)) == Outcome.delivered()
+        assert await sink.send(Batch([gap])) == Outcome.delivered()
     finally:
         await sink.close()
     messages = await consume(kafka_broker.bootstrap, topic, done=all_of(301))
@@ -207,9 +208,7 @@ async def test_too_large_record_is_rejected_and_the_rest_delivered(
         result = await sink.send(Batch(batch))
     finally:
         await sink.close()
-    assert [(r.event.id, r.reason) for r in result.rejected] == [
-        (batch[2].id, "kafka_record_too_large")
-    ]
+    assert [(r.index, r.reason) for r in result.rejected] == [(2, "kafka_record_too_large")]
     messages = await consume(kafka_broker.bootstrap, topic, done=all_of(4))
     assert [m.value for m in messages] == [e.json for e in batch if e is not batch[2]]
 
@@ -222,7 +221,7 @@ async def test_record_batches_keep_order_in_the_partition_send_picks(
     sink = build(sink_config(kafka_broker.bootstrap, topic, max_batch_bytes=1024))
     batch = events(1, 200, size=100)
     try:
-        assert (await sink.send(Batch(batch))).rejected == []
+        assert await sink.send(Batch(batch)) == Outcome.delivered()
     finally:
         await sink.close()
     producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, enable_idempotence=False)
@@ -236,8 +235,8 @@ async def test_record_batches_keep_order_in_the_partition_send_picks(
     assert [m.value for m in messages] == [e.json for e in batch] + [b"reference"]
 
 
-async def test_outage_raises_retryable_then_heals(proxied_kafka_broker: ProxiedBroker) -> None:
-    """While the network is cut send raises RetryableSinkError; after it heals, nothing is missing."""
+async def test_outage_is_unavailable_then_heals(proxied_kafka_broker: ProxiedBroker) -> None:
+    """While the network is cut send and start come back 'unavailable'; after it heals, nothing is missing."""
     broker, proxy = proxied_kafka_broker.broker, proxied_kafka_broker.proxy
     topic = broker.create_topic()
     config = sink_config(broker.bootstrap, topic, request_timeout_ms=1000, delivery_timeout_ms=2000)
@@ -246,11 +245,11 @@ async def test_outage_raises_retryable_then_heals(proxied_kafka_broker: ProxiedB
         await sink.send(Batch(events(1, 50)))
         proxy.cut()
         for attempt in range(3):
-            with pytest.raises(RetryableSinkError):
-                await sink.send(Batch(events(51, 50)))
+            outcome = await outcome_of(sink, sink.send(Batch(events(51, 50))))
+            assert outcome.verdict is Verdict.UNAVAILABLE
             if attempt == 0:
-                with pytest.raises(RetryableSinkError):
-                    await sink.start()
+                outcome = await outcome_of(sink, sink.start())
+                assert outcome.verdict is Verdict.UNAVAILABLE
         proxy.restore()
         await sink.send(Batch(events(51, 50)))
         await sink.send(Batch(events(101, 50)))
@@ -262,25 +261,27 @@ async def test_outage_raises_retryable_then_heals(proxied_kafka_broker: ProxiedB
 
 
 async def test_unreachable_broker_at_start_is_retryable() -> None:
-    """Nothing listening on the bootstrap address: start() and send() raise RetryableSinkError."""
+    """Nothing listening on the bootstrap address: start() and send() are classified 'unavailable'."""
     config = sink_config(
         f"127.0.0.1:{free_port()}", "t", request_timeout_ms=1000, delivery_timeout_ms=1500
     )
     sink = build(config)
-    with pytest.raises(RetryableSinkError, match=r"127\.0\.0\.1"):
-        await sink.start()
-    with pytest.raises(RetryableSinkError):
-        await sink.send(Batch(events(1, 1)))
+    started = await outcome_of(sink, sink.start())
+    assert started.verdict is Verdict.UNAVAILABLE
+    assert "127.0.0.1" in started.detail
+    sent = await outcome_of(sink, sink.send(Batch(events(1, 1))))
+    assert sent.verdict is Verdict.UNAVAILABLE
     await sink.close()
 
 
 async def test_broker_without_idempotence_is_a_config_problem(kafka_broker: KafkaBroker) -> None:
-    """Tansu refuses InitProducerId: with idempotence on, send says so as a SinkConfigError."""
+    """Tansu refuses InitProducerId: with idempotence on, send says an operator must set it off."""
     topic = kafka_broker.create_topic()
     sink = build(sink_config(kafka_broker.bootstrap, topic, enable_idempotence=True))
     try:
-        with pytest.raises(SinkConfigError, match="enable_idempotence = false"):
-            await sink.send(Batch(events(1, 3)))
+        outcome = await outcome_of(sink, sink.send(Batch(events(1, 3))))
+        assert outcome.verdict is Verdict.OPERATOR_NEEDED
+        assert "enable_idempotence = false" in outcome.detail
     finally:
         await sink.close()
 
@@ -390,46 +391,47 @@ class Factory:
 
 
 CONFIG = sink_config("127.0.0.1:9", "logs")
+OPERATOR, UNAVAILABLE = Verdict.OPERATOR_NEEDED, Verdict.UNAVAILABLE
 
 
 @pytest.mark.parametrize(
     ("error", "expected", "message"),
     [
-        (kafka_errors.UnknownTopicOrPartitionError(), SinkConfigError, "does not exist"),
-        (kafka_errors.TopicAuthorizationFailedError("logs"), SinkConfigError, "TopicAuthorization"),
-        (kafka_errors.SaslAuthenticationFailed(), SinkConfigError, "SaslAuthentication"),
-        (kafka_errors.KafkaConnectionError("reset"), RetryableSinkError, "reset"),
-        (kafka_errors.KafkaTimeoutError(), RetryableSinkError, "KafkaTimeoutError"),
-        (kafka_errors.NotLeaderForPartitionError(), RetryableSinkError, "NotLeader"),
-        (ConnectionRefusedError(111, "refused"), RetryableSinkError, "refused"),
-        (kafka_errors.ProducerClosed(), RetryableSinkError, "ProducerClosed"),
-        (kafka_errors.CorruptRecordException(), SinkConfigError, "unexpected broker answer"),
+        (kafka_errors.UnknownTopicOrPartitionError(), OPERATOR, "does not exist"),
+        (kafka_errors.TopicAuthorizationFailedError("logs"), OPERATOR, "TopicAuthorization"),
+        (kafka_errors.SaslAuthenticationFailed(), OPERATOR, "SaslAuthentication"),
+        (kafka_errors.KafkaConnectionError("reset"), UNAVAILABLE, "reset"),
+        (kafka_errors.KafkaTimeoutError(), UNAVAILABLE, "KafkaTimeoutError"),
+        (kafka_errors.NotLeaderForPartitionError(), UNAVAILABLE, "NotLeader"),
+        (ConnectionRefusedError(111, "refused"), UNAVAILABLE, "refused"),
+        (kafka_errors.ProducerClosed(), UNAVAILABLE, "ProducerClosed"),
+        (kafka_errors.CorruptRecordException(), OPERATOR, "unexpected broker answer"),
     ],
 )
 @pytest.mark.parametrize("where", ["start", "send", "future"])
 async def test_failures_are_classified(
-    error: Exception, expected: type[Exception], message: str, where: str
+    error: Exception, expected: Verdict, message: str, where: str
 ) -> None:
-    """Auth and unknown topic are config problems, transient ones retryable, none is dropped."""
+    """Auth and unknown topic need an operator, transient ones are retried, none is dropped."""
     scripted = ScriptedProducer(**{f"{where}_error": error})
     factory = Factory(scripted)
     sink = build(CONFIG, producer_factory=factory)
-    with pytest.raises(expected, match=message) as raised:
-        await sink.send(Batch(events(1, 3)))
-    if expected is RetryableSinkError:
-        assert not isinstance(raised.value, SinkConfigError)
+    outcome = await outcome_of(sink, sink.send(Batch(events(1, 3))))
+    assert outcome.verdict is expected
+    assert message in outcome.detail
     await sink.close()
     assert scripted.stopped
 
 
 async def test_broker_that_never_answers_at_connect_is_retryable() -> None:
-    """A connect that hangs becomes a RetryableSinkError after delivery_timeout_ms, not a stuck sink."""
+    """A connect that hangs is 'unavailable' after delivery_timeout_ms, not a stuck sink."""
     hanging = ScriptedProducer()
     hanging.start_hangs = True
     config = sink_config("127.0.0.1:9", "logs", request_timeout_ms=100, delivery_timeout_ms=200)
     sink = build(config, producer_factory=Factory(hanging))
-    with pytest.raises(RetryableSinkError, match="no answer"):
-        await sink.start()
+    outcome = await outcome_of(sink, sink.start())
+    assert outcome.verdict is Verdict.UNAVAILABLE
+    assert "no answer" in outcome.detail
     await sink.close()
     assert hanging.stopped
 
@@ -438,9 +440,9 @@ async def test_failed_attempt_starts_a_new_producer_session() -> None:
     """After a failure the old producer is stopped and the retry goes through a fresh one."""
     factory = Factory(ScriptedProducer(future_error=kafka_errors.RequestTimedOutError()))
     sink = build(CONFIG, producer_factory=factory)
-    with pytest.raises(RetryableSinkError):
-        await sink.send(Batch(events(1, 3)))
-    await sink.send(Batch(events(1, 3)))
+    outcome = await outcome_of(sink, sink.send(Batch(events(1, 3))))
+    assert outcome.verdict is Verdict.UNAVAILABLE
+    assert await sink.send(Batch(events(1, 3))) == Outcome.delivered()
     await sink.close()
     assert len(factory.made) == 2
     assert factory.made[0].stopped
@@ -455,7 +457,7 @@ async def test_full_record_batches_are_queued_in_order_around_a_rejection() -> N
     batch = [*events(1, 3), *events(4, 1, size=CONFIG.max_request_bytes), *events(5, 2)]
     result = await sink.send(Batch(batch))
     await sink.close()
-    assert [(r.event, r.reason) for r in result.rejected] == [(batch[3], "kafka_record_too_large")]
+    assert [(r.index, r.reason) for r in result.rejected] == [(3, "kafka_record_too_large")]
     assert "MessageSizeTooLargeError" in result.rejected[0].detail
     assert scripted.sent == [e.json for e in batch if e is not batch[3]]
     assert [count for _, count in scripted.batches] == [2, 1, 2]
@@ -467,11 +469,9 @@ async def test_broker_size_refusal_splits_then_dead_letters() -> None:
     too_large = kafka_errors.MessageSizeTooLargeError()
     factory = Factory(ScriptedProducer(future_error=too_large))
     sink = build(CONFIG, producer_factory=factory)
-    with pytest.raises(BatchTooLargeError):
-        await sink.send(Batch(events(1, 2)))
-    single = events(1, 1)
-    result = await sink.send(Batch(single))
-    assert [r.event for r in result.rejected] == single
+    assert (await sink.send(Batch(events(1, 2)))).verdict is Verdict.TOO_LARGE
+    result = await sink.send(Batch(events(1, 1)))
+    assert [(r.index, r.reason) for r in result.rejected] == [(0, "kafka_record_too_large")]
     await sink.close()
 
 

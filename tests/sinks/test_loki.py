@@ -14,14 +14,12 @@ import pytest
 from forwarder.config import parse_config
 from forwarder.encode import format_timestamp
 from forwarder.errors import (
-    BatchTooLargeError,
     ConfigError,
-    RetryableSinkError,
-    SinkConfigError,
 )
-from forwarder.sinks.base import Batch
+from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.loki import LokiSink, LokiSinkConfig
 from forwarder.sinks.loki_push import Entry, Stream, protobuf_body, rejected_entries
+from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.loki import LokiReceiver, decode_protobuf_push, go_time
 from tests.support.events import gap_event, identity, make_events
@@ -38,12 +36,12 @@ def loki_config(receiver: LokiReceiver, **options: Any) -> LokiSinkConfig:
     return LokiSinkConfig.model_validate({"type": "loki", "endpoint": receiver.url, **options})
 
 
-async def send(config: LokiSinkConfig, events: list[Any], **kwargs: Any) -> Any:
-    """Send one batch through a fresh sink."""
+async def send(config: LokiSinkConfig, events: list[Any], **kwargs: Any) -> Outcome:
+    """Send one batch through a fresh sink; its Outcome (no answer classified as the worker does)."""
     sink = LokiSink("loki", config, **kwargs)
     await sink.start()
     try:
-        return await sink.send(Batch(events))
+        return await outcome_of(sink, sink.send(Batch(events)))
     finally:
         await sink.close()
 
@@ -54,7 +52,7 @@ async def test_every_record_arrives_with_labels_metadata_and_exact_timestamp(opt
     events = make_events([f"line {i}" for i in range(20)], subsystem="net")
     async with LokiReceiver() as loki:
         result = await send(loki_config(loki, **options), events)
-        assert result.rejected == []
+        assert result == Outcome.delivered()
         stored = loki.entries("line ")
     assert [entry.line for entry in stored] == [f"line {i}" for i in range(20)]
     assert [entry.timestamp_ns for entry in stored] == [
@@ -126,30 +124,29 @@ async def test_tenant_header_and_basic_auth_from_file(tmp_path: Path):
 
 
 async def test_missing_tenant_is_a_configuration_error():
-    """Loki's 401 (no org id) is a SinkConfigError: retried, data kept."""
+    """Loki's 401 (no org id) needs an operator: retried, data kept."""
     async with LokiReceiver(tenant_id="team-a") as loki:
-        with pytest.raises(SinkConfigError):
-            await send(loki_config(loki), make_events(["x"]))
+        outcome = await send(loki_config(loki), make_events(["x"]))
+    assert outcome.verdict is Verdict.OPERATOR_NEEDED
 
 
 @pytest.mark.parametrize(
-    ("reply", "error", "retry_after_s"),
+    ("reply", "verdict", "retry_after_s"),
     [
-        (Reply(429, "slow down", {"Retry-After": "7"}), RetryableSinkError, 7.0),
-        (Reply(503, "unavailable"), RetryableSinkError, None),
-        (Reply(500, "boom"), RetryableSinkError, None),
-        (Reply(413, "too big"), BatchTooLargeError, None),
-        (Reply(403, "forbidden"), SinkConfigError, None),
-        (Reply(404, "no such path"), SinkConfigError, None),
+        (Reply(429, "slow down", {"Retry-After": "7"}), Verdict.UNAVAILABLE, 7.0),
+        (Reply(503, "unavailable"), Verdict.UNAVAILABLE, None),
+        (Reply(500, "boom"), Verdict.UNAVAILABLE, None),
+        (Reply(413, "too big"), Verdict.TOO_LARGE, None),
+        (Reply(403, "forbidden"), Verdict.OPERATOR_NEEDED, None),
+        (Reply(404, "no such path"), Verdict.OPERATOR_NEEDED, None),
     ],
 )
-async def test_status_classes(reply, error, retry_after_s):
-    """Each failing status maps to its error class, with the server's Retry-After."""
+async def test_status_classes(reply, verdict, retry_after_s):
+    """Each failing status maps to its verdict, with the server's Retry-After."""
     async with LokiReceiver() as loki:
         loki.script(reply)
-        with pytest.raises(error) as raised:
-            await send(loki_config(loki), make_events(["x"]))
-        assert getattr(raised.value, "retry_after_s", None) == retry_after_s
+        outcome = await send(loki_config(loki), make_events(["x"]))
+        assert (outcome.verdict, outcome.retry_after_s) == (verdict, retry_after_s)
         assert loki.stored == {}
 
 
@@ -159,7 +156,7 @@ async def test_other_4xx_dead_letters_the_batch():
     async with LokiReceiver() as loki:
         loki.script(Reply(422, "unprocessable"))
         result = await send(loki_config(loki), events)
-    assert [(r.event.id, r.reason) for r in result.rejected] == [(e.id, "loki_4xx") for e in events]
+    assert [(r.index, r.reason) for r in result.rejected] == [(0, "loki_4xx"), (1, "loki_4xx")]
 
 
 async def test_413_halves_fit():
@@ -167,8 +164,8 @@ async def test_413_halves_fit():
     events = make_events([f"big {i} " + "x" * 200 for i in range(8)])
     async with LokiReceiver(max_body_bytes=1500) as loki:
         config = loki_config(loki, encoding="json")
-        with pytest.raises(BatchTooLargeError):
-            await send(config, events)
+        outcome = await send(config, events)
+        assert outcome.verdict is Verdict.TOO_LARGE
         await send(config, events[:4])
         await send(config, events[4:])
         assert len(loki.entries("big ")) == 8
@@ -180,13 +177,13 @@ async def test_partial_400_rejects_exactly_the_ignored_entries():
     async with LokiReceiver() as loki:
         loki.ignore_lines_containing.add("bad")
         result = await send(loki_config(loki), events)
-        assert [rejection.event.id for rejection in result.rejected] == [
+        assert [events[rejection.index].id for rejection in result.rejected] == [
             event.id for event in events if "bad" in str(event.fields["message"])
         ]
         assert {rejection.reason for rejection in result.rejected} == {"loki_400"}
         assert "too far behind" in result.rejected[0].detail
         assert len(loki.entries("ok ")) == 8
-        assert result.retry == []
+        assert result.retry == ()
 
 
 async def test_partial_400_with_a_cut_list_rejects_the_whole_stream():
@@ -197,10 +194,8 @@ async def test_partial_400_with_a_cut_list_rejects_the_whole_stream():
     async with LokiReceiver(max_returned_errors=2) as loki:
         loki.ignore_lines_containing.add("bad")
         result = await send(loki_config(loki), warnings + infos)
-    assert sorted(r.event.id for r in result.rejected) == sorted(e.id for e in warnings)
-    assert "did not list" in next(
-        r.detail for r in result.rejected if "fine" in r.event.fields["message"]
-    )
+    assert sorted(r.index for r in result.rejected) == list(range(len(warnings)))
+    assert "did not list" in next(r.detail for r in result.rejected if r.index == 5)
 
 
 async def test_status_260_dead_letters_as_blocked():
@@ -216,9 +211,7 @@ async def test_local_checks_reject_what_loki_would_before_sending():
     events = make_events(["short", "y" * 300])
     async with LokiReceiver() as loki:
         result = await send(loki_config(loki, max_line_bytes=100), events)
-        assert [(r.event.id, r.reason) for r in result.rejected] == [
-            (events[1].id, "loki_line_too_long")
-        ]
+        assert [(r.index, r.reason) for r in result.rejected] == [(1, "loki_line_too_long")]
         assert [entry.line for entry in loki.entries()] == ["short"]
         far_future = events[0].timestamp_ns / 1e9 + 30 * 24 * 3600
         result = await send(loki_config(loki), events[:1], clock=lambda: far_future)
@@ -231,16 +224,16 @@ async def test_label_value_over_2048_bytes_is_rejected_locally():
     events = make_events(["long host"], who=identity(host="h" * 3000)) + make_events(["fine"])
     async with LokiReceiver() as loki:
         result = await send(loki_config(loki), events)
-        assert [(r.event.id, r.reason) for r in result.rejected] == [(events[0].id, "loki_labels")]
+        assert [(r.index, r.reason) for r in result.rejected] == [(0, "loki_labels")]
         assert [entry.line for entry in loki.entries()] == ["fine"]
 
 
 async def test_connection_refused_is_retryable():
-    """A receiver that is gone gives a RetryableSinkError."""
+    """A receiver that is gone is no answer: 'unavailable', retried."""
     async with LokiReceiver() as loki:
         config = loki_config(loki)
-    with pytest.raises(RetryableSinkError):
-        await send(config, make_events(["x"]))
+    outcome = await send(config, make_events(["x"]))
+    assert outcome.verdict is Verdict.UNAVAILABLE
 
 
 @pytest.mark.parametrize(
