@@ -160,6 +160,9 @@ def test_restart_while_records_flow_loses_nothing(
     else:
         assert first.stop(stop_signal) == 0
     second = forwarder_factory(config).start()
+    # Serving means its signal handlers are in place: the first run may have shipped
+    # every record already (a slow stop), and a SIGTERM during start-up would kill it.
+    second.wait_serving()
     injector.join()
     _wait_for_tagged(config, tag, total)
     assert second.stop() == 0
