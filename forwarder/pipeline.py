@@ -30,7 +30,6 @@ from forwarder.metrics import Metrics
 from forwarder.retry import RetryPolicy
 from forwarder.router import Item, Router
 from forwarder.sinks.base import Sink, SinkContext
-from forwarder.status_server import StatusServer
 
 log = structlog.get_logger("forwarder.pipeline")
 CLOCK_CHECK_INTERVAL_S = 30.0
@@ -179,6 +178,8 @@ class Pipeline:
         watcher: asyncio.Task[None] | None = None
         try:
             if self.config.metrics.listen:
+                from forwarder.status_server import StatusServer  # noqa: PLC0415 - aiohttp on use
+
                 server = StatusServer(
                     self.config.metrics.listen,
                     self.metrics,

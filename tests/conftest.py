@@ -1,4 +1,4 @@
-"""Shared fixtures: forwarder subprocesses that are always cleaned up by pid."""
+"""Shared fixtures (forwarder subprocesses always cleaned up by pid) and test-wide settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.forwarder import ForwarderProcess, free_port
+
+# How long an example takes is not behaviour: a busy machine is slow, not wrong. No
+# per-example deadline and no "too slow" health check, so property tests cannot flake on it.
+settings.register_profile("kmsg", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kmsg")
 
 ForwarderFactory = Callable[[Mapping[str, Any]], ForwarderProcess]
 

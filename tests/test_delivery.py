@@ -25,6 +25,7 @@ from forwarder.sinks.file import FileSink
 from forwarder.sinks.outcome import Outcome, Rejection
 from forwarder.sinks.stdout import StdoutSink
 from tests.support.events import identity, make_events
+from tests.support.wait import wait_until_async
 
 WHO = identity()
 
@@ -114,10 +115,19 @@ class MisconfiguredSink(StoringSink):
 class Harness:
     """A SinkWorker over real checkpoint and dead-letter files in a temp state dir."""
 
-    def __init__(self, tmp_path, sink, *, max_records=100, max_in_flight=2, budget_s=0.0):
+    def __init__(
+        self,
+        tmp_path,
+        sink,
+        *,
+        max_records=100,
+        max_in_flight=2,
+        budget_s=0.0,
+        store_class=CheckpointStore,
+    ):
         self.sink = sink
         self.state_dir = tmp_path / "state"
-        self.store = CheckpointStore(self.state_dir)
+        self.store = store_class(self.state_dir)
         self.store.prepare()
         self.dead_letters = DeadLetterFile(self.state_dir, sink.name)
         self.metrics = Metrics()
@@ -348,16 +358,30 @@ async def test_checkpoint_waits_for_an_earlier_slow_batch(tmp_path):
                 self.second_done.set()
             return result
 
+    class RecordingStore(CheckpointStore):
+        """Notes, at every save, the seqs the sink had stored by then."""
+
+        def __init__(self, state_dir):
+            super().__init__(state_dir)
+            self.saves = []
+
+        def save(self, sink_name, boot_id, seq, clock_offset_ns):
+            self.saves.append((seq, {e.checkpoint_seq for e in sink.stored}))
+            return super().save(sink_name, boot_id, seq, clock_offset_ns)
+
     sink = FirstSlowSink()
-    harness = Harness(tmp_path, sink, max_records=3, max_in_flight=2)
+    harness = Harness(tmp_path, sink, max_records=3, max_in_flight=2, store_class=RecordingStore)
     run = asyncio.create_task(harness.deliver(events(6)))
-    await sink.second_done.wait()
-    await asyncio.sleep(0.2)  # time for a wrong early checkpoint write to land
-    assert harness.checkpoint_seq() is None
+    await asyncio.wait_for(sink.second_done.wait(), timeout=10)
+    await wait_until_async(
+        lambda: harness.metric("records_sent_total") == 3, what="the later batch to be confirmed"
+    )
     assert harness.worker.health.checkpoint_seq is None
     sink.release.set()
     await run
     assert [e.checkpoint_seq for e in sink.stored] == [103, 104, 105, 100, 101, 102]
+    for seq, stored in harness.store.saves:
+        assert set(range(100, seq + 1)) <= stored, f"checkpoint {seq} saved before all of it stored"
     assert harness.checkpoint_seq() == 105
 
 
@@ -416,8 +440,7 @@ async def test_config_error_is_retried_and_shown_as_config_problem(tmp_path):
     sample = events(2)
     harness = Harness(tmp_path, sink)
     run = asyncio.create_task(harness.deliver(sample))
-    while not harness.worker.health.config_problem:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: harness.worker.health.config_problem, what="config_problem")
     assert harness.worker.health.last_error == "401 unauthorized"
     assert harness.worker.health.failing_since is not None
     sink.fixed = True
@@ -471,8 +494,9 @@ async def test_a_receiver_that_stores_nothing_of_a_partial_answer_counts_as_fail
     sink = OverloadedSink()
     harness = Harness(tmp_path, sink)
     run = asyncio.create_task(harness.deliver(events(3)))
-    while harness.worker.health.failing_since is None:
-        await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: harness.worker.health.failing_since is not None, what="the sink to be failing"
+    )
     assert harness.metric("sink_up") == 0
     sink.recovered = True
     await run
@@ -486,8 +510,8 @@ async def test_config_error_is_never_dead_lettered_by_the_retry_budget(tmp_path)
     sink = MisconfiguredSink()
     harness = Harness(tmp_path, sink, budget_s=0.05)
     run = asyncio.create_task(harness.deliver(events(2)))
-    while len(sink.sent) < 30:  # well past the 50 ms budget at <= 5 ms backoff
-        await asyncio.sleep(0.01)
+    # 30 attempts at <= 5 ms backoff: well past the 50 ms budget.
+    await wait_until_async(lambda: len(sink.sent) >= 30, what="30 send attempts")
     sink.fixed = True
     await run
     assert harness.dead() == []

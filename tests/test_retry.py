@@ -9,6 +9,7 @@ import pytest
 from forwarder.config import RetryConfig
 from forwarder.retry import RetryPolicy
 from forwarder.sinks.outcome import Outcome
+from tests.support.wait import wait_until_async
 
 
 class _Flaky:
@@ -88,8 +89,7 @@ async def test_wake_ends_a_long_backoff_when_the_receiver_is_back() -> None:
     wake = asyncio.Event()
     policy = RetryPolicy(RetryConfig(initial_backoff_ms=3_600_000, max_backoff_ms=3_600_000))
     call = asyncio.create_task(policy.call(flaky, flaky.on_retry, wake=wake))
-    while not flaky.waits:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: flaky.waits, what="the first backoff to start")
     wake.set()
     assert await asyncio.wait_for(call, timeout=30) == Outcome.delivered()
     assert flaky.calls == 2

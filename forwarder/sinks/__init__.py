@@ -1,7 +1,9 @@
 """Sink registry: every sink type's config model, discriminated by ``type``.
 
-Each sink module declares ``<Name>SinkConfig`` (a StrictModel with ``type: Literal[...]``
-and ``build(name, context) -> Sink``); adding a sink type means adding it here.
+Each sink type declares ``<Name>SinkConfig`` (a StrictModel with ``type: Literal[...]``
+and ``build(name, context) -> Sink``); adding a sink type means adding it here. Config
+modules import no client library: ``build`` imports the sink's own module (aiohttp,
+aiokafka, cramjam), so a process loads only what its config uses.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from typing import Annotated
 from pydantic import Field
 
 from forwarder.sinks.base import Batch, Sink, SinkContext
-from forwarder.sinks.elasticsearch import ElasticsearchSinkConfig
+from forwarder.sinks.elasticsearch_config import ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSinkConfig
-from forwarder.sinks.http import HttpSinkConfig
+from forwarder.sinks.http_config import HttpSinkConfig
 from forwarder.sinks.kafka import KafkaSinkConfig
-from forwarder.sinks.loki import LokiSinkConfig
+from forwarder.sinks.loki_config import LokiSinkConfig
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 

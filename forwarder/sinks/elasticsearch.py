@@ -16,29 +16,22 @@ sent, so the worker splits it.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr, field_validator
-from yarl import URL
 
-from forwarder.errors import ConfigError
-from forwarder.options import read_secret
-from forwarder.sinks.base import Batch, Sink, SinkContext
+from forwarder.sinks.base import Batch, Sink
+from forwarder.sinks.elasticsearch_config import ElasticsearchSinkConfig
 from forwarder.sinks.httpclient import (
     HttpClient,
     HttpReply,
-    HttpSinkConfigBase,
     classify_error,
     classify_reply,
     compress,
 )
 from forwarder.sinks.outcome import Outcome, Rejection
 
-_INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 _MAPPING_ERRORS: Final = frozenset(
     {
         "mapper_parsing_exception",
@@ -46,53 +39,6 @@ _MAPPING_ERRORS: Final = frozenset(
         "strict_dynamic_mapping_exception",
     }
 )
-
-
-class ElasticsearchSinkConfig(HttpSinkConfigBase):
-    """``type = "elasticsearch"``: cluster URL, target index or data stream, action."""
-
-    type: Literal["elasticsearch"]
-    index: str = "logs-kmsg-default"
-    action: Literal["create", "index"] = "create"
-    max_bulk_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    api_key: SecretStr | None = None
-    api_key_file: Path | None = None
-
-    @field_validator("index")
-    @classmethod
-    def _index(cls, value: str) -> str:
-        if (
-            not value
-            or _INDEX_FORBIDDEN.search(value)
-            or value[0] in "-_+"
-            or value in {".", ".."}
-            or len(value.encode()) > 255
-        ):
-            raise ValueError(
-                'index must be lowercase, without \\ / * ? " < > | space , # :, '
-                "not start with - _ +, at most 255 bytes"
-            )
-        return value
-
-    def _has_api_key(self) -> bool:
-        return self.api_key is not None or self.api_key_file is not None
-
-    def authorization(self) -> str | None:
-        """``ApiKey <encoded>`` when an API key is set, else basic or bearer."""
-        try:
-            api_key = read_secret(self.api_key, self.api_key_file, "api_key")
-        except ValueError as error:
-            raise ConfigError(str(error)) from error
-        return f"ApiKey {api_key}" if api_key is not None else super().authorization()
-
-    def bulk_url(self) -> URL:
-        """``<endpoint>/<index>/_bulk``."""
-        url = URL(self.endpoint)
-        return url.with_path(url.path.rstrip("/") + f"/{self.index}/_bulk")
-
-    def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
-        """Create the Elasticsearch sink."""
-        return ElasticsearchSink(name, self)
 
 
 class ElasticsearchSink(Sink):

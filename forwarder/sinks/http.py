@@ -15,34 +15,16 @@ dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.http
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
 
 import aiohttp
 from yarl import URL
 
-from forwarder.sinks.base import Batch, Sink, SinkContext
-from forwarder.sinks.httpclient import (
-    HttpClient,
-    HttpSinkConfigBase,
-    classify_error,
-    classify_reply,
-    compress,
-)
+from forwarder.sinks.base import Batch, Sink
+from forwarder.sinks.http_config import HttpSinkConfig
+from forwarder.sinks.httpclient import HttpClient, classify_error, classify_reply, compress
 from forwarder.sinks.outcome import Outcome
 
 _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/json"}
-
-
-class HttpSinkConfig(HttpSinkConfigBase):
-    """``type = "http"``: the full URL, method and body format."""
-
-    type: Literal["http"]
-    method: Literal["POST", "PUT"] = "POST"
-    format: Literal["ndjson", "json_array"] = "ndjson"
-
-    def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
-        """Create the HTTP sink."""
-        return HttpSink(name, self)
 
 
 class HttpSink(Sink):

@@ -1,9 +1,9 @@
 """What the ``loki``, ``elasticsearch`` and ``http`` sinks share: one aiohttp client.
 
-One place for the session (connection pool, TLS, timeouts), authentication (basic,
-bearer, API key; secrets inline, from ``${ENV}`` or ``*_file``), gzip, ``Retry-After``
+One place for the session (connection pool, TLS, timeouts), gzip, ``Retry-After``
 (RFC 9110 section 10.2.3: delta-seconds or an HTTP-date) and the two pure
 classifications every HTTP sink uses. Sinks keep only their protocol's own semantics.
+Their options (endpoint, authentication, TLS) are in :mod:`forwarder.sinks.http_config`.
 
 :func:`classify_reply`, unless a sink handles a status itself first::
 
@@ -19,103 +19,22 @@ an operator; connection failures, timeouts and anything else are retried.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Literal
 
 import aiohttp
 from multidict import CIMultiDict
-from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from forwarder.errors import ConfigError
-from forwarder.options import TlsConfig, read_secret
-from forwarder.sinks.base import SinkConfigBase
+from forwarder.sinks.http_config import Compression
 from forwarder.sinks.outcome import Outcome, describe
 
-Compression = Literal["none", "gzip"]
 GZIP_LEVEL = 6
 _BODY_EXCERPT_BYTES = 512
-_RESERVED_HEADERS = frozenset(
-    {"content-length", "content-type", "content-encoding", "transfer-encoding", "host"}
-)
-
-
-class HttpSinkConfigBase(SinkConfigBase):
-    """Options of every HTTP-based sink: where, how long, how to authenticate, TLS."""
-
-    endpoint: str
-    timeout_s: float = Field(default=10.0, gt=0)
-    compression: Compression = "none"
-    headers: dict[str, str] = Field(default_factory=dict)
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
-    tls: TlsConfig = TlsConfig()
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme not in {"http", "https"} or not url.host:
-            raise ValueError("endpoint must be an http:// or https:// URL with a host")
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if name.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by the sink itself")
-        return value
-
-    @model_validator(mode="after")
-    def _auth(self) -> HttpSinkConfigBase:
-        basic = self.username is not None or self.password is not None or self.password_file
-        bearer = self.bearer_token is not None or self.bearer_token_file is not None
-        if basic and self.username is None:
-            raise ValueError("password needs a username")
-        if sum(map(bool, (basic, bearer, self._has_api_key()))) > 1:
-            raise ValueError("configure one kind of authentication only")
-        header = any(name.lower() == "authorization" for name in self.headers)
-        if header and (basic or bearer or self._has_api_key()):
-            raise ValueError("an Authorization header and auth options exclude each other")
-        return self
-
-    def _has_api_key(self) -> bool:
-        """Whether an API key is configured (only the Elasticsearch sink has one)."""
-        return False
-
-    def authorization(self) -> str | None:
-        """The ``Authorization`` header value the options describe, secrets read now."""
-        try:
-            if self.username is not None:
-                password = read_secret(self.password, self.password_file, "password") or ""
-                token = base64.b64encode(f"{self.username}:{password}".encode()).decode()
-                return f"Basic {token}"
-            bearer = read_secret(self.bearer_token, self.bearer_token_file, "bearer_token")
-        except ValueError as error:
-            raise ConfigError(str(error)) from error
-        return f"Bearer {bearer}" if bearer is not None else None
-
-    def client(self, url: URL, session: aiohttp.ClientSession | None = None) -> HttpClient:
-        """Build the client for ``url`` with these options (``session``: a test seam)."""
-        headers = dict(self.headers)
-        if (authorization := self.authorization()) is not None:
-            headers["Authorization"] = authorization
-        try:
-            tls = self.tls.ssl_context() if url.scheme == "https" else None
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigError(f"TLS options: {error}") from error
-        return HttpClient(url, headers=headers, tls=tls, timeout_s=self.timeout_s, session=session)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,40 +18,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka.codec import has_lz4, has_snappy, has_zstd
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from forwarder.options import StrictModel, TlsConfig, read_secret
 from forwarder.sinks.base import Sink, SinkConfigBase, SinkContext
-from forwarder.sinks.kafka_sink import (
-    KafkaSink,
-    Producer,
-    ProducerFactory,
-    RecordBatch,
-    SessionAbandonedError,
-    aiokafka_producer,
-)
 
 Compression = Literal["zstd", "lz4", "snappy", "gzip", "none"]
 HeaderName = Literal[
     "boot_id", "seq", "id", "event", "host", "level", "facility", "content-type"
 ]  # fmt: skip
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_CODEC_CHECKS: dict[str, Callable[[], bool]] = {
-    "zstd": has_zstd,
-    "lz4": has_lz4,
-    "snappy": has_snappy,
-    "gzip": lambda: True,
-}
+
+
+def codec_installed(compression: Compression) -> bool:
+    """Whether aiokafka can use ``compression`` here (gzip is stdlib; the rest need cramjam)."""
+    from aiokafka import codec  # noqa: PLC0415 - aiokafka loads only for a kafka sink
+
+    checks: dict[str, Callable[[], bool]] = {
+        "zstd": codec.has_zstd,
+        "lz4": codec.has_lz4,
+        "snappy": codec.has_snappy,
+    }
+    return checks.get(compression, lambda: True)()
 
 
 def best_compression() -> Compression:
     """The best codec this installation has: zstd, then lz4, else gzip (stdlib)."""
-    if has_zstd():
-        return "zstd"
-    if has_lz4():
-        return "lz4"
-    return "gzip"
+    preferred: tuple[Compression, ...] = ("zstd", "lz4")
+    return next((codec for codec in preferred if codec_installed(codec)), "gzip")
 
 
 def _default_headers() -> list[HeaderName]:
@@ -127,7 +121,7 @@ class KafkaSinkConfig(SinkConfigBase):
     @field_validator("compression")
     @classmethod
     def _codec(cls, compression: Compression) -> Compression:
-        if compression != "none" and not _CODEC_CHECKS[compression]():
+        if compression != "none" and not codec_installed(compression):
             raise ValueError(f"the {compression} codec is not installed (cramjam provides it)")
         return compression
 
@@ -167,17 +161,6 @@ class KafkaSinkConfig(SinkConfigBase):
 
     def build(self, name: str, context: SinkContext) -> Sink:
         """Create the Kafka sink; the message key defaults to the host name."""
+        from forwarder.sinks.kafka_sink import KafkaSink  # noqa: PLC0415 - aiokafka on use only
+
         return KafkaSink(name, self, key=self.key or context.host)
-
-
-__all__ = [
-    "KafkaSink",
-    "KafkaSinkConfig",
-    "Producer",
-    "ProducerFactory",
-    "RecordBatch",
-    "SaslConfig",
-    "SessionAbandonedError",
-    "aiokafka_producer",
-    "best_compression",
-]

@@ -23,8 +23,9 @@ from tests.receivers.http import HttpReceiver
 from tests.receivers.loki import LokiReceiver
 from tests.support.forwarder import ForwarderProcess, checkpoint, free_port, read_ndjson
 from tests.support.kernel import inject, requires_kernel, unique_tag
+from tests.support.wait import wait_until_async
 
-pytestmark = [requires_kernel, pytest.mark.kernel]
+pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(180)]  # waits of 60 s
 WAIT_S = 60.0
 
 
@@ -85,18 +86,8 @@ def rewind(tmp_path: Path, sink: str, seq: int) -> None:
 
 
 async def until(condition: Callable[[], Any], what: str) -> None:
-    """Poll ``condition`` (sync or async) until true; fail after WAIT_S naming ``what``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        await asyncio.sleep(0.1)
+    """Wait (at most WAIT_S) for ``condition`` (sync or async), naming ``what`` on timeout."""
+    await wait_until_async(condition, timeout_s=WAIT_S, interval_s=0.1, what=what)
 
 
 async def test_loki_end_to_end_with_retries_partial_400_and_identical_resend(tmp_path: Path):

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import ForwarderFactory
-from tests.support.forwarder import checkpoint, free_port, render_toml, wait_until
+from tests.support.forwarder import checkpoint, free_port, render_toml
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,
@@ -33,12 +33,15 @@ from tests.support.kafka_broker import (
 )
 from tests.support.kernel import inject, requires_kernel, unique_tag
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_until
 
 __all__ = ["kafka_broker", "proxied_kafka_broker"]  # fixtures used by name below
 
 HOST = "kafka-e2e-host"
 OUTAGE_S = 30
 SINK = "kafka"
+
+pytestmark = pytest.mark.timeout(120)  # a broker and forwarder processes per test
 
 
 def forwarder_config(tmp_path: Path, bootstrap: str, topic: str, **sink: Any) -> dict[str, Any]:
@@ -151,6 +154,7 @@ def test_injected_records_arrive_once_in_order_with_key_and_headers(
 
 @requires_kernel
 @pytest.mark.kernel
+@pytest.mark.timeout(300)  # a 30 s outage, then the backlog drains
 def test_network_outage_heals_with_no_gap_and_checkpoint_behind_the_broker(
     forwarder_factory: ForwarderFactory, proxied_kafka_broker: ProxiedBroker, tmp_path: Path
 ) -> None:
@@ -208,10 +212,13 @@ def test_sigkill_mid_stream_and_restart_loses_no_record(
         first.wait_serving()
         wait_for_tagged(kafka_broker.bootstrap, topic, tag, 20)
         first.kill()
-        time.sleep(1)  # records keep coming while nothing reads them
+        killed_at = injector.count
+        # Records keep coming while nothing reads them, and into the restarted forwarder.
+        wait_until(lambda: injector.count >= killed_at + 25, what="records written meanwhile")
         second = forwarder_factory(config).start()
         second.wait_serving()
-        time.sleep(1)  # and keep flowing into the restarted forwarder
+        started_at = injector.count
+        wait_until(lambda: injector.count >= started_at + 25, what="records after the restart")
         written = injector.stop()
     arrived = wait_for_tagged(kafka_broker.bootstrap, topic, tag, written)
     assert indexes(arrived) == set(range(written))

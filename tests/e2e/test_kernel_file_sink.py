@@ -27,11 +27,11 @@ from tests.support.forwarder import (
     iter_gaps,
     read_ndjson,
     records_with_tag,
-    wait_until,
 )
 from tests.support.kernel import KMSG, inject, requires_kernel, unique_tag
+from tests.support.wait import wait_until
 
-pytestmark = [requires_kernel, pytest.mark.kernel]
+pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(120)]  # restarts
 
 
 def _out(config: dict[str, Any]) -> Path:
@@ -49,7 +49,9 @@ def _wait_for_tagged(config: dict[str, Any], tag: str, count: int) -> list[dict[
 def test_injected_records_arrive_exactly_once_with_level_facility_and_text(
     forwarder_factory: ForwarderFactory, file_sink_config: dict[str, Any]
 ) -> None:
-    """Tagged records written to /dev/kmsg come out of the file sink once each, intact."""
+    """Tagged records written to /dev/kmsg come out of the file sink once each, intact, in order."""
+    # One batch in flight: the receiver gets batches in seq order (README, Delivery guarantee).
+    file_sink_config["batch"] = {**file_sink_config["batch"], "max_in_flight": 1}
     forwarder = forwarder_factory(file_sink_config).start()
     forwarder.wait_serving()
     tag = unique_tag()
@@ -158,6 +160,9 @@ def test_restart_while_records_flow_loses_nothing(
     else:
         assert first.stop(stop_signal) == 0
     second = forwarder_factory(config).start()
+    # Serving means its signal handlers are in place: the first run may have shipped
+    # every record already (a slow stop), and a SIGTERM during start-up would kill it.
+    second.wait_serving()
     injector.join()
     _wait_for_tagged(config, tag, total)
     assert second.stop() == 0
@@ -219,7 +224,12 @@ def test_new_boot_id_reports_a_reboot_gap_and_ships_the_new_boot_from_its_oldest
     boot_id_path = tmp_path / "boot_id"
     old_boot, new_boot = str(uuid.uuid4()), str(uuid.uuid4())
     boot_id_path.write_text(old_boot + "\n")
-    config = dict(file_sink_config, source={"boot_id_path": str(boot_id_path)})
+    # One batch in flight: the file then holds the events in send order (the gap first).
+    config = dict(
+        file_sink_config,
+        source={"boot_id_path": str(boot_id_path)},
+        batch={**file_sink_config["batch"], "max_in_flight": 1},
+    )
     tag = unique_tag()
     first = forwarder_factory(config).start()
     inject([f"{tag} old boot"])
@@ -268,7 +278,8 @@ def test_min_level_drops_records_but_the_checkpoint_moves_past_them(
     _wait_for_tagged(config, f"{tag} marker", 1)
     wait_until(lambda: forwarder.metric("kmsg_forwarder_records_filtered_total", sink="out") > 0)
     assert forwarder.stop() == 0
-    shipped = records_with_tag(read_ndjson(_out(config)), tag)
+    # Sorted by seq: with two batches in flight the file may hold them in either order.
+    shipped = sorted(records_with_tag(read_ndjson(_out(config)), tag), key=lambda r: r["seq"])
     assert [record["message"] for record in shipped] == [f"{tag} serious", f"{tag} marker"]
     saved = checkpoint(Path(config["state_dir"]), "out")
     assert saved is not None

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.conftest import ForwarderFactory
-from tests.support.forwarder import free_port, read_ndjson, records_with_tag, wait_until
-from tests.support.kernel import inject, requires_kernel, unique_tag
+from tests.support.forwarder import free_port, read_ndjson, records_with_tag
+from tests.support.kernel import inject, newest_seq, records_after, requires_kernel, unique_tag
+from tests.support.wait import wait_until
 
-pytestmark = requires_kernel
+pytestmark = [requires_kernel, pytest.mark.timeout(120)]  # real forwarder processes
 
 
 def _capture_pid(forwarder_pid: int) -> int:
@@ -84,8 +86,15 @@ def test_second_signal_exits_at_once_while_the_first_is_draining(
     wait_until(lambda: forwarder.metric("kmsg_forwarder_sink_retries_total", sink="web") >= 1)
     assert forwarder.process is not None
     forwarder.process.send_signal(signal.SIGTERM)
-    time.sleep(1)
-    assert forwarder.process.poll() is None, "the first signal drains (the sink is down)"
+    wait_until(
+        lambda: "stopping" in [line.get("event") for line in forwarder.stderr_lines()],
+        what="the first SIGTERM to start the drain",
+    )
+    retries = forwarder.metric("kmsg_forwarder_sink_retries_total", sink="web")
+    wait_until(
+        lambda: forwarder.metric("kmsg_forwarder_sink_retries_total", sink="web") > retries,
+        what="the draining forwarder to go on retrying the down sink",
+    )
     forwarder.process.send_signal(signal.SIGTERM)
     assert forwarder.process.wait(timeout=10) == 128 + signal.SIGTERM
 
@@ -136,15 +145,25 @@ def test_sigterm_delivers_what_the_capture_process_had_already_read(
     forwarder.wait_serving()
     capture = _capture_pid(forwarder.pid)
     tag = unique_tag()
+    caught_up_to = newest_seq()
+    wait_until(
+        lambda: forwarder.metric("kmsg_forwarder_last_seq_read") >= caught_up_to,
+        what="the forwarder to have read the ring up to now",
+    )
     os.kill(forwarder.pid, signal.SIGSTOP)  # the forwarder only: capture keeps reading
     try:
         before = _bytes_read(capture)
+        after_seq = newest_seq()
         inject(f"{tag} n={index}" for index in range(300))
-        # Each record is at least len(tag) + 20 bytes as read: wait until capture has them.
-        wait_until(lambda: _bytes_read(capture) - before >= 300 * (len(tag) + 20))
-        # Other writers on the host also count in rchar: leave the capture ample time (it
-        # reads a record in microseconds) so all 300 are out of the ring before SIGTERM.
-        time.sleep(0.5)
+        # Capture reads in seq order, one record per read(): it has read our last record
+        # once its rchar grew by the size of every record from after_seq to that one.
+        newer = records_after(after_seq)
+        last = max(i for i, (_, raw) in enumerate(newer) if f"{tag} n=299".encode() in raw)
+        needed = sum(len(raw) for _, raw in newer[: last + 1])
+        wait_until(
+            lambda: _bytes_read(capture) - before >= needed,
+            what="the capture process to read all 300 records",
+        )
         os.kill(forwarder.pid, signal.SIGTERM)
     finally:
         os.kill(forwarder.pid, signal.SIGCONT)

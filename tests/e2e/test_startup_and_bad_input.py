@@ -19,8 +19,11 @@ import pytest
 
 from forwarder.kmsg import Record, render_record
 from tests.conftest import ForwarderFactory
-from tests.support.forwarder import read_ndjson, records_with_tag, render_toml, wait_until
+from tests.support.forwarder import read_ndjson, records_with_tag, render_toml
 from tests.support.kernel import inject, requires_kernel, unique_tag
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.timeout(120)  # forwarder processes, some reading the real ring
 
 
 def _command(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:

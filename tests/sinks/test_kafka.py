@@ -18,12 +18,12 @@ from forwarder.errors import ConfigError
 from forwarder.kmsg import Record
 from forwarder.sinks import KafkaSinkConfig
 from forwarder.sinks.base import Batch, SinkContext, outcome_of
-from forwarder.sinks.kafka import (
+from forwarder.sinks.kafka import best_compression
+from forwarder.sinks.kafka_sink import (
     KafkaSink,
     Producer,
     RecordBatch,
     aiokafka_producer,
-    best_compression,
 )
 from forwarder.sinks.outcome import Outcome, Verdict
 from tests.support.kafka_broker import (
@@ -36,6 +36,8 @@ from tests.support.kafka_broker import (
 from tests.support.tcp_proxy import free_port
 
 __all__ = ["kafka_broker", "proxied_kafka_broker"]  # fixtures used by name below
+
+pytestmark = pytest.mark.timeout(120)  # a real broker starts for most tests
 
 BOOT_ID = "0b5e7c1a-2f4d-4c1e-9a7b-3d2e1f0a9b8c"
 IDENTITY = Identity(host="node-1", boot_id=BOOT_ID, clock_offset_ns=1_790_000_000_000_000_000)

@@ -10,30 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], *, timeout_s: float = 30, interval_s: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
-        time.sleep(interval_s)
+from tests.support.wait import wait_until
 
 
 def toml_value(value: Any) -> str:

@@ -64,3 +64,22 @@ def newest_seq() -> int:
             last = int(raw.split(b",", 2)[1])
     finally:
         os.close(fd)
+
+
+def records_after(seq: int) -> list[tuple[int, bytes]]:
+    """(seq, raw record as read()) of every record in the ring newer than ``seq``."""
+    fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
+    found = []
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while True:
+            try:
+                raw = os.read(fd, 16384)
+            except BlockingIOError:
+                return found
+            except BrokenPipeError:
+                continue
+            if (number := int(raw.split(b",", 2)[1])) > seq:
+                found.append((number, raw))
+    finally:
+        os.close(fd)
