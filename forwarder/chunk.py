@@ -10,7 +10,6 @@ so it fails, or succeeds, exactly as the reference does.
 
 from __future__ import annotations
 
-import re
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from forwarder.errors import RecordParseError
 from forwarder.kmsg import LEVEL_NAMES, _parse_dictionary, _unescape, facility_name, parse_record
 
 # Bytes that JSON-encode as themselves: printable ASCII but the quote and the backslash.
-_UNSAFE: Final = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_SAFE: Final = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
 _U64_MAX: Final = 2**64 - 1
 _FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the reference path
 
@@ -104,17 +103,23 @@ class ChunkEncoder:
             raise _Fallback
         if not flags:
             flags = b"-"
-        elif _UNSAFE.search(flags):
+        elif flags.translate(None, _SAFE):
             raise _Fallback
         caller = None
         for extra in parts[4:]:
             if extra.startswith(b"caller="):
                 caller = extra[7:]
         text, _, dictionary = body.partition(b"\n")
-        message = orjson.dumps(_unescape(text)) if _UNSAFE.search(text) else b'"%b"' % text
+        unsafe = text.translate(None, _SAFE)
+        if not unsafe:
+            message = b'"%b"' % text
+        elif not unsafe.strip(b'"'):
+            message = b'"%b"' % text.replace(b'"', b'\\"')
+        else:
+            message = orjson.dumps(_unescape(text))
         tail = b"}"
         if dictionary or caller is not None:
-            tail = self._tail(dictionary, caller)
+            tail = _plain_tail(dictionary, caller) or _tail(dictionary, caller)
         seconds, nanos = divmod(self._offset_ns + ts_usec * 1000, 1_000_000_000)
         stamp = self._seconds.get(seconds)
         if stamp is None:
@@ -135,21 +140,6 @@ class ChunkEncoder:
         )
         return line, prefix, seq, ts_usec
 
-    def _tail(self, dictionary: bytes, caller: bytes | None) -> bytes:
-        fields = _parse_dictionary(dictionary) if dictionary else {}
-        extra: dict[str, Any] = {}
-        if (subsystem := fields.pop("SUBSYSTEM", None)) is not None:
-            extra["subsystem"] = subsystem
-        if (device := fields.pop("DEVICE", None)) is not None:
-            extra["device"] = device
-        if caller is not None:
-            extra["caller"] = caller.decode("ascii", "replace")
-        if fields:
-            extra["fields"] = fields
-        if not extra:
-            return b"}"
-        return b"," + orjson.dumps(extra)[1:]
-
     def _second_bytes(self, seconds: int) -> bytes:
         try:
             stamp = format_timestamp(seconds * 1_000_000_000)[:-8].encode()
@@ -159,6 +149,49 @@ class ChunkEncoder:
             self._seconds.clear()
         self._seconds[seconds] = stamp
         return stamp
+
+
+def _tail(dictionary: bytes, caller: bytes | None) -> bytes:
+    """The optional members (subsystem, device, caller, fields) and the closing brace."""
+    fields = _parse_dictionary(dictionary) if dictionary else {}
+    extra: dict[str, Any] = {}
+    if (subsystem := fields.pop("SUBSYSTEM", None)) is not None:
+        extra["subsystem"] = subsystem
+    if (device := fields.pop("DEVICE", None)) is not None:
+        extra["device"] = device
+    if caller is not None:
+        extra["caller"] = caller.decode("ascii", "replace")
+    if fields:
+        extra["fields"] = fields
+    if not extra:
+        return b"}"
+    return b"," + orjson.dumps(extra)[1:]
+
+
+def _plain_tail(dictionary: bytes, caller: bytes | None) -> bytes | None:
+    """The tail without orjson when the dictionary is only plain SUBSYSTEM/DEVICE lines."""
+    subsystem = device = None
+    for line in dictionary.split(b"\n"):
+        if line.startswith(b" SUBSYSTEM="):
+            subsystem = line[11:]
+        elif line.startswith(b" DEVICE="):
+            device = line[8:]
+        elif line.startswith(b" "):
+            return None
+    tail = b""
+    if subsystem is not None:
+        if subsystem.translate(None, _SAFE):
+            return None
+        tail = b',"subsystem":"%b"' % subsystem
+    if device is not None:
+        if device.translate(None, _SAFE):
+            return None
+        tail += b',"device":"%b"' % device
+    if caller is not None:
+        if caller.translate(None, _SAFE):
+            return None
+        tail += b',"caller":"%b"' % caller
+    return tail + b"}"
 
 
 class _Fallback(Exception):  # noqa: N818 - a control-flow signal, not an error
