@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from forwarder.checkpoint import Checkpoint
+from forwarder.chunk import Chunk
 from forwarder.encode import Event, GapReason, Identity, encode_gap, encode_record
 from forwarder.kmsg import Record
 
@@ -103,27 +104,64 @@ class Router:
         Returns the stream-wide gap this record revealed, if any (counted once in
         metrics however many sinks report it).
         """
+        lazy: list[Event] = []
+
+        def event() -> Event:
+            if not lazy:
+                lazy.append(encode_record(record, self.identity))
+            return lazy[0]
+
+        return self._route_one(record.seq, record.level_code, record.ts_usec, event, out)
+
+    def route_chunk(self, chunk: Chunk, out: dict[str, list[Item]]) -> list[Gap]:
+        """:meth:`route` for every record of ``chunk``; returns the stream-wide gaps."""
+        gaps: list[Gap] = []
+        boot_id = self.identity.boot_id
+        offset_ns = self.identity.clock_offset_ns
+        lines, prefixes, stamps = chunk.lines, chunk.prefixes, chunk.ts_usec
+        for index, seq in enumerate(chunk.seqs):
+            ts_usec = stamps[index]
+
+            def event(index: int = index, seq: int = seq, ts_usec: int = ts_usec) -> Event:
+                return Event(
+                    "kmsg", f"{boot_id}-{seq}", boot_id, seq, offset_ns + ts_usec * 1000,
+                    lines[index],
+                )  # fmt: skip
+
+            gap = self._route_one(seq, prefixes[index] & 7, ts_usec, event, out)
+            if gap is not None:
+                gaps.append(gap)
+        return gaps
+
+    def _route_one(
+        self,
+        seq: int,
+        level_code: int,
+        ts_usec: int,
+        make_event: Callable[[], Event],
+        out: dict[str, list[Item]],
+    ) -> Gap | None:
         # Only a jump at the very first record read can predate us; any later jump is an
         # overwrite while reading, also for a sink that was still skipping delivered records.
         reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
-        gap = self._stream_gap(record.seq)
+        gap = self._stream_gap(seq)
         event: Event | None = None
-        filtered = record.level_code > self._min_level
+        filtered = level_code > self._min_level
         for sink, cursor in self._cursors.items():
             last = cursor.last_seq
-            if last is not None and record.seq <= last:
+            if last is not None and seq <= last:
                 continue
             items = out[sink]
-            if last is not None and record.seq > last + 1:
-                items.append(self._gap(last + 1, record, reason))
+            if last is not None and seq > last + 1:
+                items.append(self._gap(last + 1, seq, ts_usec, reason))
                 self._gap_reports.append((sink, reason))
             if filtered:
-                items.append(Position(self.identity.boot_id, record.seq))
+                items.append(Position(self.identity.boot_id, seq))
             else:
                 if event is None:
-                    event = encode_record(record, self.identity)
+                    event = make_event()
                 items.append(event)
-            cursor.last_seq = record.seq
+            cursor.last_seq = seq
         return gap
 
     def _stream_gap(self, seq: int) -> Gap | None:
@@ -134,17 +172,17 @@ class Router:
             return None
         return Gap(previous + 1, seq - 1, "missed_while_down" if first_read else "overwritten")
 
-    def _gap(self, first_seq: int, record: Record, reason: GapReason) -> Event:
+    def _gap(self, first_seq: int, seq: int, ts_usec: int, reason: GapReason) -> Event:
         boot_id = self.identity.boot_id
         return encode_gap(
             host=self.identity.host,
             boot_id=boot_id,
             first_seq=first_seq,
-            last_seq=record.seq - 1,
+            last_seq=seq - 1,
             reason=reason,
-            timestamp_ns=self.identity.clock_offset_ns + record.ts_usec * 1000,
+            timestamp_ns=self.identity.clock_offset_ns + ts_usec * 1000,
             checkpoint_boot_id=boot_id,
-            checkpoint_seq=record.seq - 1,
+            checkpoint_seq=seq - 1,
         )
 
     def _reboot_gap(self, old: Checkpoint) -> Event:

@@ -271,11 +271,14 @@ class KafkaSink(Sink):
 
     def _headers(self, event: Event) -> list[tuple[str, bytes]]:
         headers: list[tuple[str, bytes]] = []
+        fields: dict[str, object] | None = None
         for name in self._header_names:
             if name == "content-type":
                 headers.append((name, CONTENT_TYPE))
             else:
-                value = event.fields.get(name)
+                if fields is None:
+                    fields = event.fields
+                value = fields.get(name)
                 if value is not None:
                     headers.append((name, str(value).encode()))
         return headers
