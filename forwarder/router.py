@@ -13,9 +13,11 @@ Pure logic (no I/O), the heart of the resume contract (DESIGN.md section 2):
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from forwarder.checkpoint import Checkpoint
 from forwarder.chunk import Chunk
@@ -114,24 +116,63 @@ class Router:
         return self._route_one(record.seq, record.level_code, record.ts_usec, event, out)
 
     def route_chunk(self, chunk: Chunk, out: dict[str, list[Item]]) -> list[Gap]:
-        """:meth:`route` for every record of ``chunk``; returns the stream-wide gaps."""
+        """:meth:`route` for every record of ``chunk``; returns the stream-wide gaps.
+
+        Once the first record is routed, a chunk of consecutive seqs that every sink stands
+        right before goes to all of them at once: no gap, no skip is possible in it.
+        """
         gaps: list[Gap] = []
-        boot_id = self.identity.boot_id
-        offset_ns = self.identity.clock_offset_ns
-        lines, prefixes, stamps = chunk.lines, chunk.prefixes, chunk.ts_usec
-        for index, seq in enumerate(chunk.seqs):
-            ts_usec = stamps[index]
-
-            def event(index: int = index, seq: int = seq, ts_usec: int = ts_usec) -> Event:
-                return Event(
-                    "kmsg", f"{boot_id}-{seq}", boot_id, seq, offset_ns + ts_usec * 1000,
-                    lines[index],
-                )  # fmt: skip
-
-            gap = self._route_one(seq, prefixes[index] & 7, ts_usec, event, out)
+        count = len(chunk)
+        if not count:
+            return gaps
+        seqs = chunk.seqs
+        cursors = self._cursors.values()
+        start = 0
+        while start < count:
+            gap = self._route_one(
+                seqs[start], chunk.prefixes[start] & 7, chunk.ts_usec[start],
+                partial(self._chunk_event, chunk, start), out,
+            )  # fmt: skip
             if gap is not None:
                 gaps.append(gap)
+            first = seqs[start]
+            start += 1
+            if all(cursor.last_seq == first for cursor in cursors) and seqs[start:] == array(
+                "Q", range(first + 1, first + 1 + count - start)
+            ):
+                self._route_all(chunk, start, out)
+                break
         return gaps
+
+    def _route_all(self, chunk: Chunk, start: int, out: dict[str, list[Item]]) -> None:
+        """Every sink takes records ``start:`` of ``chunk`` (consecutive, right after it)."""
+        boot_id = self.identity.boot_id
+        offset_ns = self.identity.clock_offset_ns
+        min_level = self._min_level
+        items: list[Item] = [
+            Position(boot_id, seq)
+            if prefix & 7 > min_level
+            else Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, offset_ns + ts * 1000, line)
+            for line, seq, prefix, ts in zip(
+                chunk.lines[start:],
+                chunk.seqs[start:],
+                chunk.prefixes[start:],
+                chunk.ts_usec[start:],
+                strict=True,
+            )
+        ]
+        if not items:
+            return
+        last = chunk.seqs[-1]
+        for sink, cursor in self._cursors.items():
+            out[sink].extend(items)
+            cursor.last_seq = last
+        self._last_read = last
+
+    def _chunk_event(self, chunk: Chunk, index: int) -> Event:
+        boot_id, seq = self.identity.boot_id, chunk.seqs[index]
+        timestamp_ns = self.identity.clock_offset_ns + chunk.ts_usec[index] * 1000
+        return Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, timestamp_ns, chunk.lines[index])
 
     def _route_one(
         self,
