@@ -24,6 +24,7 @@ from forwarder.kmsg import LEVEL_NAMES, _parse_dictionary, _unescape, facility_n
 # Bytes that JSON-encode as themselves: printable ASCII but the quote and the backslash.
 _SAFE: Final = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
 _U64_MAX: Final = 2**64 - 1
+_CACHED_TAILS: Final = 256
 _FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the reference path
 
 
@@ -62,19 +63,65 @@ class ChunkEncoder:
             + orjson.dumps(identity.boot_id)
             + b',"seq":'
         )
-        self._prefix_parts = [_prefix_part(prefix) for prefix in range(_FAST_PREFIXES)]
+        self._prefix_parts = {
+            b"%d" % prefix: (prefix, _prefix_part(prefix)) for prefix in range(_FAST_PREFIXES)
+        }
         self._seconds: dict[int, bytes] = {}
+        self._tails: dict[tuple[bytes, bytes | None], bytes] = {}
 
-    def encode(self, raws: Iterable[bytes], on_parse_error: ParseErrorHook) -> Chunk:
+    def encode(  # noqa: C901, PLR0912, PLR0915 - the one inlined loop of the hot path
+        self, raws: Iterable[bytes], on_parse_error: ParseErrorHook
+    ) -> Chunk:
         """Encode ``raws``; a malformed record goes to ``on_parse_error`` and is left out."""
         lines: list[bytes] = []
         seqs = array("Q")
         prefixes: list[int] = []
         stamps = array("Q")
-        fast = self._fast
+        add_line, add_seq, add_prefix, add_stamp = (
+            lines.append, seqs.append, prefixes.append, stamps.append
+        )  # fmt: skip
+        head, stamp_key, host_boot = self._head, self._stamp, self._host_boot
+        prefix_parts, seconds_cache, offset_ns = self._prefix_parts, self._seconds, self._offset_ns
+        tails = self._tails
         for raw in raws:
             try:
-                line, prefix, seq, ts_usec = fast(raw)
+                header, semicolon, body = raw.partition(b";")
+                parts = header.split(b",")
+                if not semicolon or len(parts) < 4:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                raw_seq, raw_ts, flags = parts[1], parts[2], parts[3]
+                known = prefix_parts.get(parts[0])
+                if known is None or not (raw_seq.isdigit() and raw_ts.isdigit()):
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                prefix, prefix_part = known
+                seq, ts_usec = int(raw_seq), int(raw_ts)
+                if seq > _U64_MAX or ts_usec > _U64_MAX:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                if not flags:
+                    flags = b"-"
+                elif flags.translate(None, _SAFE):
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                caller = None
+                for extra in parts[4:]:
+                    if extra.startswith(b"caller="):
+                        caller = extra[7:]
+                text, _, dictionary = body.partition(b"\n")
+                unsafe = text.translate(None, _SAFE)
+                if not unsafe:
+                    message = b'"%b"' % text
+                elif not unsafe.strip(b'"'):
+                    message = b'"%b"' % text.replace(b'"', b'\\"')
+                else:
+                    message = orjson.dumps(_unescape(text))
+                tail = b"}"
+                if dictionary or caller is not None:
+                    tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
+                seconds, nanos = divmod(offset_ns + ts_usec * 1000, 1_000_000_000)
+                stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
+                line = b'%b%d%b%b.%06dZ%b%d,"monotonic_us":%d%b%b","message":%b%b' % (
+                    head, seq, stamp_key, stamp, nanos // 1000, host_boot, seq, ts_usec,
+                    prefix_part, flags, message, tail,
+                )  # fmt: skip
             except _Fallback:
                 try:
                     record = parse_record(raw)
@@ -84,61 +131,19 @@ class ChunkEncoder:
                 line = encode_record(record, self.identity).json
                 prefix = record.facility_code << 3 | record.level_code
                 seq, ts_usec = record.seq, record.ts_usec
-            lines.append(line)
-            seqs.append(seq)
-            prefixes.append(prefix)
-            stamps.append(ts_usec)
+            add_line(line)
+            add_seq(seq)
+            add_prefix(prefix)
+            add_stamp(ts_usec)
         return Chunk(lines, seqs, prefixes, stamps)
 
-    def _fast(self, raw: bytes) -> tuple[bytes, int, int, int]:
-        header, semicolon, body = raw.partition(b";")
-        parts = header.split(b",")
-        if not semicolon or len(parts) < 4:
-            raise _Fallback
-        raw_prefix, raw_seq, raw_ts, flags = parts[0], parts[1], parts[2], parts[3]
-        if not (raw_prefix.isdigit() and raw_seq.isdigit() and raw_ts.isdigit()):
-            raise _Fallback
-        prefix, seq, ts_usec = int(raw_prefix), int(raw_seq), int(raw_ts)
-        if prefix >= _FAST_PREFIXES or seq > _U64_MAX or ts_usec > _U64_MAX:
-            raise _Fallback
-        if not flags:
-            flags = b"-"
-        elif flags.translate(None, _SAFE):
-            raise _Fallback
-        caller = None
-        for extra in parts[4:]:
-            if extra.startswith(b"caller="):
-                caller = extra[7:]
-        text, _, dictionary = body.partition(b"\n")
-        unsafe = text.translate(None, _SAFE)
-        if not unsafe:
-            message = b'"%b"' % text
-        elif not unsafe.strip(b'"'):
-            message = b'"%b"' % text.replace(b'"', b'\\"')
-        else:
-            message = orjson.dumps(_unescape(text))
-        tail = b"}"
-        if dictionary or caller is not None:
-            tail = _plain_tail(dictionary, caller) or _tail(dictionary, caller)
-        seconds, nanos = divmod(self._offset_ns + ts_usec * 1000, 1_000_000_000)
-        stamp = self._seconds.get(seconds)
-        if stamp is None:
-            stamp = self._second_bytes(seconds)
-        line = b'%b%d%b%b.%06dZ%b%d,"monotonic_us":%d%b%b","message":%b%b' % (
-            self._head,
-            seq,
-            self._stamp,
-            stamp,
-            nanos // 1000,
-            self._host_boot,
-            seq,
-            ts_usec,
-            self._prefix_parts[prefix],
-            flags,
-            message,
-            tail,
-        )
-        return line, prefix, seq, ts_usec
+    def _tail(self, dictionary: bytes, caller: bytes | None) -> bytes:
+        """The tail of a record, kept: the same devices and callers come back all the time."""
+        tail = _plain_tail(dictionary, caller) or _tail(dictionary, caller)
+        if len(self._tails) >= _CACHED_TAILS:
+            self._tails.clear()
+        self._tails[dictionary, caller] = tail
+        return tail
 
     def _second_bytes(self, seconds: int) -> bytes:
         try:
