@@ -25,8 +25,7 @@ class Event:
     """One output event, ready for any sink.
 
     ``checkpoint_seq`` is the kernel seq a sink's checkpoint may move to once this event
-    (and everything before it) is delivered; ``fields`` is the JSON object, ``json`` its
-    orjson encoding.
+    (and everything before it) is delivered; ``json`` is the event's JSON object, encoded.
     """
 
     kind: EventKind
@@ -34,8 +33,13 @@ class Event:
     boot_id: str
     checkpoint_seq: int
     timestamp_ns: int
-    fields: dict[str, Any]
     json: bytes
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The JSON object, decoded (a new dict on every call: read it once)."""
+        fields: dict[str, Any] = orjson.loads(self.json)
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +78,7 @@ def encode_record(record: Record, identity: Identity) -> Event:
         fields["caller"] = record.caller
     if record.fields:
         fields["fields"] = dict(record.fields)
-    return Event(
-        "kmsg", record_id, identity.boot_id, record.seq, timestamp_ns, fields, _dumps(fields)
-    )
+    return Event("kmsg", record_id, identity.boot_id, record.seq, timestamp_ns, _dumps(fields))
 
 
 def encode_gap(
@@ -114,7 +116,6 @@ def encode_gap(
         checkpoint_boot_id,
         checkpoint_seq,
         timestamp_ns,
-        fields,
         _dumps(fields),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,12 +21,13 @@ from forwarder.bad_input import BadInput
 from forwarder.capture import Capture, Frame
 from forwarder.capture_worker import FrameKind
 from forwarder.checkpoint import Checkpoint, CheckpointStore
+from forwarder.chunk import ChunkEncoder
 from forwarder.config import Config
 from forwarder.deadletter import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery import SinkWorker
 from forwarder.encode import Event, Identity, encode_record
 from forwarder.errors import ForwarderError, RecordParseError, StateError
-from forwarder.kmsg import Record, facility_name, level_name, parse_record
+from forwarder.kmsg import Record, facility_name, level_name
 from forwarder.metrics import Metrics
 from forwarder.retry import RetryPolicy
 from forwarder.router import Item, Router
@@ -91,6 +93,7 @@ class Pipeline:
         self._stop_requested = asyncio.Event()
         self.started_reading = False
         self._last_seq_read = -1
+        self._encoder: ChunkEncoder | None = None
 
     # -- start-up -------------------------------------------------------------------
 
@@ -275,49 +278,31 @@ class Pipeline:
     def _route_frames(
         self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
     ) -> None:
-        read_by_prefix: dict[tuple[int, int], int] = {}
-        last_seq = None
+        raws: list[bytes] = []
         for frame in frames:
             if frame.kind is FrameKind.RECORD:
-                try:
-                    record = parse_record(frame.payload)
-                except RecordParseError as error:
-                    self.metrics.parse_errors.inc()
-                    log.warning("parse_error", error=str(error))
-                    continue
-                except Exception as error:  # the safety net: one record never stops us
-                    self._bad_input.failed(frame.payload, error, None)
-                    continue
-                key = (record.facility_code, record.level_code)
-                read_by_prefix[key] = read_by_prefix.get(key, 0) + 1
-                last_seq = record.seq
-                try:
-                    gap = router.route(record, out)
-                except Exception as error:  # the safety net: one record never stops us
-                    self._bad_input.failed(frame.payload, error, record.seq)
-                    gap = router.set_aside(record, out)
-                if gap is not None:
-                    self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
-                    log.warning(
-                        "records_lost",
-                        reason=gap.reason,
-                        first_seq=gap.first_seq,
-                        last_seq=gap.last_seq,
-                        lost=gap.lost,
-                    )
+                raws.append(frame.payload)
             else:
                 self._control_frame(frame)
-        self._count_read(read_by_prefix, last_seq, router)
-
-    def _count_read(
-        self, read_by_prefix: dict[tuple[int, int], int], last_seq: int | None, router: Router
-    ) -> None:
+        if self._encoder is None or self._encoder.identity is not router.identity:
+            self._encoder = ChunkEncoder(router.identity, self._encode)
+        chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)
+        for gap in router.route_chunk(chunk, out):
+            self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
+            log.warning(
+                "records_lost",
+                reason=gap.reason,
+                first_seq=gap.first_seq,
+                last_seq=gap.last_seq,
+                lost=gap.lost,
+            )
         # Counted once per group of frames: per-record metric calls cost more than parsing.
-        for (facility_code, level_code), count in read_by_prefix.items():
+        for prefix, count in Counter(chunk.prefixes).items():
             self.metrics.records_read.labels(
-                facility_name(facility_code), level_name(level_code)
+                facility_name(prefix >> 3), level_name(prefix & 7)
             ).inc(count)
-        if last_seq is not None:
+        if chunk.seqs:
+            last_seq = chunk.seqs[-1]
             self.metrics.last_seq_read.set(last_seq)
             self._last_seq_read = last_seq
         for sink, reason in router.drain_gap_reports():
@@ -334,6 +319,10 @@ class Pipeline:
             self.source_ended = True
         elif frame.kind is FrameKind.ERROR:
             raise ForwarderError(frame.payload.decode(errors="replace"))
+
+    def _parse_error(self, raw: bytes, error: RecordParseError) -> None:  # noqa: ARG002
+        self.metrics.parse_errors.inc()
+        log.warning("parse_error", error=str(error))
 
     async def _watch_gauges(self) -> None:
         last_clock_check = time.monotonic()

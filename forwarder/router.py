@@ -13,11 +13,14 @@ Pure logic (no I/O), the heart of the resume contract (DESIGN.md section 2):
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from forwarder.checkpoint import Checkpoint
+from forwarder.chunk import Chunk
 from forwarder.encode import Event, GapReason, Identity, encode_gap, encode_record
 from forwarder.kmsg import Record
 
@@ -103,32 +106,14 @@ class Router:
         """Append what ``record`` means for each sink to ``out[sink]``.
 
         Returns the stream-wide gap this record revealed, if any (counted once in
-        metrics however many sinks report it).
+        metrics however many sinks report it). The record is encoded before anything
+        changes: a record that fails to encode leaves no trace (see :meth:`set_aside`).
         """
-        # Only a jump at the very first record read can predate us; any later jump is an
-        # overwrite while reading, also for a sink that was still skipping delivered records.
-        reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
-        event: Event | None = None
-        filtered = record.level_code > self._min_level
-        for sink, cursor in self._cursors.items():
-            last = cursor.last_seq
-            if last is not None and record.seq <= last:
-                continue
-            # Encoded before anything changes: a record that fails to encode leaves no trace.
-            item: Item
-            if filtered:
-                item = Position(self.identity.boot_id, record.seq)
-            else:
-                if event is None:
-                    event = self._encode(record, self.identity)
-                item = event
-            items = out[sink]
-            if last is not None and record.seq > last + 1:
-                items.append(self._gap(last + 1, record, reason))
-                self._gap_reports.append((sink, reason))
-            items.append(item)
-            cursor.last_seq = record.seq
-        return self._stream_gap(record.seq)
+        make_event: Callable[[], Event] = _never
+        if record.level_code <= self._min_level:
+            event = self._encode(record, self.identity)
+            make_event = lambda: event  # noqa: E731 - the one value, already encoded
+        return self._route_one(record.seq, record.level_code, record.ts_usec, make_event, out)
 
     def set_aside(self, record: Record, out: dict[str, list[Item]]) -> Gap | None:
         """Move every sink past a record that is not sent (its handling failed: dead-lettered).
@@ -136,16 +121,100 @@ class Router:
         Gaps before it are reported as ``route`` would; the record itself is no gap: it was
         read. A sink's checkpoint passes it with the next item delivered.
         """
+        return self._route_one(record.seq, record.level_code, record.ts_usec, None, out)
+
+    def route_chunk(self, chunk: Chunk, out: dict[str, list[Item]]) -> list[Gap]:
+        """:meth:`route` for every record of ``chunk``; returns the stream-wide gaps.
+
+        An empty line is a record set aside (:meth:`set_aside`). Once the first record is
+        routed, a chunk of consecutive seqs that every sink stands right before goes to all
+        of them at once: no gap, no skip is possible in it.
+        """
+        gaps: list[Gap] = []
+        count = len(chunk)
+        seqs = chunk.seqs
+        cursors = self._cursors.values()
+        start = 0
+        while start < count:
+            make_event = partial(self._chunk_event, chunk, start) if chunk.lines[start] else None
+            gap = self._route_one(
+                seqs[start], chunk.prefixes[start] & 7, chunk.ts_usec[start], make_event, out
+            )
+            if gap is not None:
+                gaps.append(gap)
+            first = seqs[start]
+            start += 1
+            if all(cursor.last_seq == first for cursor in cursors) and seqs[start:] == array(
+                "Q", range(first + 1, first + 1 + count - start)
+            ):
+                self._route_all(chunk, start, out)
+                break
+        return gaps
+
+    def _route_all(self, chunk: Chunk, start: int, out: dict[str, list[Item]]) -> None:
+        """Every sink takes records ``start:`` of ``chunk`` (consecutive, right after it)."""
+        if start >= len(chunk):
+            return
+        boot_id = self.identity.boot_id
+        offset_ns = self.identity.clock_offset_ns
+        min_level = self._min_level
+        items: list[Item] = [
+            Position(boot_id, seq)
+            if prefix & 7 > min_level
+            else Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, offset_ns + ts * 1000, line)
+            for line, seq, prefix, ts in zip(
+                chunk.lines[start:],
+                chunk.seqs[start:],
+                chunk.prefixes[start:],
+                chunk.ts_usec[start:],
+                strict=True,
+            )
+            if line
+        ]
+        last = chunk.seqs[-1]
+        for sink, cursor in self._cursors.items():
+            out[sink].extend(items)
+            cursor.last_seq = last
+        self._last_read = last
+
+    def _chunk_event(self, chunk: Chunk, index: int) -> Event:
+        boot_id, seq = self.identity.boot_id, chunk.seqs[index]
+        timestamp_ns = self.identity.clock_offset_ns + chunk.ts_usec[index] * 1000
+        return Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, timestamp_ns, chunk.lines[index])
+
+    def _route_one(
+        self,
+        seq: int,
+        level_code: int,
+        ts_usec: int,
+        make_event: Callable[[], Event] | None,
+        out: dict[str, list[Item]],
+    ) -> Gap | None:
+        """Route one record; ``make_event`` None means the record is set aside (not sent)."""
+        # Only a jump at the very first record read can predate us; any later jump is an
+        # overwrite while reading, also for a sink that was still skipping delivered records.
         reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
+        gap = self._stream_gap(seq)
+        event: Event | None = None
+        filtered = level_code > self._min_level
         for sink, cursor in self._cursors.items():
             last = cursor.last_seq
-            if last is not None and record.seq <= last:
+            if last is not None and seq <= last:
                 continue
-            if last is not None and record.seq > last + 1:
-                out[sink].append(self._gap(last + 1, record, reason))
+            items = out[sink]
+            if last is not None and seq > last + 1:
+                items.append(self._gap(last + 1, seq, ts_usec, reason))
                 self._gap_reports.append((sink, reason))
-            cursor.last_seq = record.seq
-        return self._stream_gap(record.seq)
+            if make_event is None:
+                pass
+            elif filtered:
+                items.append(Position(self.identity.boot_id, seq))
+            else:
+                if event is None:
+                    event = make_event()
+                items.append(event)
+            cursor.last_seq = seq
+        return gap
 
     def _stream_gap(self, seq: int) -> Gap | None:
         previous, self._last_read = self._last_read, seq
@@ -155,17 +224,17 @@ class Router:
             return None
         return Gap(previous + 1, seq - 1, "missed_while_down" if first_read else "overwritten")
 
-    def _gap(self, first_seq: int, record: Record, reason: GapReason) -> Event:
+    def _gap(self, first_seq: int, seq: int, ts_usec: int, reason: GapReason) -> Event:
         boot_id = self.identity.boot_id
         return encode_gap(
             host=self.identity.host,
             boot_id=boot_id,
             first_seq=first_seq,
-            last_seq=record.seq - 1,
+            last_seq=seq - 1,
             reason=reason,
-            timestamp_ns=self.identity.clock_offset_ns + record.ts_usec * 1000,
+            timestamp_ns=self.identity.clock_offset_ns + ts_usec * 1000,
             checkpoint_boot_id=boot_id,
-            checkpoint_seq=record.seq - 1,
+            checkpoint_seq=seq - 1,
         )
 
     def _reboot_gap(self, old: Checkpoint) -> Event:
@@ -188,3 +257,7 @@ def _parse_time_ns(text: str) -> int | None:
     except ValueError:
         return None
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def _never() -> Event:
+    raise AssertionError("a filtered record is never encoded")

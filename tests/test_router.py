@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forwarder.checkpoint import Checkpoint
+from forwarder.chunk import ChunkEncoder
 from forwarder.encode import Event, Identity
-from forwarder.kmsg import Record
+from forwarder.kmsg import Record, render_record
 from forwarder.router import Gap, Position, Router
 
 BOOT = "boot-new"
@@ -239,3 +242,39 @@ def test_failed_encoding_leaves_the_router_unchanged():
     assert out == {"a": []}
     assert the_router.set_aside(record(1), out) is None
     assert out == {"a": []}
+
+
+CHECKPOINT_SEQS = st.none() | st.integers(-1, 12) | st.just("old boot")
+WINDOW = st.lists(st.integers(0, 20), max_size=8) | st.builds(
+    lambda first, count: list(range(first, first + count)), st.integers(0, 12), st.integers(0, 9)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(WINDOW, max_size=4),
+    st.dictionaries(st.sampled_from("abc"), CHECKPOINT_SEQS, min_size=1),
+    st.integers(0, 7),
+    st.integers(0, 7),
+)
+def test_routing_a_chunk_is_routing_each_record(windows, positions, min_level, level_code):
+    """Chunks (jumps, repeats, skips, filtering) route exactly like records one at a time."""
+    checkpoints = {
+        sink: None
+        if seq is None
+        else Checkpoint(OLD_BOOT, 3, 0, "2026-11-26T19:42:10.123456+00:00")
+        if seq == "old boot"
+        else Checkpoint(BOOT, seq, 0, "2026-11-26T19:42:10.123456+00:00")
+        for sink, seq in positions.items()
+    }
+    one_by_one, chunked = router(checkpoints, min_level), router(checkpoints, min_level)
+    encoder = ChunkEncoder(IDENTITY)
+    for window in windows:
+        records = [record(seq, (level_code + seq) % 8) for seq in window]
+        expected = {name: [] for name in positions}
+        expected_gaps = [g for r in records if (g := one_by_one.route(r, expected)) is not None]
+        out = {name: [] for name in positions}
+        chunk = encoder.encode([render_record(r) for r in records], pytest.fail, pytest.fail)
+        assert chunked.route_chunk(chunk, out) == expected_gaps
+        assert out == expected
+        assert chunked.drain_gap_reports() == one_by_one.drain_gap_reports()

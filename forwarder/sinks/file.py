@@ -47,7 +47,7 @@ class FileSink(Sink):
 
     async def send(self, batch: Batch) -> Outcome:
         """Append the batch and fsync it."""
-        payload = b"".join(event.json + b"\n" for event in batch.events)
+        payload = b"\n".join([event.json for event in batch.events]) + b"\n"
         await asyncio.to_thread(self._write, payload)
         return Outcome.delivered()
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -74,6 +74,9 @@ _SIZE_ERRORS: tuple[type[Exception], ...] = (
     kafka_errors.RecordTooLargeError,
     kafka_errors.RecordListTooLargeError,
 )
+
+
+_RECORD_POSITION: Final = frozenset({"boot_id", "seq"})
 
 
 class SessionAbandonedError(kafka_errors.KafkaError):  # type: ignore[misc]
@@ -271,11 +274,18 @@ class KafkaSink(Sink):
 
     def _headers(self, event: Event) -> list[tuple[str, bytes]]:
         headers: list[tuple[str, bytes]] = []
+        fields: dict[str, object] | None = None
         for name in self._header_names:
             if name == "content-type":
                 headers.append((name, CONTENT_TYPE))
+            elif event.kind == "kmsg" and name in _RECORD_POSITION:
+                # A record's own boot and seq are its checkpoint position: no JSON to decode.
+                position = event.boot_id if name == "boot_id" else str(event.checkpoint_seq)
+                headers.append((name, position.encode()))
             else:
-                value = event.fields.get(name)
+                if fields is None:
+                    fields = event.fields
+                value = fields.get(name)
                 if value is not None:
                     headers.append((name, str(value).encode()))
         return headers

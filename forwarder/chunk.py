@@ -1,0 +1,243 @@
+"""Encode a window of raw kmsg records into one :class:`Chunk`, in one tight loop.
+
+The output of every record is byte-identical to ``encode_record(parse_record(raw)).json``
+(the reference, pinned by a property test): the JSON is written from bytes templates, and
+orjson only runs on the parts that need escaping (a message with a backslash escape, a
+quote or a non-ASCII byte; a dictionary). A record the fast path cannot take (an unusual
+prefix, a number beyond 64 bits, a malformed header) goes through the reference instead,
+so it fails, or succeeds, exactly as the reference does.
+
+A record whose handling raises anything else is set aside: it goes to the failure hook
+(dead-lettered with its raw bytes) and stays in the chunk as an empty line, so every sink
+moves past its seq without a gap and without sending it.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from forwarder.encode import Event, Identity, encode_record, format_timestamp
+from forwarder.errors import RecordParseError
+from forwarder.kmsg import (
+    LEVEL_NAMES,
+    TS_USEC_MAX,
+    U64_MAX,
+    Record,
+    _parse_dictionary,
+    _unescape,
+    facility_name,
+    parse_record,
+)
+
+# Bytes that JSON-encode as themselves: printable ASCII but the quote and the backslash.
+_SAFE: Final = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
+_CACHED_TAILS: Final = 256
+_FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the reference path
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The encoded records of one read window, as parallel columns (index = record).
+
+    ``lines[i]`` is the event JSON (no newline; empty for a record set aside), ``seqs[i]``,
+    ``prefixes[i]`` (``facility << 3 | level``) and ``ts_usec[i]`` its kernel header.
+    """
+
+    lines: list[bytes]
+    seqs: array[int]
+    prefixes: list[int]
+    ts_usec: array[int]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+ParseErrorHook = Callable[[bytes, RecordParseError], None]
+FailureHook = Callable[[bytes, Exception, "int | None"], None]
+Encode = Callable[[Record, Identity], Event]
+
+
+class ChunkEncoder:
+    """Encodes windows of raw records for one identity (templates computed once)."""
+
+    def __init__(self, identity: Identity, encode: Encode = encode_record) -> None:
+        self.identity = identity
+        self._encode = encode
+        # Another encoder (a test seam, a debugging aid) means the reference path for all.
+        self._reference_only = encode is not encode_record
+        self._offset_ns = identity.clock_offset_ns
+        self._head = b'{"event":"kmsg","id":' + orjson.dumps(identity.boot_id)[:-1] + b"-"
+        self._stamp = b'","@timestamp":"'
+        self._host_boot = (
+            b'","host":'
+            + orjson.dumps(identity.host)
+            + b',"boot_id":'
+            + orjson.dumps(identity.boot_id)
+            + b',"seq":'
+        )
+        self._prefix_parts = {
+            b"%d" % prefix: (prefix, _prefix_part(prefix)) for prefix in range(_FAST_PREFIXES)
+        }
+        self._seconds: dict[int, bytes] = {}
+        self._tails: dict[tuple[bytes, bytes | None], bytes] = {}
+
+    def encode(  # noqa: C901, PLR0912, PLR0915 - the one inlined loop of the hot path
+        self, raws: Iterable[bytes], on_parse_error: ParseErrorHook, on_failure: FailureHook
+    ) -> Chunk:
+        """Encode ``raws``; a malformed record goes to ``on_parse_error`` and is left out.
+
+        A record whose handling raises anything else goes to ``on_failure`` and is set aside.
+        """
+        lines: list[bytes] = []
+        seqs = array("Q")
+        prefixes: list[int] = []
+        stamps = array("Q")
+        add_line, add_seq, add_prefix, add_stamp = (
+            lines.append, seqs.append, prefixes.append, stamps.append
+        )  # fmt: skip
+        head, stamp_key, host_boot = self._head, self._stamp, self._host_boot
+        prefix_parts, seconds_cache, offset_ns = self._prefix_parts, self._seconds, self._offset_ns
+        tails, reference_only = self._tails, self._reference_only
+        for raw in raws:
+            try:
+                if reference_only:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                header, semicolon, body = raw.partition(b";")
+                parts = header.split(b",")
+                if not semicolon or len(parts) < 4:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                raw_seq, raw_ts, flags = parts[1], parts[2], parts[3]
+                known = prefix_parts.get(parts[0])
+                if known is None or not (raw_seq.isdigit() and raw_ts.isdigit()):
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                prefix, prefix_part = known
+                seq, ts_usec = int(raw_seq), int(raw_ts)
+                if seq > U64_MAX or ts_usec > TS_USEC_MAX:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                if not flags:
+                    flags = b"-"
+                elif flags.translate(None, _SAFE):
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                caller = None
+                for extra in parts[4:]:
+                    if extra.startswith(b"caller="):
+                        caller = extra[7:]
+                text, _, dictionary = body.partition(b"\n")
+                unsafe = text.translate(None, _SAFE)
+                if not unsafe:
+                    message = b'"%b"' % text
+                elif not unsafe.strip(b'"'):
+                    message = b'"%b"' % text.replace(b'"', b'\\"')
+                else:
+                    message = orjson.dumps(_unescape(text))
+                tail = b"}"
+                if dictionary or caller is not None:
+                    tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
+                seconds, nanos = divmod(offset_ns + ts_usec * 1000, 1_000_000_000)
+                stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
+                line = b'%b%d%b%b.%06dZ%b%d,"monotonic_us":%d%b%b","message":%b%b' % (
+                    head, seq, stamp_key, stamp, nanos // 1000, host_boot, seq, ts_usec,
+                    prefix_part, flags, message, tail,
+                )  # fmt: skip
+            except Exception:  # _Fallback, or any surprise of the fast path: the reference decides
+                try:
+                    record = parse_record(raw)
+                except RecordParseError as error:
+                    on_parse_error(raw, error)
+                    continue
+                except Exception as error:  # the safety net: one record never stops us
+                    on_failure(raw, error, None)
+                    continue
+                prefix = record.facility_code << 3 | record.level_code
+                seq, ts_usec = record.seq, record.ts_usec
+                try:
+                    line = self._encode(record, self.identity).json
+                except Exception as error:  # the safety net: one record never stops us
+                    on_failure(raw, error, seq)
+                    line = b""
+            add_line(line)
+            add_seq(seq)
+            add_prefix(prefix)
+            add_stamp(ts_usec)
+        return Chunk(lines, seqs, prefixes, stamps)
+
+    def _tail(self, dictionary: bytes, caller: bytes | None) -> bytes:
+        """The tail of a record, kept: the same devices and callers come back all the time."""
+        tail = _plain_tail(dictionary, caller) or _tail(dictionary, caller)
+        if len(self._tails) >= _CACHED_TAILS:
+            self._tails.clear()
+        self._tails[dictionary, caller] = tail
+        return tail
+
+    def _second_bytes(self, seconds: int) -> bytes:
+        try:
+            stamp = format_timestamp(seconds * 1_000_000_000)[:-8].encode()
+        except (ValueError, OverflowError, OSError) as error:
+            raise _Fallback from error
+        if len(self._seconds) > 64:
+            self._seconds.clear()
+        self._seconds[seconds] = stamp
+        return stamp
+
+
+def _tail(dictionary: bytes, caller: bytes | None) -> bytes:
+    """The optional members (subsystem, device, caller, fields) and the closing brace."""
+    fields = _parse_dictionary(dictionary) if dictionary else {}
+    extra: dict[str, Any] = {}
+    if (subsystem := fields.pop("SUBSYSTEM", None)) is not None:
+        extra["subsystem"] = subsystem
+    if (device := fields.pop("DEVICE", None)) is not None:
+        extra["device"] = device
+    if caller is not None:
+        extra["caller"] = caller.decode("ascii", "replace")
+    if fields:
+        extra["fields"] = fields
+    if not extra:
+        return b"}"
+    return b"," + orjson.dumps(extra)[1:]
+
+
+def _plain_tail(dictionary: bytes, caller: bytes | None) -> bytes | None:
+    """The tail without orjson when the dictionary is only plain SUBSYSTEM/DEVICE lines."""
+    subsystem = device = None
+    for line in dictionary.split(b"\n"):
+        if line.startswith(b" SUBSYSTEM="):
+            subsystem = line[11:]
+        elif line.startswith(b" DEVICE="):
+            device = line[8:]
+        elif line.startswith(b" "):
+            return None
+    tail = b""
+    if subsystem is not None:
+        if subsystem.translate(None, _SAFE):
+            return None
+        tail = b',"subsystem":"%b"' % subsystem
+    if device is not None:
+        if device.translate(None, _SAFE):
+            return None
+        tail += b',"device":"%b"' % device
+    if caller is not None:
+        if caller.translate(None, _SAFE):
+            return None
+        tail += b',"caller":"%b"' % caller
+    return tail + b"}"
+
+
+class _Fallback(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The fast path cannot take this record: use the reference."""
+
+
+def _prefix_part(prefix: int) -> bytes:
+    """``,"facility":...,"flags":"`` for one prefix (the flags value follows)."""
+    facility_code, level_code = prefix >> 3, prefix & 7
+    return b',"facility":%b,"facility_code":%d,"level":"%b","level_code":%d,"flags":"' % (
+        orjson.dumps(facility_name(facility_code)),
+        facility_code,
+        LEVEL_NAMES[level_code].encode(),
+        level_code,
+    )
