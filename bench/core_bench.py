@@ -296,6 +296,9 @@ def main() -> int:
         rows.append(sibling_bench("http_sinks_bench", ["--forwarder", *sized], workdir))
     print(f"machine: {os.cpu_count()} CPUs; work files in {workdir}")
     print_table(rows)
+    for log in sorted(workdir.glob("*_bench.out")):
+        print(f"\n== {log.name} (last lines)")
+        print("\n".join(log.read_text().splitlines()[-12:]))
     return 0
 
 
