@@ -139,6 +139,8 @@ def replay_rows(records: int, workdir: Path) -> list[Row]:
         [sys.executable, "-c", NAIVE_LOOP, str(dump), str(workdir / "naive.ndjson")], check=True
     )
     naive_s = children_cpu_s() - before
+    for large in (dump, output, workdir / "naive.ndjson"):
+        large.unlink()
     per_million = 1e6 / records
     return [
         Row(
