@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test lint bench install system-deps clean
+.PHONY: run test lint bench bench-core install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/capture_bench.py
+
+## bench-core: issue 8's targets in one table (ARGS="--rows replay,idle --records 200000" to narrow).
+bench-core: $(STAMP)
+	$(BIN)/python bench/core_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

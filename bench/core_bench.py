@@ -1,0 +1,308 @@
+"""Issue 8's targets in one table: the whole forwarder as a black box, beside a reference.
+
+    .venv/bin/python bench/core_bench.py [--rows replay,idle,flood,capture,kafka,loki]
+                                         [--records N] [--flood-rate N] [--flood-s N]
+
+Every row runs the real ``python -m forwarder run --config CONFIG`` and reads the CPU
+(utime + stime) and peak RSS (VmHWM) of the forwarder and its capture child from /proc,
+so it measures whatever the internals are. Rows:
+
+- replay: N realistic records (bench/http_sinks_bench.py's generator) from a dump into the
+  file sink, CPU s per million and peak RSS, against a naive parse + dict + orjson + NDJSON
+  append loop (fsync per 500) in a subprocess in the same run; the output must hold N lines.
+- idle: the default stdout config on /dev/kmsg: RSS after 5 s, CPU over 10 s.
+- flood: a sleeping SCHED_RR 1 writer (bench/inject.c built with -DSLEEP_BETWEEN_GROUPS)
+  at 100,000 records/s for 30 s into /dev/kmsg, the forwarder with a file sink, then
+  rsyslog imkmsg on the same flood (bench/capture_bench.py's runners); lost = written - seen.
+- capture, kafka, loki: bench/capture_bench.py, bench/kafka_bench.py and
+  bench/http_sinks_bench.py --forwarder run as they are; their output is printed after the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import capture_bench as capture
+from http_sinks_bench import write_dump
+
+HERE = Path(__file__).resolve().parent
+ROWS = ("replay", "idle", "flood", "capture", "kafka", "loki")
+IDLE_SETTLE_S = 5.0
+IDLE_MEASURE_S = 10.0
+
+NAIVE_LOOP = r"""
+import datetime, os, sys, orjson
+
+FACILITIES = ["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news"]
+LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+BOOT, EPOCH_US = "ea1215b6-8bb3-4f05-8f1e-180a577a2534", 1_764_626_434_816_363
+
+def parse(block):
+    head, *extra = block.split(b"\n")
+    prefix, _, message = head.partition(b";")
+    value, seq, ts_usec, flags = prefix.split(b",")[:4]
+    fields = dict(line[1:].decode().split("=", 1) for line in extra if line)
+    return int(value), int(seq), int(ts_usec), flags.decode(), message.decode("utf-8", "replace"), fields
+
+def event(value, seq, ts_usec, flags, message, fields):
+    stamp = datetime.datetime.fromtimestamp((EPOCH_US + ts_usec) / 1e6, datetime.UTC)
+    return {
+        "event": "kmsg", "id": f"{BOOT}-{seq}", "@timestamp": stamp.isoformat(timespec="microseconds")[:-6] + "Z",
+        "host": "bench-node", "boot_id": BOOT, "seq": seq, "monotonic_us": ts_usec,
+        "facility": FACILITIES[value >> 3 & 7], "facility_code": value >> 3,
+        "level": LEVELS[value & 7], "level_code": value & 7, "flags": flags, "message": message,
+        "subsystem": fields.get("SUBSYSTEM"), "device": fields.get("DEVICE"),
+    }
+
+dump, output = sys.argv[1], sys.argv[2]
+with open(dump, "rb") as source, open(output, "ab") as sink:
+    lines, text = [], source.read()
+    records, current = [], []
+    for raw in text.split(b"\n"):
+        if raw.startswith(b" "):
+            current.append(raw)
+            continue
+        if current:
+            records.append(b"\n".join(current))
+        current = [raw] if raw else []
+    if current:
+        records.append(b"\n".join(current))
+    for number, block in enumerate(records, 1):
+        lines.append(orjson.dumps(event(*parse(block))) + b"\n")
+        if number % 500 == 0:
+            sink.write(b"".join(lines)); sink.flush(); os.fsync(sink.fileno())
+            lines = []
+    sink.write(b"".join(lines)); sink.flush(); os.fsync(sink.fileno())
+"""
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    figure: str
+    measured: str
+    reference: str = "-"
+    ratio: str = "-"
+    target: str = "-"
+
+
+def children_cpu_s() -> float:
+    """utime + stime of every waited-for child so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_peak_rss_mib() -> float:
+    """The largest peak RSS among waited-for children (ru_maxrss is per process, KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def replay_rows(records: int, workdir: Path) -> list[Row]:
+    """The dump into the file sink, then the naive loop over the same dump."""
+    dump = workdir / "dump.kmsg"
+    write_dump(dump, records)
+    output = workdir / "replay.ndjson"
+    config = workdir / "replay.toml"
+    config.write_text(
+        f'host = "bench-node"\nstate_dir = "{workdir / "state"}"\n[source]\npath = "{dump}"\n'
+        f'[sinks.out]\ntype = "file"\npath = "{output}"\n'
+    )
+    before = children_cpu_s()
+    forwarder = subprocess.Popen(
+        [sys.executable, "-m", "forwarder", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "replay.log").open("wb"),
+    )
+    pids = [forwarder.pid]
+    peak_kib = 0
+    while forwarder.poll() is None:
+        pids = [forwarder.pid, *capture.child_pids(forwarder.pid)] if len(pids) < 2 else pids
+        peak_kib = max(peak_kib, capture.peak_rss_kib(pids))
+        time.sleep(0.2)
+    ours_s = children_cpu_s() - before
+    if forwarder.returncode != 0:
+        raise SystemExit(f"forwarder exited {forwarder.returncode}: see {workdir / 'replay.log'}")
+    with output.open("rb") as lines:
+        written = sum(1 for _ in lines)
+    before = children_cpu_s()
+    subprocess.run(
+        [sys.executable, "-c", NAIVE_LOOP, str(dump), str(workdir / "naive.ndjson")], check=True
+    )
+    naive_s = children_cpu_s() - before
+    for large in (dump, output, workdir / "naive.ndjson"):
+        large.unlink()
+    per_million = 1e6 / records
+    return [
+        Row(
+            f"replay {records:,} into file sink, CPU s/M (forwarder+capture)",
+            f"{ours_s * per_million:.1f}",
+            f"{naive_s * per_million:.1f} naive loop",
+            f"{ours_s / naive_s:.2f}x",
+            "<= 0.6x",
+        ),
+        Row("replay peak RSS, both processes (MiB)", f"{peak_kib / 1024:.0f}", target="<= 80"),
+        Row(
+            "replay output lines == records",
+            f"{written:,}",
+            f"{records:,}",
+            "ok" if written == records else "MISMATCH",
+        ),
+    ]
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Sum of current VmRSS of the processes."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def idle_rows(workdir: Path) -> list[Row]:
+    """The default stdout config on /dev/kmsg, left alone."""
+    config = workdir / "idle.toml"
+    config.write_text(f'state_dir = "{workdir / "idle-state"}"\n')
+    forwarder = subprocess.Popen(
+        [sys.executable, "-m", "forwarder", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "idle.log").open("wb"),
+        start_new_session=True,
+    )
+    try:
+        time.sleep(IDLE_SETTLE_S)
+        pids = [forwarder.pid, *capture.child_pids(forwarder.pid)]
+        resident = [rss_kib([pid]) / 1024 for pid in pids]
+        before = capture.cpu_seconds(pids)
+        time.sleep(IDLE_MEASURE_S)
+        idle_cpu = capture.cpu_seconds(pids) - before
+    finally:
+        capture.stop(forwarder)
+    parts = " + ".join(f"{mib:.0f}" for mib in resident)
+    return [
+        Row("idle RSS, default config (MiB)", f"{sum(resident):.0f} ({parts})", target="<= 40"),
+        Row(f"idle CPU over {IDLE_MEASURE_S:.0f} s (s)", f"{idle_cpu:.2f}", target="~0"),
+    ]
+
+
+def build_sleeping_injector(workdir: Path) -> Path:
+    """bench/inject.c, sleeping between groups, compiled into the run's temp dir."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("a C compiler is needed for the flood: apt-get install -y gcc")
+    binary = workdir / "inject-sleeping"
+    subprocess.run(
+        [compiler, "-O2", "-Wall", "-DSLEEP_BETWEEN_GROUPS", "-o", binary, HERE / "inject.c"],
+        check=True,
+    )
+    return binary
+
+
+def flood_rows(rate: int, seconds: int, workdir: Path) -> list[Row]:
+    """The sustained flood, ours then rsyslog imkmsg, with printk_devkmsg=on meanwhile."""
+    capture.INJECTOR = build_sleeping_injector(workdir)
+    args = argparse.Namespace(
+        records=rate * seconds, buffer_records=262_144, idle_s=5.0, injector_rt=True
+    )
+    rsyslogd = capture.find_rsyslogd()
+    with capture.devkmsg_on():
+        (workdir / "flood-ours").mkdir()
+        ours = capture.run_ours(args, rate, capture.record_tag("floodours"), workdir / "flood-ours")
+        theirs = None
+        if rsyslogd is not None:
+            (workdir / "flood-rsyslog").mkdir()
+            tag = capture.record_tag("floodrsys")
+            theirs = capture.run_rsyslog(args, rsyslogd, rate, tag, workdir / "flood-rsyslog")
+
+    def lost(run: capture.Run) -> str:
+        missing = run.injected - run.received
+        return f"{missing:,} of {run.injected:,} ({100 * missing / max(run.injected, 1):.1f}%)"
+
+    return [
+        Row(
+            f"flood {rate:,}/s x {seconds} s, lost (file sink)",
+            lost(ours),
+            f"rsyslog imkmsg {lost(theirs)}" if theirs else "rsyslog not installable",
+            target="0 lost",
+        ),
+        Row(
+            "flood CPU (s), peak RSS (MiB)",
+            f"{ours.cpu_s:.1f}, {ours.peak_rss_kib / 1024:.0f}",
+            f"{theirs.cpu_s:.1f}, {theirs.peak_rss_kib / 1024:.0f}" if theirs else "-",
+        ),
+    ]
+
+
+def sibling_bench(name: str, arguments: list[str], workdir: Path) -> Row:
+    """Run another bench script as it is; its output goes to a file named in the row."""
+    log = workdir / f"{name}.out"
+    with log.open("wb") as out:
+        code = subprocess.run(
+            [sys.executable, str(HERE / f"{name}.py"), *arguments],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        ).returncode
+    return Row(f"{name} {' '.join(arguments)}".strip(), f"exit {code}", f"see {log}")
+
+
+def print_table(rows: list[Row]) -> None:
+    """One fixed-width table."""
+    header = Row("figure", "measured", "reference (same run)", "ratio", "target")
+    cells = [[r.figure, r.measured, r.reference, r.ratio, r.target] for r in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(5)]
+    for number, row in enumerate(cells):
+        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("-+-".join("-" * width for width in widths))
+
+
+def main() -> int:
+    """Parse flags, run the chosen rows, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="replay,idle,flood,capture,kafka,loki")
+    parser.add_argument("--records", type=int, default=1_000_000, help="replay records")
+    parser.add_argument("--flood-rate", type=int, default=100_000)
+    parser.add_argument("--flood-s", type=int, default=30)
+    parser.add_argument("--sibling-records", type=int, default=None, help="kafka/loki records")
+    args = parser.parse_args()
+    chosen = args.rows.split(",")
+    unknown = set(chosen) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; choose from {','.join(ROWS)}")
+    workdir = Path(tempfile.mkdtemp(prefix="core-bench-"))
+    sized = ["--records", str(args.sibling_records)] if args.sibling_records else []
+    rows: list[Row] = []
+    if "replay" in chosen:
+        rows += replay_rows(args.records, workdir)
+    if "idle" in chosen:
+        rows += idle_rows(workdir)
+    if "flood" in chosen:
+        rows += flood_rows(args.flood_rate, args.flood_s, workdir)
+    if "capture" in chosen:
+        rows.append(sibling_bench("capture_bench", ["--rates", "300k", "--runs", "5"], workdir))
+    if "kafka" in chosen:
+        rows.append(sibling_bench("kafka_bench", sized, workdir))
+    if "loki" in chosen:
+        rows.append(sibling_bench("http_sinks_bench", ["--forwarder", *sized], workdir))
+    print(f"machine: {os.cpu_count()} CPUs; work files in {workdir}")
+    print_table(rows)
+    for log in sorted(workdir.glob("*_bench.out")):
+        print(f"\n== {log.name} (last lines)")
+        print("\n".join(log.read_text().splitlines()[-12:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
