@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forwarder.ring import ring_bounds
+from forwarder.source.ring import ring_bounds
 
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "out"

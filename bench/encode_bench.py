@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from bench.http_sinks_bench import write_dump
-from forwarder.chunk import ChunkEncoder
-from forwarder.encode import Identity, encode_record
-from forwarder.kmsg import parse_record
+from forwarder.encoding.chunk import ChunkEncoder
+from forwarder.encoding.reference import Identity, encode_record
+from forwarder.source.parser import parse_record
 
 IDENTITY = Identity("bench-node", "3f1c0000-0000-4000-8000-000000000001", 1_764_182_470_000_000_000)
 

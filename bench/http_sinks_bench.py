@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/http_sinks_bench.py [--records N] [--batch N] [--dump PATH]
 
-Writes a kmsg dump (records rendered with forwarder.kmsg.render_record, one per line
+Writes a kmsg dump (records rendered with forwarder.source.parser.render_record, one per line
 group, like /dev/kmsg reads), reads it back through the real parser and encoder in
 batches, and sends every batch with the real sink to a loopback receiver running in
 another process (so its CPU is not counted). Per sink configuration it prints
@@ -30,13 +30,13 @@ from typing import Any
 import orjson
 from aiohttp import ClientSession, web
 
-from forwarder.encode import Event, Identity, encode_record
-from forwarder.kmsg import Record, parse_record, render_record
+from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.http import HttpSink, HttpSinkConfig
 from forwarder.sinks.loki import LokiSink, LokiSinkConfig
 from forwarder.sinks.outcome import Outcome
+from forwarder.source.parser import Record, parse_record, render_record
 
 MESSAGES = [
     (

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from forwarder.kernel_events import KernelEventClassifier
-from forwarder.kmsg import Record, parse_record
+from forwarder.source.parser import Record, parse_record
 
 VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "kernel-events" / "vectors.json"
 NOISE = [

@@ -21,12 +21,12 @@ import orjson
 import structlog
 import uvloop
 
-from forwarder.checkpoint import CheckpointStore
 from forwarder.config import Config, load_config
+from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.errors import ConfigError, ForwarderError, StartupError
-from forwarder.logs import configure_logging
 from forwarder.pipeline import Pipeline, read_boot_id
-from forwarder.ring import ring_bounds
+from forwarder.source.ring import ring_bounds
+from forwarder.telemetry.logs import configure_logging
 
 EXIT_OK = 0
 EXIT_ERROR = 1

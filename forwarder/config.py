@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from forwarder.errors import ConfigError
-from forwarder.kmsg import parse_level
 from forwarder.options import BatchConfig, StrictModel
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
+from forwarder.source.parser import parse_level
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -17,21 +17,21 @@ from typing import Any
 
 import structlog
 
-from forwarder.bad_input import BadInput
-from forwarder.capture import Capture, Frame
-from forwarder.capture_worker import FrameKind
-from forwarder.checkpoint import Checkpoint, CheckpointStore
-from forwarder.chunk import ChunkEncoder
 from forwarder.config import Config
-from forwarder.deadletter import DeadLetterFile, SourceDeadLetterFile
-from forwarder.delivery import SinkWorker
-from forwarder.encode import Event, Identity, encode_record
+from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
+from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
+from forwarder.delivery.retry import RetryPolicy
+from forwarder.delivery.worker import SinkWorker
+from forwarder.encoding.chunk import ChunkEncoder
+from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.errors import ForwarderError, RecordParseError, StateError
-from forwarder.kmsg import Record, facility_name, level_name
-from forwarder.metrics import Metrics
-from forwarder.retry import RetryPolicy
-from forwarder.router import Item, Router
+from forwarder.routing import Item, Router
 from forwarder.sinks.base import Sink, SinkContext
+from forwarder.source.bad_input import BadInput
+from forwarder.source.capture import Capture, Frame
+from forwarder.source.capture_process import FrameKind
+from forwarder.source.parser import Record, facility_name, level_name
+from forwarder.telemetry.metrics import Metrics
 
 log = structlog.get_logger("forwarder.pipeline")
 CLOCK_CHECK_INTERVAL_S = 30.0
@@ -181,7 +181,7 @@ class Pipeline:
         watcher: asyncio.Task[None] | None = None
         try:
             if self.config.metrics.listen:
-                from forwarder.status_server import StatusServer  # noqa: PLC0415 - aiohttp on use
+                from forwarder.telemetry.status_server import StatusServer  # noqa: PLC0415 - aiohttp on use
 
                 server = StatusServer(
                     self.config.metrics.listen,

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from forwarder import cli
-from forwarder.checkpoint import CheckpointStore
+from forwarder.delivery.checkpoint import CheckpointStore
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-Passw0rd"

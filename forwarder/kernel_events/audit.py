@@ -12,7 +12,7 @@ from typing import Final
 
 from forwarder.kernel_events.report import SingleReport
 from forwarder.kernel_events.values import Fields
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _AUDIT: Final = re.compile(
     r"audit: type=(?P<type>\d+) audit\((?P<time>\d+\.\d+):(?P<serial>\d+)\): (?P<body>.*)$"

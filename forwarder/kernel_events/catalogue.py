@@ -31,7 +31,7 @@ from forwarder.kernel_events.report import Report
 from forwarder.kernel_events.stalls import detect_hung_task, detect_lockup, detect_rcu_stall
 from forwarder.kernel_events.storage import detect_block_io_error, detect_storage_error
 from forwarder.kernel_events.user_fault import detect_user_fault
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 Detector = Callable[[Record, str], Report | None]
 

@@ -19,7 +19,7 @@ from forwarder.kernel_events.crashes import OopsReport, WarningReport
 from forwarder.kernel_events.model import KernelEvent
 from forwarder.kernel_events.report import MAX_IDLE_RECORDS, QUIET_USEC, Report, Verdict
 from forwarder.kernel_events.rules import UserRule
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 
@@ -27,7 +27,7 @@ IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 class KernelEventClassifier:
     """Group and classify one boot's records into kernel events.
 
-    ``clock_offset_ns`` turns ``ts_usec`` into wall time like forwarder.encode does;
+    ``clock_offset_ns`` turns ``ts_usec`` into wall time like forwarder.encoding.reference does;
     ``clock`` (monotonic seconds) only stamps when reports last grew, for
     :meth:`flush_idle`.
     """

@@ -23,8 +23,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from forwarder.kernel_events.catalogue import CLASSES
 from forwarder.kernel_events.rules import UserRule
-from forwarder.kmsg import FACILITY_NAMES, parse_level
 from forwarder.options import StrictModel
+from forwarder.source.parser import FACILITY_NAMES, parse_level
 
 ANY_FACILITY = "any"
 

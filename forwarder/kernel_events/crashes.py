@@ -12,7 +12,7 @@ from typing import Final
 from forwarder.kernel_events.report import Report, Verdict
 from forwarder.kernel_events.stack import StackReport
 from forwarder.kernel_events.values import Fields, apply_match, hex_address
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 CUT_HERE: Final = "------------[ cut here ]------------"
 _END_TRACE: Final = re.compile(r"---\[ end trace (?P<end_trace_id>[0-9a-f]+) \]---")

@@ -12,7 +12,7 @@ from typing import Final
 
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _USB: Final = re.compile(r"usb (?P<path>\d+-[\d.]+): (?P<msg>.*)$")
 _USB_NEW: Final = re.compile(

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields, apply_match, hex_address
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _EXT4: Final = re.compile(
     r"EXT4-fs (?P<kind>error|warning) \(device (?P<device>[^)]+)\)(?::| in) (?P<function>\w+):"

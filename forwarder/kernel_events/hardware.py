@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields, apply_match, hex_address
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _MCE_PREFIX: Final = re.compile(r"mce: (?:\[Hardware Error\]: )?(?P<rest>.*)$")
 _MCE_RECORD: Final = re.compile(

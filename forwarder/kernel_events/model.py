@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from forwarder.encode import format_timestamp
+from forwarder.encoding.reference import format_timestamp
 from forwarder.kernel_events.values import Fields
-from forwarder.kmsg import level_name
+from forwarder.source.parser import level_name
 
 
 @dataclass(frozen=True, slots=True)

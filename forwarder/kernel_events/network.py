@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from forwarder.kernel_events.report import SingleReport
 from forwarder.kernel_events.values import Fields
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _LOG: Final = re.compile(r"(?P<prefix>.*?)IN=(?P<in>\S*) OUT=(?P<out>\S*) (?P<rest>.*)$")
 _TOKEN: Final = re.compile(r"\[(?P<inner>.*?)\] |OPT \((?P<opt>[0-9A-F]*)\) |(?P<token>\S+) ")

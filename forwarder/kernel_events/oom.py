@@ -16,7 +16,7 @@ from forwarder.kernel_events.kubernetes import kubernetes_context
 from forwarder.kernel_events.report import Verdict
 from forwarder.kernel_events.stack import StackReport
 from forwarder.kernel_events.values import Fields, apply_match
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _INVOKED: Final = re.compile(
     r"(?P<trigger_comm>.+) invoked oom-killer: gfp_mask=(?P<gfp_mask>0x[0-9a-f]+)"

@@ -12,7 +12,7 @@ import enum
 from typing import ClassVar
 
 from forwarder.kernel_events.values import Fields
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 QUIET_USEC = 2_000_000
 MAX_IDLE_RECORDS = 200

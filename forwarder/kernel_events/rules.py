@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from forwarder.kernel_events.values import Fields
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Final
 
 from forwarder.kernel_events.report import Report
 from forwarder.kernel_events.values import Fields, taint_letters
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _LINE: Final = re.compile(
     r"(?P<frame> (?:\? )?[^\s+]+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[[^\]]+\])?(?: [0-9a-f]+)?$)"

@@ -13,7 +13,7 @@ from forwarder.kernel_events.crashes import stack_end_verdict
 from forwarder.kernel_events.report import Verdict
 from forwarder.kernel_events.stack import StackReport, taint_line_fields
 from forwarder.kernel_events.values import Fields, apply_match
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _SOFT: Final = re.compile(
     r"(?:(?:NMI )?watchdog: )?BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for "

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from forwarder.kernel_events.report import Report, SingleReport, Verdict
 from forwarder.kernel_events.values import Fields, apply_match, hex_int
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _BLK: Final = re.compile(
     r"(?:(?P<caller>\w+): )?(?P<status>[\w/ ]+?) error, dev (?P<device>[^\s,]+), sector "

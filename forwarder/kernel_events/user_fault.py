@@ -13,7 +13,7 @@ from typing import Final
 
 from forwarder.kernel_events.report import Report, Verdict
 from forwarder.kernel_events.values import Fields, hex_address, page_fault_flags
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 _SEGFAULT: Final = re.compile(
     r"(?P<comm>.+)\[(?P<pid>\d+)\]: segfault at (?P<address>[0-9a-f]+) ip (?P<ip>[0-9a-f]+) "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from forwarder.encode import Event
+from forwarder.encoding.reference import Event
 from forwarder.errors import OutputClosedError
 from forwarder.options import BatchConfig, StrictModel
 from forwarder.sinks.outcome import Outcome, describe

@@ -41,7 +41,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from forwarder.encode import Event
+from forwarder.encoding.reference import Event
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict, describe
 

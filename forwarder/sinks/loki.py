@@ -24,7 +24,7 @@ import aiohttp
 import cramjam
 import structlog
 
-from forwarder.encode import Event
+from forwarder.encoding.reference import Event
 from forwarder.sinks import loki_push
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.httpclient import HttpClient, classify_error, classify_reply, compress

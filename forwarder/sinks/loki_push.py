@@ -32,7 +32,7 @@ import orjson
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from forwarder.encode import Event
+    from forwarder.encoding.reference import Event
 
 LabelSet = tuple[tuple[str, str], ...]
 

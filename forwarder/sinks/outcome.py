@@ -15,7 +15,7 @@ named by their index in the batch that was sent, so nothing is mutated in place:
 
 An exception out of ``start()`` or ``send()`` means only "no answer": the sink's
 ``classify(error)`` turns it into an Outcome (UNAVAILABLE, or OPERATOR_NEEDED for what a
-person must fix). :mod:`forwarder.delivery` is the one place that acts on an Outcome.
+person must fix). :mod:`forwarder.delivery.worker` is the one place that acts on an Outcome.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from forwarder.metrics import Metrics
+from forwarder.telemetry.metrics import Metrics
 from tests.deploy.conftest import CHART, forwarder_check
 from tests.support.helm import helm_sdkpy, lint_errors, render_chart
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.capture import Capture
 from forwarder.config import SourceConfig
+from forwarder.source.capture import Capture
 from tests.support.kernel import KMSG, requires_kernel
 
 pytestmark = [requires_kernel, pytest.mark.kernel]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from forwarder.ring import ring_bounds
+from forwarder.source.ring import ring_bounds
 from tests.conftest import ForwarderFactory
 from tests.support.forwarder import (
     checkpoint,

@@ -22,7 +22,7 @@ pytestmark = [requires_kernel, pytest.mark.timeout(120)]  # real forwarder proce
 def _capture_pid(forwarder_pid: int) -> int:
     children = Path(f"/proc/{forwarder_pid}/task/{forwarder_pid}/children").read_text().split()
     for child in children:
-        if "capture_worker" in Path(f"/proc/{child}/cmdline").read_text():
+        if "capture_process" in Path(f"/proc/{child}/cmdline").read_text():
             return int(child)
     raise AssertionError(f"no capture process under {forwarder_pid}: {children}")
 

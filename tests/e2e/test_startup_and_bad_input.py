@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from forwarder.kmsg import Record, render_record
+from forwarder.source.parser import Record, render_record
 from tests.conftest import ForwarderFactory
 from tests.support.forwarder import read_ndjson, records_with_tag, render_toml
 from tests.support.kernel import inject, requires_kernel, unique_tag

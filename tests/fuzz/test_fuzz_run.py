@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forwarder.capture_worker import MAX_RECORD_BYTES
-from forwarder.encode import Identity, encode_record
+from forwarder.encoding.reference import Identity, encode_record
 from forwarder.errors import RecordParseError
-from forwarder.kmsg import TS_USEC_MAX, U64_MAX, Record, parse_record, render_record
+from forwarder.source.capture_process import MAX_RECORD_BYTES
+from forwarder.source.parser import TS_USEC_MAX, U64_MAX, Record, parse_record, render_record
 from tests.support.dumps import expected_seqs
 from tests.support.forwarder import render_toml
 

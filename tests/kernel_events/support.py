@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from forwarder.kernel_events import KernelEventClassifier
-from forwarder.kmsg import Record, parse_record
+from forwarder.source.parser import Record, parse_record
 
 
 def kmsg(

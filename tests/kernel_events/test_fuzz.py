@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from forwarder.kernel_events import KernelEventClassifier
 from forwarder.kernel_events.catalogue import detect, detect_reference
-from forwarder.kmsg import parse_record
+from forwarder.source.parser import parse_record
 from tests.kernel_events.test_vectors import VECTORS
 
 # Lines of real reports, so the fuzzer walks deep into the grammars, plus anything.

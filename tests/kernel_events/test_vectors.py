@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from forwarder.kernel_events import KernelEventClassifier
-from forwarder.kmsg import parse_record
+from forwarder.source.parser import parse_record
 
 VECTORS_PATH = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "kernel-events" / "vectors.json"

@@ -13,9 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from forwarder.config import parse_config
-from forwarder.encode import Event, Identity, encode_gap, encode_record
+from forwarder.encoding.reference import Event, Identity, encode_gap, encode_record
 from forwarder.errors import ConfigError
-from forwarder.kmsg import Record
 from forwarder.sinks import KafkaSinkConfig
 from forwarder.sinks.base import Batch, SinkContext, outcome_of
 from forwarder.sinks.kafka import best_compression
@@ -26,6 +25,7 @@ from forwarder.sinks.kafka_sink import (
     aiokafka_producer,
 )
 from forwarder.sinks.outcome import Outcome, Verdict
+from forwarder.source.parser import Record
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from forwarder.config import parse_config
-from forwarder.encode import format_timestamp
+from forwarder.encoding.reference import format_timestamp
 from forwarder.errors import (
     ConfigError,
 )

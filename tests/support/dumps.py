@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from forwarder.capture_worker import MAX_RECORD_BYTES, FrameKind, RejectReason
 from forwarder.errors import RecordParseError
-from forwarder.kmsg import parse_record
+from forwarder.source.capture_process import MAX_RECORD_BYTES, FrameKind, RejectReason
+from forwarder.source.parser import parse_record
 
 _REJECTED = b"\x01" + bytes((FrameKind.REJECTED,))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from forwarder.encode import Event, Identity, encode_gap, encode_record
-from forwarder.kmsg import Record
+from forwarder.encoding.reference import Event, Identity, encode_gap, encode_record
 from forwarder.sinks.base import Batch
+from forwarder.source.parser import Record
 
 
 def identity(host: str = "node-1") -> Identity:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from forwarder.checkpoint import Checkpoint
-from forwarder.chunk import Chunk
-from forwarder.encode import Event, GapReason, Identity, encode_gap, encode_record
-from forwarder.kmsg import Record
+from forwarder.delivery.checkpoint import Checkpoint
+from forwarder.encoding.chunk import Chunk
+from forwarder.encoding.reference import Event, GapReason, Identity, encode_gap, encode_record
+from forwarder.source.parser import Record
 
 
 @dataclass(frozen=True, slots=True)

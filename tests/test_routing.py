@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.checkpoint import Checkpoint
-from forwarder.chunk import ChunkEncoder
-from forwarder.encode import Event, Identity
-from forwarder.kmsg import Record, render_record
-from forwarder.router import Gap, Position, Router
+from forwarder.delivery.checkpoint import Checkpoint
+from forwarder.encoding.chunk import ChunkEncoder
+from forwarder.encoding.reference import Event, Identity
+from forwarder.routing import Gap, Position, Router
+from forwarder.source.parser import Record, render_record
 
 BOOT = "boot-new"
 OLD_BOOT = "boot-old"

@@ -7,8 +7,8 @@ from types import MappingProxyType
 
 import orjson
 
-from forwarder.encode import Identity, encode_gap, encode_record, format_timestamp
-from forwarder.kmsg import Record
+from forwarder.encoding.reference import Identity, encode_gap, encode_record, format_timestamp
+from forwarder.source.parser import Record
 
 BOOT = "3f1c0000-0000-4000-8000-000000000001"
 IDENTITY = Identity(host="node-1", boot_id=BOOT, clock_offset_ns=1_764_182_470_000_000_000)

@@ -2,7 +2,7 @@
 
 The source is opened here, so that a missing device or a permission problem is a clear
 :class:`DeviceError` before anything runs; the open file is then handed to the capture
-process (``capture_worker``), which does nothing but read, at real-time priority when the
+process (``capture_process``), which does nothing but read, at real-time priority when the
 forwarder may grant it (CAP_SYS_NICE). Its frames arrive over a pipe that the event loop
 watches (a pipe, never /dev/kmsg itself: uvloop's ``add_reader`` stops for good on the
 device's first overrun, FACTS.md).
@@ -23,11 +23,11 @@ from typing import Final
 
 import structlog
 
-from forwarder.capture_worker import CONTROL, SEPARATOR, FrameKind
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError, ForwarderError
+from forwarder.source.capture_process import CONTROL, SEPARATOR, FrameKind
 
-log = structlog.get_logger("forwarder.capture")
+log = structlog.get_logger("forwarder.source.capture")
 HIGH_WATER_BYTES: Final = 8 << 20
 CAPTURE_RT_PRIORITY: Final = 1
 PARSE_WINDOW_BYTES: Final = 64 << 10  # a few hundred frames; one record is <= 16 KiB
@@ -102,7 +102,7 @@ class Capture:
         command = [
             sys.executable,
             "-m",
-            "forwarder.capture_worker",
+            "forwarder.source.capture_process",
             f"--fd={fd}",
             f"--kind={'device' if is_device else 'dump'}",
             f"--buffer-records={self._source.buffer_records}",

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.capture import PARSE_WINDOW_BYTES, Capture, open_source
-from forwarder.capture_worker import MAX_RECORD_BYTES, DumpFramer, FrameKind, RejectReason
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError
-from forwarder.kmsg import Record, parse_record, render_record
+from forwarder.source.capture import PARSE_WINDOW_BYTES, Capture, open_source
+from forwarder.source.capture_process import MAX_RECORD_BYTES, DumpFramer, FrameKind, RejectReason
+from forwarder.source.parser import Record, parse_record, render_record
 from tests.support.dumps import reference_frames
 
 

@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import orjson
 
-from forwarder.encode import Event, Identity, encode_record, format_timestamp
+from forwarder.encoding.reference import Event, Identity, encode_record, format_timestamp
 from forwarder.errors import RecordParseError
-from forwarder.kmsg import (
+from forwarder.source.parser import (
     LEVEL_NAMES,
     TS_USEC_MAX,
     U64_MAX,

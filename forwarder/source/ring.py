@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from forwarder.capture import open_source
-from forwarder.capture_worker import READ_SIZE
 from forwarder.errors import RecordParseError
-from forwarder.kmsg import parse_record
+from forwarder.source.capture import open_source
+from forwarder.source.capture_process import READ_SIZE
+from forwarder.source.parser import parse_record
 
 
 def ring_bounds(path: Path) -> tuple[int | None, int | None]:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from forwarder.errors import RecordParseError
-from forwarder.kmsg import (
+from forwarder.source.parser import (
     FACILITY_NAMES,
     LEVEL_NAMES,
     TS_USEC_MAX,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from forwarder.checkpoint import Checkpoint, CheckpointStore
+from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
 from forwarder.errors import CheckpointCorruptError, StateError
 
 BOOT = "3f1c0000-0000-4000-8000-000000000001"

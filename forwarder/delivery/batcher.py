@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from forwarder.encode import Event
+from forwarder.encoding.reference import Event
 from forwarder.options import BatchConfig
-from forwarder.router import Item
+from forwarder.routing import Item
 
 END: Final = None
 QUEUE_CHUNKS: Final = 64

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from forwarder.errors import StartupError
-from forwarder.metrics import Metrics
+from forwarder.telemetry.metrics import Metrics
 
 HealthReport = Callable[[], tuple[bool, Mapping[str, Any]]]
 

@@ -10,20 +10,20 @@ import time
 import orjson
 import pytest
 
-from forwarder.checkpoint import CheckpointStore
 from forwarder.config import RetryConfig
-from forwarder.deadletter import DeadLetterFile
-from forwarder.delivery import SinkWorker
-from forwarder.encode import encode_gap
+from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.delivery.dead_letters import DeadLetterFile
+from forwarder.delivery.retry import RetryPolicy
+from forwarder.delivery.worker import SinkWorker
+from forwarder.encoding.reference import encode_gap
 from forwarder.errors import OutputClosedError
-from forwarder.metrics import Metrics
 from forwarder.options import BatchConfig
-from forwarder.retry import RetryPolicy
-from forwarder.router import Position
+from forwarder.routing import Position
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.file import FileSink
 from forwarder.sinks.outcome import Outcome, Rejection
 from forwarder.sinks.stdout import StdoutSink
+from forwarder.telemetry.metrics import Metrics
 from tests.support.events import identity, make_events
 from tests.support.wait import wait_until_async
 

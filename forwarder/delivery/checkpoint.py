@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from forwarder.encode import format_timestamp
+from forwarder.encoding.reference import format_timestamp
 from forwarder.errors import CheckpointCorruptError, StateError
 
 

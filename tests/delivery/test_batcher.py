@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from forwarder.batcher import Batcher
+from forwarder.delivery.batcher import Batcher
 from forwarder.options import BatchConfig
-from forwarder.router import Position
+from forwarder.routing import Position
 from tests.support.events import identity, make_events
 
 WHO = identity()

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.chunk import ChunkEncoder
-from forwarder.encode import Identity, encode_record
+from forwarder.encoding.chunk import ChunkEncoder
+from forwarder.encoding.reference import Identity, encode_record
 from forwarder.errors import RecordParseError
-from forwarder.kmsg import Record, parse_record, render_record
+from forwarder.source.parser import Record, parse_record, render_record
 
 IDENTITY = Identity(host='node "1"\\', boot_id="3f1c0000-0000-4000-8000-000000000001",
                     clock_offset_ns=1_764_182_470_000_123_000)  # fmt: skip

@@ -3,7 +3,7 @@
 Two kinds, both counted and logged (never silently dropped):
 
 - dump records the capture process rejected (a raw NUL, longer than any kernel record;
-  ``capture_worker.DumpFramer``): counted by reason; the warning is aggregated, one line at
+  ``capture_process.DumpFramer``): counted by reason; the warning is aggregated, one line at
   most every ``REJECT_LOG_INTERVAL_S`` with the counts since the last one;
 - records whose handling (parse, encode, route) raised something unexpected: the raw bytes go
   to the source dead-letter file with the error, ``records_failed_total`` counts them, one
@@ -19,10 +19,10 @@ from typing import Final
 
 import structlog
 
-from forwarder.deadletter import SourceDeadLetterFile
-from forwarder.metrics import Metrics
+from forwarder.delivery.dead_letters import SourceDeadLetterFile
+from forwarder.telemetry.metrics import Metrics
 
-log = structlog.get_logger("forwarder.bad_input")
+log = structlog.get_logger("forwarder.source.bad_input")
 REJECT_LOG_INTERVAL_S: Final = 10.0
 
 

@@ -7,13 +7,13 @@ import base64
 import orjson
 from structlog.testing import capture_logs
 
-from forwarder.bad_input import REJECT_LOG_INTERVAL_S, BadInput
 from forwarder.config import Config
-from forwarder.deadletter import SourceDeadLetterFile
-from forwarder.encode import encode_record
-from forwarder.kmsg import Record, render_record
-from forwarder.metrics import Metrics
+from forwarder.delivery.dead_letters import SourceDeadLetterFile
+from forwarder.encoding.reference import encode_record
 from forwarder.pipeline import Pipeline
+from forwarder.source.bad_input import REJECT_LOG_INTERVAL_S, BadInput
+from forwarder.source.parser import Record, render_record
+from forwarder.telemetry.metrics import Metrics
 from tests.support.forwarder import read_ndjson
 
 

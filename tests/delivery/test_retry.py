@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from forwarder.config import RetryConfig
-from forwarder.retry import RetryPolicy
+from forwarder.delivery.retry import RetryPolicy
 from forwarder.sinks.outcome import Outcome
 from tests.support.wait import wait_until_async
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
-from forwarder.kmsg import Record
+from forwarder.source.parser import Record
 
 EventKind = Literal["kmsg", "gap"]
 GapReason = Literal["overwritten", "missed_while_down", "reboot"]

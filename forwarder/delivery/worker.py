@@ -23,18 +23,18 @@ from dataclasses import dataclass
 
 import structlog
 
-from forwarder.batcher import Batcher, PendingBatch
-from forwarder.checkpoint import CheckpointStore
-from forwarder.deadletter import DeadLetterFile
-from forwarder.encode import Event
+from forwarder.delivery.batcher import Batcher, PendingBatch
+from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.delivery.dead_letters import DeadLetterFile
+from forwarder.delivery.retry import RetryPolicy
+from forwarder.encoding.reference import Event
 from forwarder.errors import ForwarderError
-from forwarder.metrics import Metrics
 from forwarder.options import BatchConfig
-from forwarder.retry import RetryPolicy
 from forwarder.sinks.base import Batch, Sink, outcome_of
 from forwarder.sinks.outcome import Outcome, Verdict
+from forwarder.telemetry.metrics import Metrics
 
-log = structlog.get_logger("forwarder.delivery")
+log = structlog.get_logger("forwarder.delivery.worker")
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The capture process: read raw records as fast as the kernel writes them, nothing else.
 
-Runs as its own process (``python -m forwarder.capture_worker``) so that nothing in the
+Runs as its own process (``python -m forwarder.source.capture_process``) so that nothing in the
 forwarder (encoding, compression, a sink's retries, the GIL) can ever stall the read
 loop: the kernel ring lasts ~2 ms in a flood (FACTS.md). It reads the inherited source
 fd and writes framed raw records to stdout (a pipe to the forwarder), buffering up to

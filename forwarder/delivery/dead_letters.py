@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from forwarder.encode import Event, format_timestamp
+from forwarder.encoding.reference import Event, format_timestamp
 from forwarder.errors import StateError
 
 

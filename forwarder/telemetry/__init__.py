@@ -1,0 +1,1 @@
+"""Telemetry: metrics, structured logs and the status HTTP server."""
