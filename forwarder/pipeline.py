@@ -109,7 +109,6 @@ class Pipeline:
             checkpoints,
             min_level=self.config.source.min_level,
             now_ns=time.time_ns,
-            encode=self._encode,
         )
         retry = RetryPolicy(self.config.retry)
         for name, sink in self._sinks.items():

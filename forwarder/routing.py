@@ -67,10 +67,8 @@ class Router:
         *,
         min_level: int,
         now_ns: Callable[[], int],
-        encode: Callable[[Record, Identity], Event] = encode_record,
     ) -> None:
         self.identity = identity
-        self._encode = encode
         self._min_level = min_level
         self._now_ns = now_ns
         self._cursors: dict[str, _Cursor] = {}
@@ -106,27 +104,21 @@ class Router:
         """Append what ``record`` means for each sink to ``out[sink]``.
 
         Returns the stream-wide gap this record revealed, if any (counted once in
-        metrics however many sinks report it). The record is encoded before anything
-        changes: a record that fails to encode leaves no trace (see :meth:`set_aside`).
+        metrics however many sinks report it). The reference for :meth:`route_chunk`.
         """
-        make_event: Callable[[], Event] = _never
-        if record.level_code <= self._min_level:
-            event = self._encode(record, self.identity)
-            make_event = lambda: event  # noqa: E731 - the one value, already encoded
-        return self._route_one(record.seq, record.level_code, record.ts_usec, make_event, out)
-
-    def set_aside(self, record: Record, out: dict[str, list[Item]]) -> Gap | None:
-        """Move every sink past a record that is not sent (its handling failed: dead-lettered).
-
-        Gaps before it are reported as ``route`` would; the record itself is no gap: it was
-        read. A sink's checkpoint passes it with the next item delivered.
-        """
-        return self._route_one(record.seq, record.level_code, record.ts_usec, None, out)
+        return self._route_one(
+            record.seq,
+            record.level_code,
+            record.ts_usec,
+            lambda: encode_record(record, self.identity),
+            out,
+        )
 
     def route_chunk(self, chunk: Chunk, out: dict[str, list[Item]]) -> list[Gap]:
         """:meth:`route` for every record of ``chunk``; returns the stream-wide gaps.
 
-        An empty line is a record set aside (:meth:`set_aside`). Once the first record is
+        An empty line is a record set aside (its handling failed): every sink moves past its
+        seq, nothing is sent and no gap is reported. Once the first record is
         routed, a chunk of consecutive seqs that every sink stands right before goes to all
         of them at once: no gap, no skip is possible in it.
         """
@@ -257,7 +249,3 @@ def _parse_time_ns(text: str) -> int | None:
     except ValueError:
         return None
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
-
-
-def _never() -> Event:
-    raise AssertionError("a filtered record is never encoded")

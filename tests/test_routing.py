@@ -216,32 +216,19 @@ def test_reboot_gap_time_comes_from_the_old_checkpoint_so_resends_are_identical(
     assert first.json == again.json
 
 
-def test_set_aside_record_moves_every_sink_past_it_without_a_gap_for_it():
-    """A record set aside (its handling failed) is no gap; a gap before it is still reported."""
+def test_a_record_set_aside_in_a_chunk_moves_every_sink_past_it_without_a_gap_for_it():
+    """An empty chunk line (a record whose handling failed) is sent nowhere and is no gap; a gap before it still is."""
     the_router = router({"a": Checkpoint(BOOT, 1, 0, ""), "b": None})
     out, _gaps = route_all(the_router, [2])
-    assert the_router.set_aside(record(5), out) == Gap(3, 4, "overwritten")
-    more, later_gaps = route_all(the_router, [6])
-    assert later_gaps == []
+    raws = [render_record(record(seq)) for seq in (5, 6, 7)]
+    chunk = ChunkEncoder(IDENTITY).encode(raws, pytest.fail, pytest.fail)
+    chunk.lines[0] = chunk.lines[2] = b""  # one routed alone, one in the all-sinks run
+    assert the_router.route_chunk(chunk, out) == [Gap(3, 4, "overwritten")]
     assert gaps_of(out["a"]) == [(3, 4, 2, "overwritten")]
-    assert kmsg_seqs(out["a"] + more["a"]) == [2, 6]
-    assert kmsg_seqs(out["b"] + more["b"]) == [2, 6]
+    assert kmsg_seqs(out["a"]) == kmsg_seqs(out["b"]) == [2, 6]
+    more, later_gaps = route_all(the_router, [8])
+    assert later_gaps == []
     assert gaps_of(more["a"]) == gaps_of(more["b"]) == []
-
-
-def test_failed_encoding_leaves_the_router_unchanged():
-    """An encoder that raises leaves no item and no moved cursor behind, so set_aside sees a clean state."""
-
-    def failing(_record, _identity):
-        raise RuntimeError("boom")
-
-    the_router = Router(IDENTITY, {"a": None}, min_level=7, now_ns=lambda: NOW_NS, encode=failing)
-    out = {"a": []}
-    with pytest.raises(RuntimeError, match="boom"):
-        the_router.route(record(1), out)
-    assert out == {"a": []}
-    assert the_router.set_aside(record(1), out) is None
-    assert out == {"a": []}
 
 
 CHECKPOINT_SEQS = st.none() | st.integers(-1, 12) | st.just("old boot")

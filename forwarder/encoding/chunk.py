@@ -28,10 +28,10 @@ from forwarder.source.parser import (
     TS_USEC_MAX,
     U64_MAX,
     Record,
-    _parse_dictionary,
-    _unescape,
     facility_name,
+    parse_dictionary,
     parse_record,
+    unescape,
 )
 
 # Bytes that JSON-encode as themselves: printable ASCII but the quote and the backslash.
@@ -134,7 +134,7 @@ class ChunkEncoder:
                 elif not unsafe.strip(b'"'):
                     message = b'"%b"' % text.replace(b'"', b'\\"')
                 else:
-                    message = orjson.dumps(_unescape(text))
+                    message = orjson.dumps(unescape(text))
                 tail = b"}"
                 if dictionary or caller is not None:
                     tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
@@ -187,7 +187,7 @@ class ChunkEncoder:
 
 def _tail(dictionary: bytes, caller: bytes | None) -> bytes:
     """The optional members (subsystem, device, caller, fields) and the closing brace."""
-    fields = _parse_dictionary(dictionary) if dictionary else {}
+    fields = parse_dictionary(dictionary) if dictionary else {}
     extra: dict[str, Any] = {}
     if (subsystem := fields.pop("SUBSYSTEM", None)) is not None:
         extra["subsystem"] = subsystem

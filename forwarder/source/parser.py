@@ -113,7 +113,7 @@ def parse_record(raw: bytes) -> Record:
     subsystem = device = None
     fields: dict[str, str] = {}
     if dictionary:
-        fields = _parse_dictionary(dictionary)
+        fields = parse_dictionary(dictionary)
         subsystem = fields.pop("SUBSYSTEM", None)
         device = fields.pop("DEVICE", None)
     return Record(
@@ -122,7 +122,7 @@ def parse_record(raw: bytes) -> Record:
         seq=seq,
         ts_usec=ts_usec,
         flags=flags,
-        message=_unescape(text),
+        message=unescape(text),
         caller=caller,
         subsystem=subsystem,
         device=device,
@@ -149,7 +149,7 @@ def _raise_out_of_range(prefix: int, seq: int, ts_usec: int) -> None:
             raise RecordParseError(f"{what} {number} is beyond what the kernel writes (<= {limit})")
 
 
-def _parse_dictionary(dictionary: bytes) -> dict[str, str]:
+def parse_dictionary(dictionary: bytes) -> dict[str, str]:
     """The `` KEY=value`` continuation lines; lines of another shape are ignored."""
     fields: dict[str, str] = {}
     for line in dictionary.split(b"\n"):
@@ -157,7 +157,7 @@ def _parse_dictionary(dictionary: bytes) -> dict[str, str]:
             continue
         key, equals, value = line[1:].partition(b"=")
         if equals and key:
-            fields[key.decode("ascii", "replace")] = _unescape(value)
+            fields[key.decode("ascii", "replace")] = unescape(value)
     return fields
 
 
@@ -178,7 +178,8 @@ def render_record(record: Record) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _unescape(raw: bytes) -> str:
+def unescape(raw: bytes) -> str:
+    r"""Decode the kernel's ``\xNN`` escapes in one pass, then UTF-8 with replacement."""
     if b"\\" in raw:
         raw = _ESCAPE.sub(lambda match: bytes((int(match.group(1), 16),)), raw)
     return raw.decode("utf-8", "replace")
