@@ -32,9 +32,9 @@ from aiohttp import ClientSession, web
 
 from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.sinks.base import Batch, Sink
-from forwarder.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
-from forwarder.sinks.http import HttpSink, HttpSinkConfig
-from forwarder.sinks.loki import LokiSink, LokiSinkConfig
+from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
+from forwarder.sinks.http.sink import HttpSink, HttpSinkConfig
+from forwarder.sinks.loki.sink import LokiSink, LokiSinkConfig
 from forwarder.sinks.outcome import Outcome
 from forwarder.source.parser import Record, parse_record, render_record
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from forwarder.encoding.reference import Identity, encode_record  # noqa: E402
-from forwarder.sinks.kafka import best_compression  # noqa: E402
+from forwarder.sinks.kafka.config import best_compression  # noqa: E402
 from forwarder.source.parser import Record, render_record  # noqa: E402
 from tests.support.kafka_broker import KafkaBroker, consume_sync, tansu_binary  # noqa: E402
 from tests.support.tcp_proxy import free_port  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.forwarder import render_toml
 
-HEAVY = ("aiohttp", "aiokafka", "cramjam", "yarl", "forwarder.sinks.loki_push")
+HEAVY = ("aiohttp", "aiokafka", "cramjam", "yarl", "forwarder.sinks.loki.push")
 
 _PROBE = """
 import sys
@@ -59,7 +59,7 @@ def _imported_after_building(config: dict[str, Any], tmp_path: Path) -> set[str]
         ),
         (
             {"loki": {"type": "loki", "endpoint": "http://127.0.0.1:9"}},
-            {"aiohttp", "yarl", "cramjam", "forwarder.sinks.loki_push"},
+            {"aiohttp", "yarl", "cramjam", "forwarder.sinks.loki.push"},
         ),
     ],
     ids=["stdout", "file", "kafka", "http", "elasticsearch", "loki"],

@@ -13,11 +13,11 @@ from typing import Annotated
 from pydantic import Field
 
 from forwarder.sinks.base import Batch, Sink, SinkContext
-from forwarder.sinks.elasticsearch_config import ElasticsearchSinkConfig
+from forwarder.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSinkConfig
-from forwarder.sinks.http_config import HttpSinkConfig
-from forwarder.sinks.kafka import KafkaSinkConfig
-from forwarder.sinks.loki_config import LokiSinkConfig
+from forwarder.sinks.http.config import HttpSinkConfig
+from forwarder.sinks.kafka.config import KafkaSinkConfig
+from forwarder.sinks.loki.config import LokiSinkConfig
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 

@@ -10,7 +10,7 @@ import pytest
 from forwarder.config import parse_config
 from forwarder.errors import ConfigError
 from forwarder.sinks.base import Batch, outcome_of
-from forwarder.sinks.elasticsearch import ElasticsearchSink, ElasticsearchSinkConfig
+from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.elasticsearch import ElasticsearchReceiver, ItemRule

@@ -16,8 +16,8 @@ import pytest
 from forwarder.config import parse_config
 from forwarder.errors import ConfigError
 from forwarder.sinks.base import Batch, outcome_of
-from forwarder.sinks.http import HttpSink, HttpSinkConfig, idempotency_key
-from forwarder.sinks.httpclient import parse_retry_after
+from forwarder.sinks.http.client import parse_retry_after
+from forwarder.sinks.http.sink import HttpSink, HttpSinkConfig, idempotency_key
 from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.http import HttpReceiver

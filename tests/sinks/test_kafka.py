@@ -17,8 +17,8 @@ from forwarder.encoding.reference import Event, Identity, encode_gap, encode_rec
 from forwarder.errors import ConfigError
 from forwarder.sinks import KafkaSinkConfig
 from forwarder.sinks.base import Batch, SinkContext, outcome_of
-from forwarder.sinks.kafka import best_compression
-from forwarder.sinks.kafka_sink import (
+from forwarder.sinks.kafka.config import best_compression
+from forwarder.sinks.kafka.sink import (
     KafkaSink,
     Producer,
     RecordBatch,

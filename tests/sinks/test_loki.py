@@ -17,8 +17,8 @@ from forwarder.errors import (
     ConfigError,
 )
 from forwarder.sinks.base import Batch, outcome_of
-from forwarder.sinks.loki import LokiSink, LokiSinkConfig
-from forwarder.sinks.loki_push import Entry, Stream, protobuf_body, rejected_entries
+from forwarder.sinks.loki.push import Entry, Stream, protobuf_body, rejected_entries
+from forwarder.sinks.loki.sink import LokiSink, LokiSinkConfig
 from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.loki import LokiReceiver, decode_protobuf_push, go_time

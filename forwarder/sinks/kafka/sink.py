@@ -25,7 +25,7 @@ that were already on the wire. The worker starts and closes the sink; a fresh pr
 session within it is the sink's own affair. The producer comes from a factory (a seam
 for tests).
 
-Configuration and validation: :mod:`forwarder.sinks.kafka`.
+Configuration and validation: :mod:`forwarder.sinks.kafka.config`.
 Producer API: https://aiokafka.readthedocs.io/en/stable/api.html#producer-class
 """
 
@@ -47,11 +47,11 @@ from forwarder.sinks.outcome import Outcome, Rejection, Verdict, describe
 
 if TYPE_CHECKING:
     # Annotation only: the config module imports this one to build the sink.
-    from forwarder.sinks.kafka import KafkaSinkConfig
+    from forwarder.sinks.kafka.config import KafkaSinkConfig
 
 CONTENT_TYPE = b"application/json"
 # The name the sink logged under before the split; log filters keep matching.
-_log = structlog.get_logger("forwarder.sinks.kafka")
+_log = structlog.get_logger("forwarder.sinks.kafka.config")
 _CONFIG_ERRORS: tuple[type[Exception], ...] = (
     kafka_errors.UnknownTopicOrPartitionError,
     kafka_errors.TopicAuthorizationFailedError,

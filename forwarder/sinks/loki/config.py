@@ -1,7 +1,7 @@
 """The ``loki`` sink's configuration: ``[sinks.NAME]`` with ``type = "loki"``.
 
 Labels, structured metadata and the limits Loki enforces, checked when the config is
-loaded. Config only: the sink itself (:mod:`forwarder.sinks.loki`, with aiohttp, cramjam
+loaded. Config only: the sink itself (:mod:`forwarder.sinks.loki.sink`, with aiohttp, cramjam
 and the push encoder) loads when ``build`` creates it.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from pydantic import Field, field_validator, model_validator
 
 from forwarder.sinks.base import Sink, SinkContext
-from forwarder.sinks.http_config import HttpSinkConfigBase, endpoint_url
+from forwarder.sinks.http.config import HttpSinkConfigBase, endpoint_url
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -93,6 +93,6 @@ class LokiSinkConfig(HttpSinkConfigBase):
 
     def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
         """Create the Loki sink."""
-        from forwarder.sinks.loki import LokiSink  # noqa: PLC0415 - aiohttp, cramjam on use only
+        from forwarder.sinks.loki.sink import LokiSink  # noqa: PLC0415 - aiohttp, cramjam on use only
 
         return LokiSink(name, self)

@@ -3,7 +3,7 @@
 One place for the session (connection pool, TLS, timeouts), gzip, ``Retry-After``
 (RFC 9110 section 10.2.3: delta-seconds or an HTTP-date) and the two pure
 classifications every HTTP sink uses. Sinks keep only their protocol's own semantics.
-Their options (endpoint, authentication, TLS) are in :mod:`forwarder.sinks.http_config`.
+Their options (endpoint, authentication, TLS) are in :mod:`forwarder.sinks.http.config`.
 
 :func:`classify_reply`, unless a sink handles a status itself first::
 
@@ -30,7 +30,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from forwarder.sinks.http_config import Compression
+from forwarder.sinks.http.config import Compression
 from forwarder.sinks.outcome import Outcome, describe
 
 GZIP_LEVEL = 6

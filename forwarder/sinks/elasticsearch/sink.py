@@ -8,7 +8,7 @@ take) makes re-sends idempotent: a 409 on ``create`` means already delivered.
 A 200 may still carry ``"errors": true``: each item is judged alone. 2xx stored; 409 on
 create a duplicate; 429 and 5xx sent again alone (not the whole bulk); any other 4xx
 dead-lettered (``es_mapping`` for mapping errors, else ``es_4xx``). A whole request is
-judged as in :mod:`forwarder.sinks.httpclient` (413 split, 429/5xx retried), 404
+judged as in :mod:`forwarder.sinks.http.client` (413 split, 429/5xx retried), 404
 (wrong endpoint) needing an operator and any other 4xx dead-lettering the batch as
 ``es_request``. A body over ``max_bulk_bytes`` is answered "too large" before it is
 sent, so the worker splits it.
@@ -22,8 +22,8 @@ import aiohttp
 import orjson
 
 from forwarder.sinks.base import Batch, Sink
-from forwarder.sinks.elasticsearch_config import ElasticsearchSinkConfig
-from forwarder.sinks.httpclient import (
+from forwarder.sinks.elasticsearch.config import ElasticsearchSinkConfig
+from forwarder.sinks.http.client import (
     HttpClient,
     HttpReply,
     classify_error,

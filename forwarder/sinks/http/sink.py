@@ -9,7 +9,7 @@ batch's first and last event id lets a receiver drop a re-sent batch.
 2xx stored. 408, 429 and 5xx except 501, connection errors and timeouts are retried,
 honouring ``Retry-After``; 413 is split by the worker; 401/403/404 need an operator
 (retried, shown not-ready, data kept); any other status is permanent: the batch is
-dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.httpclient`).
+dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.http.client`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import aiohttp
 from yarl import URL
 
 from forwarder.sinks.base import Batch, Sink
-from forwarder.sinks.http_config import HttpSinkConfig
-from forwarder.sinks.httpclient import HttpClient, classify_error, classify_reply, compress
+from forwarder.sinks.http.client import HttpClient, classify_error, classify_reply, compress
+from forwarder.sinks.http.config import HttpSinkConfig
 from forwarder.sinks.outcome import Outcome
 
 _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/json"}

@@ -5,7 +5,7 @@ headers, TLS, SASL), checked before the sink starts: a topic name Kafka would re
 a codec this installation lacks or options that contradict each other are config errors
 naming their path, not a producer that fails at the first batch. Each option maps
 onto an ``AIOKafkaProducer`` keyword (``producer_options``); ``build`` hands them to
-:class:`~forwarder.sinks.kafka_sink.KafkaSink`, which owns the producer session,
+:class:`~forwarder.sinks.kafka.sink.KafkaSink`, which owns the producer session,
 delivery and failure classification.
 
 Producer settings: https://aiokafka.readthedocs.io/en/stable/api.html#producer-class
@@ -161,6 +161,6 @@ class KafkaSinkConfig(SinkConfigBase):
 
     def build(self, name: str, context: SinkContext) -> Sink:
         """Create the Kafka sink; the message key defaults to the host name."""
-        from forwarder.sinks.kafka_sink import KafkaSink  # noqa: PLC0415 - aiokafka on use only
+        from forwarder.sinks.kafka.sink import KafkaSink  # noqa: PLC0415 - aiokafka on use only
 
         return KafkaSink(name, self, key=self.key or context.host)

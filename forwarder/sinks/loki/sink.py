@@ -1,7 +1,7 @@
 """The ``loki`` sink: push events to Grafana Loki, with Loki's partial-success semantics.
 
 API: https://grafana.com/docs/loki/latest/reference/loki-http-api/#ingest-logs (body
-shapes in :mod:`forwarder.sinks.loki_push`). Labels stay low-cardinality (host,
+shapes in :mod:`forwarder.sinks.loki.push`). Labels stay low-cardinality (host,
 facility, level by default); seq, boot_id, id, subsystem and device travel as
 structured metadata. Timestamps are the event's deterministic ``@timestamp``, so a
 re-sent entry is identical and Loki drops it as a duplicate.
@@ -10,7 +10,7 @@ What Loki would refuse is refused here first (label rules, line size, age), so a
 batch never fails for one bad entry. Answers: 2xx stored (260: stored nothing, by
 policy: dead-lettered as ``loki_blocked``); 400 is a partial success, never retried:
 the ignored entries are dead-lettered as ``loki_400`` with Loki's reason; 404 (wrong
-endpoint) needs an operator; the rest as in :mod:`forwarder.sinks.httpclient`
+endpoint) needs an operator; the rest as in :mod:`forwarder.sinks.http.client`
 (other 4xx: ``loki_4xx``).
 """
 
@@ -25,11 +25,11 @@ import cramjam
 import structlog
 
 from forwarder.encoding.reference import Event
-from forwarder.sinks import loki_push
 from forwarder.sinks.base import Batch, Sink
-from forwarder.sinks.httpclient import HttpClient, classify_error, classify_reply, compress
-from forwarder.sinks.loki_config import MAX_LABEL_VALUE_BYTES, LokiSinkConfig
-from forwarder.sinks.loki_push import Entry, LabelSet, Stream
+from forwarder.sinks.http.client import HttpClient, classify_error, classify_reply, compress
+from forwarder.sinks.loki import push as loki_push
+from forwarder.sinks.loki.config import MAX_LABEL_VALUE_BYTES, LokiSinkConfig
+from forwarder.sinks.loki.push import Entry, LabelSet, Stream
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 
 _MAX_CACHED_LABEL_SETS: Final = 4096

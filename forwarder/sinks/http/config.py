@@ -2,7 +2,7 @@
 
 Config only: where, how long, how to authenticate (basic, bearer; secrets inline, from
 ``${ENV}`` or ``*_file``), headers and TLS. The config registry imports this module for
-every config, so it loads no HTTP library; aiohttp (:mod:`forwarder.sinks.httpclient`)
+every config, so it loads no HTTP library; aiohttp (:mod:`forwarder.sinks.http.client`)
 and the sink modules load only when ``build`` creates a sink.
 """
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import aiohttp
     from yarl import URL
 
-    from forwarder.sinks.httpclient import HttpClient
+    from forwarder.sinks.http.client import HttpClient
 
 Compression = Literal["none", "gzip"]
 _RESERVED_HEADERS = frozenset(
@@ -92,7 +92,7 @@ class HttpSinkConfigBase(SinkConfigBase):
 
     def client(self, url: URL, session: aiohttp.ClientSession | None = None) -> HttpClient:
         """Build the client for ``url`` with these options (``session``: a test seam)."""
-        from forwarder.sinks.httpclient import HttpClient  # noqa: PLC0415 - aiohttp on use only
+        from forwarder.sinks.http.client import HttpClient  # noqa: PLC0415 - aiohttp on use only
 
         headers = dict(self.headers)
         if (authorization := self.authorization()) is not None:
@@ -113,7 +113,7 @@ class HttpSinkConfig(HttpSinkConfigBase):
 
     def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
         """Create the HTTP sink."""
-        from forwarder.sinks.http import HttpSink  # noqa: PLC0415 - aiohttp on use only
+        from forwarder.sinks.http.sink import HttpSink  # noqa: PLC0415 - aiohttp on use only
 
         return HttpSink(name, self)
 

@@ -1,7 +1,7 @@
 """The ``elasticsearch`` sink's configuration: ``[sinks.NAME]`` with ``type = "elasticsearch"``.
 
 Index or data stream name rules, the bulk action and API-key authentication, checked when
-the config is loaded. Config only: the sink (:mod:`forwarder.sinks.elasticsearch`, with
+the config is loaded. Config only: the sink (:mod:`forwarder.sinks.elasticsearch.sink`, with
 aiohttp) loads when ``build`` creates it.
 """
 
@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from forwarder.errors import ConfigError
 from forwarder.options import read_secret
 from forwarder.sinks.base import Sink, SinkContext
-from forwarder.sinks.http_config import HttpSinkConfigBase, endpoint_url
+from forwarder.sinks.http.config import HttpSinkConfigBase, endpoint_url
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -68,6 +68,6 @@ class ElasticsearchSinkConfig(HttpSinkConfigBase):
 
     def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
         """Create the Elasticsearch sink."""
-        from forwarder.sinks.elasticsearch import ElasticsearchSink  # noqa: PLC0415 - on use only
+        from forwarder.sinks.elasticsearch.sink import ElasticsearchSink  # noqa: PLC0415 - on use only
 
         return ElasticsearchSink(name, self)

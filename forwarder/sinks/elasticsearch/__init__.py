@@ -1,0 +1,1 @@
+"""The elasticsearch sink: config (light, no client library), sink and protocol pieces."""

@@ -1,0 +1,1 @@
+"""The loki sink: config (light, no client library), sink and protocol pieces."""
