@@ -4,5 +4,5 @@ The packages follow the data flow::
 
     source/ (capture, parse) -> encoding/ -> routing -> delivery/ (batch, retry,
     checkpoint) -> sinks/; telemetry/ (metrics, logs, status server) watches every
-    stage, and pipeline wires them together.
+    stage, and the server (prepare, run, drain, shut down) wires them together.
 """

@@ -1,6 +1,6 @@
 """A process imports only the client libraries its config uses (idle memory: bench/idle_bench.py).
 
-Each case loads a config and builds the pipeline in a fresh interpreter, as ``run`` does,
+Each case loads a config and builds the server in a fresh interpreter, as ``run`` does,
 then lists which heavy modules got imported.
 """
 
@@ -23,9 +23,9 @@ import sys
 import orjson
 from forwarder.cli import main
 from forwarder.config import load_config
-from forwarder.pipeline import Pipeline
+from forwarder.server import Server
 
-Pipeline(load_config(__import__("pathlib").Path(sys.argv[1])))
+Server(load_config(__import__("pathlib").Path(sys.argv[1])))
 heavy = sys.argv[2].split(",")
 print(orjson.dumps(sorted(name for name in heavy if name in sys.modules)).decode())
 """
@@ -67,7 +67,7 @@ def _imported_after_building(config: dict[str, Any], tmp_path: Path) -> set[str]
 def test_only_the_configured_sinks_libraries_are_imported(
     sinks: dict[str, Any], expected: set[str], tmp_path: Path
 ) -> None:
-    """Building the pipeline imports a sink's client library only when that sink is configured."""
+    """Building the server imports a sink's client library only when that sink is configured."""
     assert _imported_after_building({"sinks": sinks}, tmp_path) == expected
 
 

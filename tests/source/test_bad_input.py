@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from forwarder.config import Config
 from forwarder.delivery.dead_letters import SourceDeadLetterFile
 from forwarder.encoding.reference import encode_record
-from forwarder.pipeline import Pipeline
+from forwarder.server import Server
 from forwarder.source.bad_input import REJECT_LOG_INTERVAL_S, BadInput
 from forwarder.source.parser import Record, render_record
 from forwarder.telemetry.metrics import Metrics
@@ -47,10 +47,10 @@ def make_config(tmp_path, dump):
 
 async def run_once(config, encode):
     """Run the whole pipeline over the dump until it ends; return its metrics."""
-    pipeline = Pipeline(config, encode=encode)
-    pipeline.prepare()
-    await pipeline.run()
-    return pipeline.metrics
+    server = Server(config, encode=encode)
+    server.prepare()
+    await server._run()
+    return server.metrics
 
 
 def dead_letters(config):

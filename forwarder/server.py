@@ -1,65 +1,44 @@
-"""The running forwarder: capture -> parse -> route -> per-sink delivery, and shutdown.
+"""The server: prepare, run, drain and shut down one forwarder (uvicorn's shape).
 
-:meth:`Pipeline.prepare` does every check that can fail before reading (state dir,
+:meth:`Server.prepare` does every check that can fail before reading (state dir,
 checkpoints, boot id, the device), so a misconfigured forwarder exits with one clear
-line. :meth:`Pipeline.run` reads frames from the capture process, parses and routes each
-record to every sink's worker (fan-out), and ends when the source ends or on
-:meth:`request_stop` (drain within ``shutdown_timeout_s``).
+line. :meth:`Server.run` starts the sinks' workers and the reader, and ends when the source
+ends or on the first SIGTERM/SIGINT (:meth:`request_stop`: drain within
+``shutdown_timeout_s``); a second signal exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import structlog
+import uvloop
 
 from forwarder.config import Config
 from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
 from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
 from forwarder.delivery.worker import SinkWorker
-from forwarder.encoding.chunk import ChunkEncoder
 from forwarder.encoding.reference import Event, Identity, encode_record
-from forwarder.errors import ForwarderError, RecordParseError, StateError
-from forwarder.routing import Item, Router
+from forwarder.errors import ForwarderError
+from forwarder.reader import Reader
+from forwarder.routing import Router
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.source.bad_input import BadInput
-from forwarder.source.capture import Capture, Frame
-from forwarder.source.capture_process import FrameKind
-from forwarder.source.parser import Record, facility_name, level_name
+from forwarder.source.boot import clock_offset_now_ns, read_boot_id
+from forwarder.source.capture import Capture
+from forwarder.source.parser import Record
+from forwarder.telemetry.gauges import GaugeSampler
+from forwarder.telemetry.health import Health
 from forwarder.telemetry.metrics import Metrics
 
-log = structlog.get_logger("forwarder.pipeline")
-CLOCK_CHECK_INTERVAL_S = 30.0
+log = structlog.get_logger("forwarder.server")
 CLOCK_DRIFT_WARN_NS = 1_000_000_000
 CLOSE_TIMEOUT_S = 5.0
-
-
-def clock_offset_now_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC, in whole microseconds (the precision of ts_usec).
-
-    Whole microseconds keep ``timestamp_ns`` equal to what ``@timestamp`` says.
-    """
-    offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
-        time.CLOCK_MONOTONIC
-    )
-    return offset // 1000 * 1000
-
-
-def read_boot_id(path: Any) -> str:
-    """The boot id (a UUID) from ``path``; raise StateError if unreadable."""
-    try:
-        with open(path, encoding="ascii") as boot_id_file:  # noqa: PTH123 - path may be str
-            boot_id = boot_id_file.read().strip()
-    except OSError as error:
-        raise StateError(f"cannot read boot id from {path}: {error.strerror}") from error
-    if not boot_id:
-        raise StateError(f"boot id file {path} is empty")
-    return boot_id
 
 
 def build_sinks(config: Config) -> dict[str, Sink]:
@@ -68,7 +47,7 @@ def build_sinks(config: Config) -> dict[str, Sink]:
     return {name: table.build(name, context) for name, table in config.sinks.items()}
 
 
-class Pipeline:
+class Server:
     """One forwarder instance."""
 
     def __init__(
@@ -89,11 +68,9 @@ class Pipeline:
         self._workers: dict[str, SinkWorker] = {}
         self._router: Router | None = None
         self._capture: Capture | None = None
-        self.source_ended = False
+        self._reader: Reader | None = None
         self._stop_requested = asyncio.Event()
         self.started_reading = False
-        self._last_seq_read = -1
-        self._encoder: ChunkEncoder | None = None
 
     # -- start-up -------------------------------------------------------------------
 
@@ -132,6 +109,15 @@ class Pipeline:
         )
         self._capture = Capture(self.config.source, seek_newest=seek_newest)
         self._capture.open()
+        self._reader = Reader(
+            self._capture,
+            self._router,
+            self._workers,
+            metrics=self.metrics,
+            bad_input=self._bad_input,
+            encode=self._encode,
+            stop_requested=self._stop_requested,
+        )
         log.info(
             "started",
             source=str(self.config.source.path),
@@ -170,10 +156,10 @@ class Pipeline:
             if self._capture is not None:
                 self._capture.request_stop()
 
-    async def run(self) -> None:
-        """Run until the source ends or a stop is requested (call prepare() first)."""
+    async def _run(self) -> None:
         assert self._capture is not None
         assert self._router is not None
+        assert self._reader is not None
         server = None
         workers: set[asyncio.Task[None]] = set()
         reader: asyncio.Task[None] | None = None
@@ -182,11 +168,12 @@ class Pipeline:
             if self.config.metrics.listen:
                 from forwarder.telemetry.status_server import StatusServer  # noqa: PLC0415 - aiohttp on use
 
+                health = Health(self.config.metrics, self._capture, self._reader, self._workers)
                 server = StatusServer(
                     self.config.metrics.listen,
                     self.metrics,
-                    healthy=self.health,
-                    ready=self.readiness,
+                    healthy=health.health,
+                    ready=health.readiness,
                 )
                 await server.start()
             await self._capture.attach()
@@ -199,8 +186,16 @@ class Pipeline:
                 asyncio.create_task(worker.run(), name=f"sink-{name}")
                 for name, worker in self._workers.items()
             }
-            watcher = asyncio.create_task(self._watch_gauges())
-            reader = asyncio.create_task(self._read(), name="reader")
+            sampler = GaugeSampler(
+                self.metrics,
+                self._workers,
+                self._capture,
+                self._router,
+                self._reader,
+                self._clock_offset_ns,
+            )
+            watcher = asyncio.create_task(sampler.run())
+            reader = asyncio.create_task(self._reader.run(), name="reader")
             self.started_reading = True
             await self._until_drained(reader, workers)
         finally:
@@ -254,111 +249,29 @@ class Pipeline:
             await worker.batcher.close()
         await asyncio.gather(*workers)
 
-    async def _read(self) -> None:
-        assert self._capture is not None
-        assert self._router is not None
-        router = self._router
-        sink_names = list(self._workers)
-        while True:
-            frames = await self._capture.read_frames()
-            if not frames:
-                if not (self._stop_requested.is_set() or self.source_ended):
-                    raise ForwarderError(
-                        f"the capture process ended unexpectedly (exit code "
-                        f"{self._capture.exit_code}); restart the forwarder"
-                    )
-                return
-            out: dict[str, list[Item]] = {name: [] for name in sink_names}
-            self._route_frames(frames, router, out)
-            for name, items in out.items():
-                if items:
-                    await self._workers[name].batcher.put(items)
+    @property
+    def source_ended(self) -> bool:
+        """True once the dump or FIFO read has ended."""
+        return self._reader is not None and self._reader.source_ended
 
-    def _route_frames(
-        self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
-    ) -> None:
-        raws: list[bytes] = []
-        for frame in frames:
-            if frame.kind is FrameKind.RECORD:
-                raws.append(frame.payload)
-            else:
-                self._control_frame(frame)
-        if self._encoder is None or self._encoder.identity is not router.identity:
-            self._encoder = ChunkEncoder(router.identity, self._encode)
-        chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)
-        for gap in router.route_chunk(chunk, out):
-            self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
-            log.warning(
-                "records_lost",
-                reason=gap.reason,
-                first_seq=gap.first_seq,
-                last_seq=gap.last_seq,
-                lost=gap.lost,
-            )
-        # Counted once per group of frames: per-record metric calls cost more than parsing.
-        for prefix, count in Counter(chunk.prefixes).items():
-            self.metrics.records_read.labels(
-                facility_name(prefix >> 3), level_name(prefix & 7)
-            ).inc(count)
-        if chunk.seqs:
-            last_seq = chunk.seqs[-1]
-            self.metrics.last_seq_read.set(last_seq)
-            self._last_seq_read = last_seq
-        for sink, reason in router.drain_gap_reports():
-            self.metrics.gap_events.labels(sink, reason).inc()
+    def run(self) -> None:
+        """Run the server in a new uvloop event loop (call prepare() first)."""
+        uvloop.run(self.serve())
 
-    def _control_frame(self, frame: Frame) -> None:
-        if frame.kind is FrameKind.OVERRUN:
-            self.metrics.overruns.inc()
-        elif frame.kind is FrameKind.REJECTED:
-            self._bad_input.rejected(frame.payload)
-        elif frame.kind is FrameKind.TOO_LARGE:
-            log.warning("record_too_large", hint="a record larger than 16 KiB was lost")
-        elif frame.kind is FrameKind.END:
-            self.source_ended = True
-        elif frame.kind is FrameKind.ERROR:
-            raise ForwarderError(frame.payload.decode(errors="replace"))
+    async def serve(self) -> None:
+        """Run until the source ends or a signal stops it; a second signal exits at once."""
+        loop = asyncio.get_running_loop()
+        signals_seen = 0
 
-    def _parse_error(self, raw: bytes, error: RecordParseError) -> None:  # noqa: ARG002
-        self.metrics.parse_errors.inc()
-        log.warning("parse_error", error=str(error))
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen > 1:
+                log.warning("second_signal_exit_now", signal=signal.Signals(signum).name)
+                os._exit(128 + signum)
+            self.request_stop()
 
-    async def _watch_gauges(self) -> None:
-        last_clock_check = time.monotonic()
-        while True:
-            await asyncio.sleep(1)
-            newest = self._last_seq_read
-            for name, worker in self._workers.items():
-                self.metrics.buffer_records.labels(name).set(worker.batcher.depth)
-                if worker.health.checkpoint_seq is not None:
-                    lag = max(0, int(newest) - worker.health.checkpoint_seq)
-                    self.metrics.checkpoint_lag.labels(name).set(lag)
-            if self._capture is not None:
-                self.metrics.buffer_bytes.set(self._capture.buffered_bytes)
-            if time.monotonic() - last_clock_check > CLOCK_CHECK_INTERVAL_S and self._router:
-                last_clock_check = time.monotonic()
-                drift = self._clock_offset_ns() - self._router.identity.clock_offset_ns
-                self.metrics.clock_offset_drift.set(drift / 1e9)
-
-    # -- health ---------------------------------------------------------------------
-
-    def health(self) -> tuple[bool, Mapping[str, Any]]:
-        """Alive while capture runs (or the dump it read has ended)."""
-        running = self._capture is not None and (self._capture.running or self.source_ended)
-        return running, {"capture_running": running}
-
-    def readiness(self) -> tuple[bool, Mapping[str, Any]]:
-        """Ready when no sink has been failing for longer than allowed."""
-        now = time.monotonic()
-        grace = self.config.metrics.ready_after_failing_s
-        failing = {
-            name: {
-                "error": worker.health.last_error,
-                "config_problem": worker.health.config_problem,
-                "failing_for_s": round(now - worker.health.failing_since, 3),
-            }
-            for name, worker in self._workers.items()
-            if worker.health.failing_since is not None
-            and (worker.health.config_problem or now - worker.health.failing_since >= grace)
-        }
-        return not failing, {"failing_sinks": failing}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await self._run()
+        log.info("stopped", source_ended=self.source_ended)
