@@ -8,10 +8,7 @@ rejected, too large, end, error) are counted or end the stream.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Sequence
-
-import structlog
 
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.chunk import ChunkEncoder
@@ -21,10 +18,8 @@ from forwarder.routing import Item, Router
 from forwarder.source.bad_input import BadInput
 from forwarder.source.capture import Capture, Frame
 from forwarder.source.capture_process import FrameKind
-from forwarder.source.parser import Record, facility_name, level_name
-from forwarder.telemetry.metrics import Metrics
-
-log = structlog.get_logger("forwarder.reader")
+from forwarder.source.parser import Record
+from forwarder.telemetry.events import Emitter
 
 
 class Reader:
@@ -36,7 +31,7 @@ class Reader:
         router: Router,
         workers: dict[str, SinkWorker],
         *,
-        metrics: Metrics,
+        emit: Emitter,
         bad_input: BadInput,
         encode: Callable[[Record, Identity], Event],
         stop_requested: asyncio.Event,
@@ -44,7 +39,7 @@ class Reader:
         self._capture = capture
         self._router = router
         self._workers = workers
-        self.metrics = metrics
+        self._emit = emit
         self._bad_input = bad_input
         self._encode = encode
         self._stop_requested = stop_requested
@@ -90,39 +85,28 @@ class Reader:
         if self._encoder is None or self._encoder.identity is not router.identity:
             self._encoder = ChunkEncoder(router.identity, self._encode)
         chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)
+        emit = self._emit
         for gap in router.route_chunk(chunk, out):
-            self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
-            log.warning(
-                "records_lost",
-                reason=gap.reason,
-                first_seq=gap.first_seq,
-                last_seq=gap.last_seq,
-                lost=gap.lost,
-            )
-        # Counted once per group of frames: per-record metric calls cost more than parsing.
-        for prefix, count in Counter(chunk.prefixes).items():
-            self.metrics.records_read.labels(
-                facility_name(prefix >> 3), level_name(prefix & 7)
-            ).inc(count)
+            emit.records_lost(gap.reason, gap.first_seq, gap.last_seq, gap.lost)
+        emit.records_read(chunk.prefixes)
         if chunk.seqs:
             last_seq = chunk.seqs[-1]
-            self.metrics.last_seq_read.set(last_seq)
+            emit.last_seq_read(last_seq)
             self._last_seq_read = last_seq
         for sink, reason in router.drain_gap_reports():
-            self.metrics.gap_events.labels(sink, reason).inc()
+            emit.gap_emitted(sink, reason)
 
     def _control_frame(self, frame: Frame) -> None:
         if frame.kind is FrameKind.OVERRUN:
-            self.metrics.overruns.inc()
+            self._emit.overrun()
         elif frame.kind is FrameKind.REJECTED:
             self._bad_input.rejected(frame.payload)
         elif frame.kind is FrameKind.TOO_LARGE:
-            log.warning("record_too_large", hint="a record larger than 16 KiB was lost")
+            self._emit.record_too_large()
         elif frame.kind is FrameKind.END:
             self.source_ended = True
         elif frame.kind is FrameKind.ERROR:
             raise ForwarderError(frame.payload.decode(errors="replace"))
 
     def _parse_error(self, raw: bytes, error: RecordParseError) -> None:  # noqa: ARG002
-        self.metrics.parse_errors.inc()
-        log.warning("parse_error", error=str(error))
+        self._emit.parse_error(error)

@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 
-import structlog
 import uvloop
 
 from forwarder.config import Config
@@ -32,12 +31,11 @@ from forwarder.source.bad_input import BadInput
 from forwarder.source.boot import clock_offset_now_ns, read_boot_id
 from forwarder.source.capture import Capture
 from forwarder.source.parser import Record
+from forwarder.telemetry.events import Emitter
 from forwarder.telemetry.gauges import GaugeSampler
 from forwarder.telemetry.health import Health
 from forwarder.telemetry.metrics import Metrics
 
-log = structlog.get_logger("forwarder.server")
-CLOCK_DRIFT_WARN_NS = 1_000_000_000
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -60,8 +58,9 @@ class Server:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.emit = Emitter(self.metrics)
         self._encode = encode
-        self._bad_input = BadInput(self.metrics, SourceDeadLetterFile(config.state_dir))
+        self._bad_input = BadInput(self.emit, SourceDeadLetterFile(config.state_dir))
         self._sinks = dict(sinks) if sinks is not None else build_sinks(config)
         self._clock_offset_ns = clock_offset_ns
         self._store = CheckpointStore(config.state_dir)
@@ -97,13 +96,13 @@ class Server:
                 store=self._store,
                 retry=retry,
                 dead_letters=DeadLetterFile(self.config.state_dir, name),
-                metrics=self.metrics,
+                emit=self.emit,
                 clock_offset_ns=offset,
             )
             checkpoint = checkpoints[name]
             if checkpoint is not None and checkpoint.boot_id == boot_id:
                 self._workers[name].health.checkpoint_seq = checkpoint.seq
-                self.metrics.checkpoint_seq.labels(name).set(checkpoint.seq)
+                self.emit.checkpoint(name, checkpoint.seq)
         seek_newest = self.config.source.start_at == "newest" and all(
             checkpoint is None for checkpoint in checkpoints.values()
         )
@@ -113,16 +112,15 @@ class Server:
             self._capture,
             self._router,
             self._workers,
-            metrics=self.metrics,
+            emit=self.emit,
             bad_input=self._bad_input,
             encode=self._encode,
             stop_requested=self._stop_requested,
         )
-        log.info(
-            "started",
+        self.emit.started(
             source=str(self.config.source.path),
             boot_id=boot_id,
-            sinks=sorted(self._sinks),
+            sinks=self._sinks,
             capture_pid=self._capture.pid,
             resume={
                 n: (c.seq if c and c.boot_id == boot_id else None) for n, c in checkpoints.items()
@@ -135,14 +133,7 @@ class Server:
         for checkpoint in checkpoints.values():
             if checkpoint is not None and checkpoint.boot_id == boot_id:
                 drift = current - checkpoint.clock_offset_ns
-                self.metrics.clock_offset_drift.set(drift / 1e9)
-                if abs(drift) > CLOCK_DRIFT_WARN_NS:
-                    log.warning(
-                        "clock_offset_changed",
-                        drift_s=round(drift / 1e9, 3),
-                        hint="suspend or a wall-clock step since this boot's first record was "
-                        "shipped; timestamps keep the stored offset so re-sent records match",
-                    )
+                self.emit.boot_clock_offset_checked(drift)
                 return checkpoint.clock_offset_ns
         return current
 
@@ -151,7 +142,7 @@ class Server:
     def request_stop(self) -> None:
         """Stop capturing; run() then drains what is buffered and returns."""
         if not self._stop_requested.is_set():
-            log.info("stopping")
+            self.emit.stopping()
             self._stop_requested.set()
             if self._capture is not None:
                 self._capture.request_stop()
@@ -181,7 +172,7 @@ class Server:
                 if items:
                     await self._workers[name].batcher.put(items)
             for sink, reason in self._router.drain_gap_reports():
-                self.metrics.gap_events.labels(sink, reason).inc()
+                self.emit.gap_emitted(sink, reason)
             workers = {
                 asyncio.create_task(worker.run(), name=f"sink-{name}")
                 for name, worker in self._workers.items()
@@ -225,11 +216,7 @@ class Server:
             if not body.done():
                 await asyncio.wait({body}, timeout=self.config.shutdown_timeout_s)
             if not body.done():
-                log.warning(
-                    "shutdown_timeout",
-                    timeout_s=self.config.shutdown_timeout_s,
-                    hint="undelivered records stay above the checkpoint and are re-read at start",
-                )
+                self.emit.shutdown_timeout(self.config.shutdown_timeout_s)
                 return
             body.result()
         finally:
@@ -267,11 +254,11 @@ class Server:
             nonlocal signals_seen
             signals_seen += 1
             if signals_seen > 1:
-                log.warning("second_signal_exit_now", signal=signal.Signals(signum).name)
+                self.emit.second_signal(signal.Signals(signum).name)
                 os._exit(128 + signum)
             self.request_stop()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         await self._run()
-        log.info("stopped", source_ended=self.source_ended)
+        self.emit.stopped(source_ended=self.source_ended)

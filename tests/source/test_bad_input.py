@@ -13,6 +13,7 @@ from forwarder.encoding.reference import encode_record
 from forwarder.server import Server
 from forwarder.source.bad_input import REJECT_LOG_INTERVAL_S, BadInput
 from forwarder.source.parser import Record, render_record
+from forwarder.telemetry.events import Emitter
 from forwarder.telemetry.metrics import Metrics
 from tests.support.forwarder import read_ndjson
 
@@ -102,7 +103,7 @@ def test_rejections_are_counted_each_but_logged_in_aggregate(tmp_path):
     """Every rejected record is counted by reason; one warning per interval carries the counts since the last."""
     metrics = Metrics()
     now = [100.0]
-    bad_input = BadInput(metrics, SourceDeadLetterFile(tmp_path), clock=lambda: now[0])
+    bad_input = BadInput(Emitter(metrics), SourceDeadLetterFile(tmp_path), clock=lambda: now[0])
     with capture_logs() as logs:
         for _ in range(50):
             bad_input.rejected(b"nul_byte")
