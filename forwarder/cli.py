@@ -3,7 +3,7 @@
 Each branch of the error tree maps to an exit code and one line a person can act on:
 config errors exit 2, start-up problems (device, state dir, checkpoint) exit 3, other
 forwarder errors exit 1. The first SIGTERM/SIGINT drains and exits 0; a second one
-exits at once.
+cuts the drain short and exits 128 + its number once the capture process is ended.
 """
 
 from __future__ import annotations
@@ -129,13 +129,12 @@ def _run(config: Config) -> int:
     server = Server(config)
     server.prepare()
     try:
-        server.run()
+        return server.run()
     except StartupError as error:
         if server.started_reading:
             # e.g. a checkpoint that can no longer be written: a runtime failure.
             raise ForwarderError(f"stopped: {error}") from error
         raise
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -53,10 +53,13 @@ class Reader:
         return self._last_seq_read
 
     async def run(self) -> None:
-        """Read and route until the input ends (or capture stopped on request)."""
-        assert self._capture is not None
-        assert self._router is not None
+        """Hand each sink its start-up gap, then read and route until the input ends."""
         router = self._router
+        for name, items in router.startup_items().items():
+            if items:
+                await self._workers[name].batcher.put(items)
+        for sink, reason in router.drain_gap_reports():
+            self._emit.gap_emitted(sink, reason)
         sink_names = list(self._workers)
         while True:
             frames = await self._capture.read_frames()

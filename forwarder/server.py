@@ -1,24 +1,28 @@
 """The server: prepare, run, drain and shut down one forwarder (uvicorn's shape).
 
-:meth:`Server.prepare` does every check that can fail before reading (state dir,
-checkpoints, boot id, the device), so a misconfigured forwarder exits with one clear
-line. :meth:`Server.run` starts the sinks' workers and the reader, and ends when the source
-ends or on the first SIGTERM/SIGINT (:meth:`request_stop`: drain within
-``shutdown_timeout_s``); a second signal exits at once.
+- :meth:`Server.prepare` does every check that can fail before reading (state dir,
+  checkpoints, boot id, the device) and starts the capture process, so a misconfigured
+  forwarder exits with one clear line and nothing half-started.
+- :meth:`Server.serve` starts the status server (if ``[metrics] listen``), the sinks' workers
+  and the reader, and runs until the source ends.
+- The first SIGTERM/SIGINT drains: capture stops reading, and what it had read is delivered
+  and checkpointed within ``shutdown_timeout_s``. A second one cuts the drain short.
+- Shutdown always runs, however the run ended: tasks cancelled (each worker closes its sink),
+  the capture process ended by its pid, the status server stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
 import uvloop
 
 from forwarder.config import Config
-from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
+from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
 from forwarder.delivery.worker import SinkWorker
@@ -28,15 +32,17 @@ from forwarder.reader import Reader
 from forwarder.routing import Router
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.source.bad_input import BadInput
-from forwarder.source.boot import clock_offset_now_ns, read_boot_id
+from forwarder.source.boot import boot_clock_offset, clock_offset_now_ns, read_boot_id
 from forwarder.source.capture import Capture
 from forwarder.source.parser import Record
 from forwarder.telemetry.events import Emitter
-from forwarder.telemetry.gauges import GaugeSampler
-from forwarder.telemetry.health import Health
-from forwarder.telemetry.metrics import Metrics
 
-CLOSE_TIMEOUT_S = 5.0
+if TYPE_CHECKING:
+    from forwarder.telemetry.metrics import Metrics
+    from forwarder.telemetry.status_server import StatusServer
+
+HANDLED_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+CLOSE_TIMEOUT_S: Final = 5.0  # a stuck sink close must not hang the exit
 
 
 def build_sinks(config: Config) -> dict[str, Sink]:
@@ -46,42 +52,69 @@ def build_sinks(config: Config) -> dict[str, Sink]:
 
 
 class Server:
-    """One forwarder instance."""
+    """One forwarder instance.
+
+    ``metrics``: what events count into; by default a new registry when ``[metrics] listen``
+    is set, else none (nothing could read them, and prometheus_client stays unloaded).
+    """
 
     def __init__(
         self,
         config: Config,
         sinks: Mapping[str, Sink] | None = None,
         *,
+        metrics: Metrics | None = None,
         clock_offset_ns: Callable[[], int] = clock_offset_now_ns,
         encode: Callable[[Record, Identity], Event] = encode_record,
     ) -> None:
         self.config = config
-        self.metrics = Metrics()
-        self.emit = Emitter(self.metrics)
+        if metrics is None and config.metrics.listen:
+            from forwarder.telemetry.metrics import Metrics  # noqa: PLC0415 - only with a listener
+
+            metrics = Metrics()
+        self.metrics = metrics
+        self.emit = Emitter(metrics)
         self._encode = encode
         self._bad_input = BadInput(self.emit, SourceDeadLetterFile(config.state_dir))
         self._sinks = dict(sinks) if sinks is not None else build_sinks(config)
         self._clock_offset_ns = clock_offset_ns
         self._store = CheckpointStore(config.state_dir)
         self._workers: dict[str, SinkWorker] = {}
-        self._router: Router | None = None
         self._capture: Capture | None = None
         self._reader: Reader | None = None
+        self._clock_offset = 0
         self._stop_requested = asyncio.Event()
+        self._force_exit = asyncio.Event()
+        self._exit_code = 0
+        self._reader_task: asyncio.Task[None] | None = None
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._sampler_task: asyncio.Task[None] | None = None
+        self._status_server: StatusServer | None = None
         self.started_reading = False
 
-    # -- start-up -------------------------------------------------------------------
+    @property
+    def capture_pid(self) -> int | None:
+        """Pid of the capture process, once prepared."""
+        return self._capture.pid if self._capture is not None else None
+
+    @property
+    def source_ended(self) -> bool:
+        """True once the dump or FIFO read has ended."""
+        return self._reader is not None and self._reader.source_ended
+
+    # -- prepare ---------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Check everything that can fail before reading; open the source."""
+        """Check everything that can fail before reading; open the source, start capture."""
         self._store.prepare()
         checkpoints = {name: self._store.load(name) for name in self._sinks}
         boot_id = read_boot_id(self.config.source.boot_id_path)
-        offset = self._boot_clock_offset(boot_id, checkpoints)
-        identity = Identity(self.config.host, boot_id, offset)
-        self._router = Router(
-            identity,
+        offset, drift = boot_clock_offset(boot_id, checkpoints.values(), self._clock_offset_ns())
+        if drift is not None:
+            self.emit.boot_clock_offset_checked(drift)
+        self._clock_offset = offset
+        router = Router(
+            Identity(self.config.host, boot_id, offset),
             checkpoints,
             min_level=self.config.source.min_level,
             now_ns=time.time_ns,
@@ -110,7 +143,7 @@ class Server:
         self._capture.open()
         self._reader = Reader(
             self._capture,
-            self._router,
+            router,
             self._workers,
             emit=self.emit,
             bad_input=self._bad_input,
@@ -127,105 +160,113 @@ class Server:
             },
         )
 
-    def _boot_clock_offset(self, boot_id: str, checkpoints: dict[str, Checkpoint | None]) -> int:
-        """The boot's stored clock offset (same timestamps on every send), else now's."""
-        current = self._clock_offset_ns()
-        for checkpoint in checkpoints.values():
-            if checkpoint is not None and checkpoint.boot_id == boot_id:
-                drift = current - checkpoint.clock_offset_ns
-                self.emit.boot_clock_offset_checked(drift)
-                return checkpoint.clock_offset_ns
-        return current
+    # -- run -------------------------------------------------------------------------
 
-    # -- running --------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve in a new uvloop event loop (call prepare() first); return the exit code."""
+        return uvloop.run(self.serve())
+
+    async def serve(self) -> int:
+        """Run until the source ends or a signal stops it; 0, or 128 + signal if forced."""
+        loop = asyncio.get_running_loop()
+        for signum in HANDLED_SIGNALS:
+            loop.add_signal_handler(signum, self.handle_exit, signum)
+        try:
+            await self._startup()
+            await self._main_loop()
+        finally:
+            await self._shutdown()
+            for signum in HANDLED_SIGNALS:
+                loop.remove_signal_handler(signum)
+        self.emit.stopped(source_ended=self.source_ended)
+        return self._exit_code
+
+    def handle_exit(self, signum: int) -> None:
+        """SIGTERM/SIGINT: the first drains, the second cuts the drain short."""
+        if not self._stop_requested.is_set():
+            self.request_stop()
+        elif not self._force_exit.is_set():
+            self.emit.second_signal(signal.Signals(signum).name)
+            self._exit_code = 128 + signum
+            self._force_exit.set()
 
     def request_stop(self) -> None:
-        """Stop capturing; run() then drains what is buffered and returns."""
+        """Stop capturing; the run then drains what is buffered and returns."""
         if not self._stop_requested.is_set():
             self.emit.stopping()
             self._stop_requested.set()
             if self._capture is not None:
                 self._capture.request_stop()
 
-    async def _run(self) -> None:
+    async def _startup(self) -> None:
         assert self._capture is not None
-        assert self._router is not None
         assert self._reader is not None
-        server = None
-        workers: set[asyncio.Task[None]] = set()
-        reader: asyncio.Task[None] | None = None
-        watcher: asyncio.Task[None] | None = None
-        try:
-            if self.config.metrics.listen:
-                from forwarder.telemetry.status_server import StatusServer  # noqa: PLC0415 - aiohttp on use
+        if self.config.metrics.listen:
+            await self._start_status_server(self.config.metrics.listen)
+        await self._capture.attach()
+        self._worker_tasks = [
+            asyncio.create_task(worker.run(), name=f"sink-{name}")
+            for name, worker in self._workers.items()
+        ]
+        if self.metrics is not None:
+            from forwarder.telemetry.gauges import GaugeSampler  # noqa: PLC0415 - with metrics only
 
-                health = Health(self.config.metrics, self._capture, self._reader, self._workers)
-                server = StatusServer(
-                    self.config.metrics.listen,
-                    self.metrics,
-                    healthy=health.health,
-                    ready=health.readiness,
-                )
-                await server.start()
-            await self._capture.attach()
-            for name, items in self._router.startup_items().items():
-                if items:
-                    await self._workers[name].batcher.put(items)
-            for sink, reason in self._router.drain_gap_reports():
-                self.emit.gap_emitted(sink, reason)
-            workers = {
-                asyncio.create_task(worker.run(), name=f"sink-{name}")
-                for name, worker in self._workers.items()
-            }
             sampler = GaugeSampler(
                 self.metrics,
                 self._workers,
                 self._capture,
-                self._router,
                 self._reader,
-                self._clock_offset_ns,
+                clock_offset_ns=self._clock_offset,
+                clock_offset_now_ns=self._clock_offset_ns,
             )
-            watcher = asyncio.create_task(sampler.run())
-            reader = asyncio.create_task(self._reader.run(), name="reader")
-            self.started_reading = True
-            await self._until_drained(reader, workers)
-        finally:
-            tasks = [task for task in [watcher, reader, *workers] if task is not None]
-            for task in tasks:
-                task.cancel()
-            # Let the workers close their sinks (bounded: a stuck close must not hang exit).
-            if tasks:
-                await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
-            self._capture.stop()
-            self._bad_input.flush_log()
-            if server is not None:
-                await server.stop()
+            self._sampler_task = asyncio.create_task(sampler.run(), name="gauges")
+        self._reader_task = asyncio.create_task(self._reader.run(), name="reader")
+        self.started_reading = True
 
-    async def _until_drained(
-        self, reader: asyncio.Task[None], workers: set[asyncio.Task[None]]
-    ) -> None:
-        """Wait for the end of input, then for every sink to deliver what it holds.
+    async def _start_status_server(self, listen: str) -> None:
+        assert self._capture is not None
+        assert self._reader is not None
+        assert self.metrics is not None
+        # aiohttp loads only for a listener.
+        from forwarder.telemetry.health import Health  # noqa: PLC0415
+        from forwarder.telemetry.status_server import StatusServer  # noqa: PLC0415
+
+        health = Health(self.config.metrics, self._capture, self._reader, self._workers)
+        server = StatusServer(listen, self.metrics, healthy=health.health, ready=health.readiness)
+        await server.start()
+        self._status_server = server
+
+    async def _main_loop(self) -> None:
+        """Wait for the end of input and every sink to deliver what it holds.
 
         After a stop request all of it must finish within ``shutdown_timeout_s``: a sink that
-        is down may hold the reader (a full queue) and the drain forever otherwise.
+        is down may hold the reader (a full queue) and the drain forever otherwise. A second
+        signal ends the wait at once.
         """
-        body = asyncio.create_task(self._read_then_drain(reader, workers))
+        body = asyncio.create_task(self._read_then_drain())
         stop = asyncio.create_task(self._stop_requested.wait())
+        force = asyncio.create_task(self._force_exit.wait())
         try:
             await asyncio.wait({body, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not body.done():
-                await asyncio.wait({body}, timeout=self.config.shutdown_timeout_s)
+                await asyncio.wait(
+                    {body, force},
+                    timeout=self.config.shutdown_timeout_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            if force.done() and not body.done():
+                return
             if not body.done():
                 self.emit.shutdown_timeout(self.config.shutdown_timeout_s)
                 return
             body.result()
         finally:
-            body.cancel()
-            stop.cancel()
+            for task in (body, stop, force):
+                task.cancel()
 
-    async def _read_then_drain(
-        self, reader: asyncio.Task[None], workers: set[asyncio.Task[None]]
-    ) -> None:
+    async def _read_then_drain(self) -> None:
+        assert self._reader_task is not None
+        reader, workers = self._reader_task, self._worker_tasks
         while not reader.done():
             done, _ = await asyncio.wait({reader, *workers}, return_when=asyncio.FIRST_COMPLETED)
             for finished in done - {reader}:
@@ -236,29 +277,16 @@ class Server:
             await worker.batcher.close()
         await asyncio.gather(*workers)
 
-    @property
-    def source_ended(self) -> bool:
-        """True once the dump or FIFO read has ended."""
-        return self._reader is not None and self._reader.source_ended
-
-    def run(self) -> None:
-        """Run the server in a new uvloop event loop (call prepare() first)."""
-        uvloop.run(self.serve())
-
-    async def serve(self) -> None:
-        """Run until the source ends or a signal stops it; a second signal exits at once."""
-        loop = asyncio.get_running_loop()
-        signals_seen = 0
-
-        def on_signal(signum: int) -> None:
-            nonlocal signals_seen
-            signals_seen += 1
-            if signals_seen > 1:
-                self.emit.second_signal(signal.Signals(signum).name)
-                os._exit(128 + signum)
-            self.request_stop()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
-        await self._run()
-        self.emit.stopped(source_ended=self.source_ended)
+    async def _shutdown(self) -> None:
+        """Cancel what runs (workers close their sinks), end capture by its pid, stop serving."""
+        tasks = [self._sampler_task, self._reader_task, *self._worker_tasks]
+        running = [task for task in tasks if task is not None]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_TIMEOUT_S)
+        if self._capture is not None:
+            self._capture.stop()
+        self._bad_input.flush_log()
+        if self._status_server is not None:
+            await self._status_server.stop()

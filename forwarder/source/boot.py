@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from forwarder.delivery.checkpoint import Checkpoint
 from forwarder.errors import StateError
 
 
@@ -29,3 +31,18 @@ def read_boot_id(path: Any) -> str:
     if not boot_id:
         raise StateError(f"boot id file {path} is empty")
     return boot_id
+
+
+def boot_clock_offset(
+    boot_id: str, checkpoints: Iterable[Checkpoint | None], current_ns: int
+) -> tuple[int, int | None]:
+    """The clock offset to stamp this boot's records with, and how far ``current_ns`` drifted.
+
+    A checkpoint of this boot keeps the offset its first records were stamped with: taking it
+    again gives a re-sent record the same ``@timestamp``. Without one, ``current_ns`` (no
+    drift, None).
+    """
+    for checkpoint in checkpoints:
+        if checkpoint is not None and checkpoint.boot_id == boot_id:
+            return checkpoint.clock_offset_ns, current_ns - checkpoint.clock_offset_ns
+    return current_ns, None

@@ -23,13 +23,13 @@ class Health:
         workers: Mapping[str, SinkWorker],
     ) -> None:
         self._config = config
-        self._capture: Capture | None = capture
+        self._capture = capture
         self._reader = reader
         self._workers = workers
 
     def health(self) -> tuple[bool, Mapping[str, Any]]:
         """Alive while capture runs (or the dump it read has ended)."""
-        running = self._capture is not None and (self._capture.running or self._reader.source_ended)
+        running = self._capture.running or self._reader.source_ended
         return running, {"capture_running": running}
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:

@@ -48,10 +48,11 @@ def make_config(tmp_path, dump):
 
 async def run_once(config, encode):
     """Run the whole pipeline over the dump until it ends; return its metrics."""
-    server = Server(config, encode=encode)
+    metrics = Metrics()
+    server = Server(config, encode=encode, metrics=metrics)
     server.prepare()
-    await server._run()
-    return server.metrics
+    assert await server.serve() == 0
+    return metrics
 
 
 def dead_letters(config):
