@@ -25,6 +25,7 @@ import structlog
 
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError, ForwarderError
+from forwarder.source import capture_process
 from forwarder.source.capture_process import CONTROL, SEPARATOR, FrameKind
 
 log = structlog.get_logger("forwarder.source.capture")
@@ -99,10 +100,12 @@ class Capture:
     def open(self) -> None:
         """Open the source and start the capture process (raises DeviceError)."""
         fd, is_device = open_source(self._source.path, seek_newest=self._seek_newest)
+        # -I: no PYTHON* variables, user site or script directory; by path, not -m: the
+        # capture process needs only the standard library, so no package __init__ is run.
         command = [
             sys.executable,
-            "-m",
-            "forwarder.source.capture_process",
+            "-I",
+            capture_process.__file__,
             f"--fd={fd}",
             f"--kind={'device' if is_device else 'dump'}",
             f"--buffer-records={self._source.buffer_records}",
