@@ -116,7 +116,8 @@ class Server:
         router = Router(
             Identity(self.config.host, boot_id, offset),
             checkpoints,
-            min_level=self.config.source.min_level,
+            # a plain int: the router compares it per record, where an int subclass is slower
+            min_level=int(self.config.source.min_level),
             now_ns=time.time_ns,
         )
         retry = RetryPolicy(self.config.retry)

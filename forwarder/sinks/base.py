@@ -84,10 +84,11 @@ class SinkContext:
     state_dir: Path
 
 
-class SinkConfigBase(StrictModel):
+class SinkConfigBase(StrictModel, tag_field="type", frozen=True, kw_only=True):
     """Options every ``[sinks.NAME]`` table has besides its own.
 
-    ``batch`` overrides the top-level ``[batch]`` for this sink only.
+    Each sink type subclasses it with ``tag="<type>"``: the table's ``type`` key picks the
+    class. ``batch`` overrides the top-level ``[batch]`` for this sink only.
     """
 
     batch: BatchConfig | None = None
