@@ -5,20 +5,17 @@ https://jcristharif.com/msgspec/usage.html#strict-vs-lax-mode and ``ValidationEr
 We turn the location into our key path (``kernel_events.rules.0.class``), move the key an
 unknown/missing-key message names into the path, add the field a ``FieldError`` names,
 say what TOML calls each type, add the value given to range errors, and list the allowed
-values of a fixed choice (a ``Literal`` or a sink's ``type`` tag). ``msgspec.inspect``
-loads only when an error needs the choices.
+values of a fixed choice (a ``Literal`` or a sink's ``type`` tag, from ``msgspec.inspect``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import msgspec
-
-if TYPE_CHECKING:
-    from msgspec.inspect import Type as TypeInfo
+from msgspec import inspect
 
 _LOCATION: Final = re.compile(r"\[\.\.\.\]|\.([^.\[]+)|\[(\d+)\]")  # [...]: a dict key
 _UNKNOWN: Final = re.compile(r"Object contains unknown field `(.+)`")
@@ -98,19 +95,15 @@ def _given(raw: Any, parts: Sequence[str]) -> Any:
 
 def _choices(kind: Any, parts: Sequence[str]) -> str:
     """``: use one of 'a', 'b'`` when the key at ``parts`` is a fixed choice, else ''."""
-    from msgspec import inspect  # noqa: PLC0415 - only an error needs the type tree
-
-    info: TypeInfo | None = inspect.type_info(kind)
+    info: inspect.Type | None = inspect.type_info(kind)
     for part in parts:
         info = _child(info, part) if info is not None else None
     values = _literals(info) if info is not None else []
     return f": use one of {', '.join(map(repr, values))}" if values else ""
 
 
-def _child(info: TypeInfo, part: str) -> TypeInfo | None:
+def _child(info: inspect.Type, part: str) -> inspect.Type | None:
     """The type of key ``part`` inside a value of type ``info``."""
-    from msgspec import inspect  # noqa: PLC0415 - see _choices
-
     if isinstance(info, inspect.Metadata):
         return _child(info.type, part)
     if isinstance(info, inspect.UnionType):
@@ -127,9 +120,7 @@ def _child(info: TypeInfo, part: str) -> TypeInfo | None:
     return None
 
 
-def _literals(info: TypeInfo) -> list[Any]:
-    from msgspec import inspect  # noqa: PLC0415 - see _choices
-
+def _literals(info: inspect.Type) -> list[Any]:
     if isinstance(info, inspect.Metadata):
         return _literals(info.type)
     if isinstance(info, inspect.LiteralType):
