@@ -12,6 +12,7 @@ a ``google.rpc.Status``, or store part of it and answer a partial success.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,7 @@ class OtlpReceiver(Receiver):
         self.reject_bodies_containing: set[str] = set()
         self.stored: dict[str, StoredLog] = {}
         self.arrivals: list[StoredLog] = []
+        self.sent_bodies: Counter[str] = Counter()  # every record received, stored or not
         self.duplicates = 0
         self.content_types: list[str] = []
         self.content_encodings: list[str | None] = []
@@ -84,6 +86,7 @@ class OtlpReceiver(Receiver):
             raise ApiViolationError(f"Content-Type {content_type!r}")
         logs = _logs(export)
         require(bool(logs), "an export without log records (empty envelope)")
+        self.sent_bodies.update(log.body for log in logs)
         json = content_type == "application/json"
         refused = [log for log in logs if _contains(log.body, self.refuse_bodies_containing)]
         if refused:
