@@ -50,13 +50,12 @@ _KMSG_ATTRIBUTES: Final = (
     ("caller", "kmsg.caller"),
     ("subsystem", "kmsg.subsystem"),
     ("device", "kmsg.device"),
-    ("fields", "kmsg.fields"),
 )
 # Envelope keys of other events that map to the record itself, not to attributes.
 _ENVELOPE: Final = frozenset({"event", "id", "host", "boot_id", "@timestamp", "level"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per record on the hot path
 class LogRecord:
     """The OTLP LogRecord fields this sink sets; attribute values are JSON-like values."""
 
@@ -77,10 +76,12 @@ def log_record(event: Event, observed_ns: int) -> LogRecord:
     time_ns = event.timestamp_ns - event.timestamp_ns % 1000
     if event.kind == "kmsg":
         level = fields["level"]
+        # These fields have fixed types in range (seq and monotonic_us fit int64), so only
+        # the dictionary goes through _attribute_value.
         attributes = [("log.record.uid", fields["id"])]
-        attributes += [
-            (name, _attribute_value(fields[key])) for key, name in _KMSG_ATTRIBUTES if key in fields
-        ]
+        attributes += [(name, fields[key]) for key, name in _KMSG_ATTRIBUTES if key in fields]
+        if "fields" in fields:
+            attributes.append(("kmsg.fields", _attribute_value(fields["fields"])))
         return LogRecord(
             time_ns,
             observed_ns,

@@ -72,7 +72,27 @@ def log_record(record: LogRecord) -> bytes:
     if record.severity_text:
         parts.append(_string_field(0x1A, record.severity_text))
     parts.append(_len_field(0x2A, any_value(record.body)))
-    parts += [_len_field(0x32, key_value(key, value)) for key, value in record.attributes]
+    # Inlined for the two kinds nearly every attribute is (the hot path: ~12 per record);
+    # the rest go through key_value. The property tests pin both paths to the runtime.
+    small = _SMALL
+    for key, value in record.attributes:
+        kind = type(value)
+        if kind is str:
+            encoded = value.encode()
+            size = len(encoded)
+            any_bytes = b"\x0a" + (small[size] if size < 0x80 else _varint(size)) + encoded
+        elif kind is int and 0 <= value < 0x80:
+            any_bytes = b"\x18" + small[value]
+        elif kind is int:
+            any_bytes = b"\x18" + _varint(value & _U64)
+        else:
+            pair = key_value(key, value)
+            parts += (b"\x32", _varint(len(pair)), pair)
+            continue
+        size = len(any_bytes)
+        pair = _key_field(key) + b"\x12" + (small[size] if size < 0x80 else _varint(size))
+        size = len(pair) + len(any_bytes)
+        parts += (b"\x32", small[size] if size < 0x80 else _varint(size), pair, any_bytes)
     if record.observed_time_unix_nano:
         parts.append(b"\x59" + _FIXED64.pack(record.observed_time_unix_nano & _U64))
     if record.event_name:
@@ -190,14 +210,12 @@ def _key_field(key: str) -> bytes:
     return _string_field(0x0A, key)
 
 
-@functools.lru_cache(maxsize=256)
-def _small_varint(value: int) -> bytes:
-    return bytes((value,))
+_SMALL: Final = tuple(bytes((value,)) for value in range(0x80))  # one-byte varints
 
 
 def _varint(value: int) -> bytes:
     if value < 0x80:
-        return _small_varint(value)
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
