@@ -301,3 +301,24 @@ def test_the_config_table_is_checked(tmp_path: Path):
         table = {"type": "otlp", "endpoint": "http://127.0.0.1:4318", **bad}
         with pytest.raises(ConfigError, match=where):
             parse_config({"sinks": {"o": table}})
+
+
+async def test_an_answer_over_4_mib_is_read_no_further_and_the_batch_counts_as_delivered():
+    """The spec caps response parsing: a huge 2xx body is cut at 4 MiB and not parsed."""
+    huge = b"\x0a" + b"\xff" * (5 * 1024 * 1024)
+    async with OtlpReceiver() as receiver:
+        receiver.script(Reply(200, huge, {"Content-Type": "application/x-protobuf"}))
+        outcome = await send(otlp_config(receiver.url), make_events(["x"]))
+    assert outcome == Outcome.delivered()
+
+
+def test_a_truncated_partial_success_is_not_trusted():
+    """A cut answer is unreadable, even when its first bytes would say records were rejected."""
+    body = ExportLogsServiceResponse(
+        partial_success={"rejected_log_records": 1}
+    ).SerializeToString()
+    sink = make_sink(otlp_config("http://127.0.0.1:9"))
+    assert sink.answer(HttpReply(200, CIMultiDict(), body), 1).rejected
+    assert (
+        sink.answer(HttpReply(200, CIMultiDict(), body, truncated=True), 1) == Outcome.delivered()
+    )

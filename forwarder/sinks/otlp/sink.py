@@ -10,7 +10,7 @@ What each answer means here::
     2xx, partialSuccess rejected k > 0            never retried (MUST NOT): which k is not
                                                   said, so the whole batch is dead-lettered
                                                   as otlp_partial ("k of n rejected: ...")
-    2xx, unreadable body                          delivered (the status said so), logged
+    2xx, unreadable body (or over 4 MiB)          delivered (the status said so), logged
     429, 503, 502, 504, retry_statuses            unavailable: retried, never sooner than
                                                   Retry-After
     400, n > 1 records                            split in halves by the worker: a refused
@@ -46,6 +46,7 @@ from forwarder.sinks.otlp.mapping import MACHINE_ID_PATH, log_record, resource_a
 from forwarder.sinks.outcome import Outcome
 
 SCOPE_NAME: Final = "kmsg-forwarder"
+MAX_REPLY_BYTES: Final = 4 * 1024 * 1024  # the spec's default cap on response parsing
 _CONTENT_TYPES: Final = {"protobuf": "application/x-protobuf", "json": "application/json"}
 _log = structlog.get_logger(__name__)
 
@@ -92,7 +93,7 @@ class OtlpSink(Sink):
         records = [log_record(event, observed_ns) for event in batch.events]
         body, headers = compress(self._envelope.request(records), self._config.compression)
         headers["Content-Type"] = self._content_type
-        reply = await self._client.send(body, headers)
+        reply = await self._client.send(body, headers, max_reply_bytes=MAX_REPLY_BYTES)
         return self.answer(reply, len(records))
 
     def answer(self, reply: HttpReply, records: int) -> Outcome:
@@ -126,6 +127,8 @@ class OtlpSink(Sink):
             return Outcome.delivered()
         decoder = json_body if self._answered_json(reply) else protobuf
         try:
+            if reply.truncated:
+                raise ValueError(f"an answer over {MAX_REPLY_BYTES} bytes")  # noqa: TRY301 - one path
             rejected, message = decoder.partial_success(reply.body)
         except ValueError as error:
             _log.warning(
