@@ -20,7 +20,7 @@ import pytest
 from forwarder.source.parser import Record, render_record
 from tests.receivers.base import Reply
 from tests.receivers.otlp import OtlpReceiver
-from tests.support.forwarder import read_ndjson, render_toml
+from tests.support.forwarder import ForwarderProcess, free_port, read_ndjson, render_toml
 from tests.support.rotel import RotelAgent
 from tests.support.wait import wait_until_async
 
@@ -140,3 +140,51 @@ async def test_a_partial_success_dead_letters_its_batch_and_the_rest_flows(tmp_p
     stored = {log.body for log in receiver.arrivals}
     assert stored | {d["event"]["message"] for d in dead} == set(messages)
     assert set(sent.values()) == {1}  # nothing was sent twice
+
+
+async def test_413_splits_until_every_batch_fits(tmp_path: Path):
+    """A receiver that refuses large bodies gets halves, then every record, none dead-lettered."""
+    messages = [f"record {i} " + "p" * 400 for i in range(32)]
+    source = dump(tmp_path / "kmsg.dump", messages)
+    async with OtlpReceiver(max_body_bytes=4000) as receiver:
+        sink = {"type": "otlp", "endpoint": receiver.url, "compression": "none"}
+        code, stderr = await run_forwarder(tmp_path, source, sink)
+        assert code == 0, stderr[-3000:]
+        assert 413 in receiver.statuses
+    assert sorted(log.body for log in receiver.arrivals) == sorted(messages)
+    assert read_ndjson(tmp_path / "state" / "deadletter" / "otlp.ndjson") == []
+
+
+async def test_401_keeps_the_data_and_reports_a_configuration_problem(tmp_path: Path):
+    """A wrong token is retried and shown on /readyz; nothing is dead-lettered; fixed, all arrive."""
+    messages = [f"kept {i}" for i in range(10)]
+    source = dump(tmp_path / "kmsg.dump", messages)
+    async with OtlpReceiver(authorization="Bearer right") as receiver:
+        wrong = {"type": "otlp", "endpoint": receiver.url, "bearer_token": "wrong"}
+        config = {
+            "host": "e2e-node", "state_dir": str(tmp_path / "state"), "shutdown_timeout_s": 1,
+            "source": {"path": str(source)},
+            "retry": {"initial_backoff_ms": 20, "max_backoff_ms": 200},
+            "metrics": {"listen": f"127.0.0.1:{free_port()}"}, "sinks": {"otlp": wrong},
+        }  # fmt: skip
+        workdir = tmp_path / "wrong"
+        workdir.mkdir()
+        process = ForwarderProcess(workdir, config).start()
+        try:
+            await asyncio.to_thread(process.wait_serving)
+
+            async def not_ready() -> bool:
+                status, body = await asyncio.to_thread(process.http_get, "/readyz")
+                failing = orjson.loads(body).get("failing_sinks", {}) if status == 503 else {}
+                return bool(failing.get("otlp", {}).get("config_problem"))
+
+            await wait_until_async(not_ready, timeout_s=30, what="/readyz to name the problem")
+            await asyncio.to_thread(process.stop)
+        finally:
+            process.cleanup()
+        assert receiver.stored == {}
+        assert read_ndjson(tmp_path / "state" / "deadletter" / "otlp.ndjson") == []
+        right = {"type": "otlp", "endpoint": receiver.url, "bearer_token": "right"}
+        code, stderr = await run_forwarder(tmp_path, source, right)
+        assert code == 0, stderr[-3000:]
+    assert sorted(log.body for log in receiver.arrivals) == sorted(messages)
