@@ -96,7 +96,7 @@ class OtlpSink(Sink):
         reply = await self._client.send(body, headers, max_reply_bytes=MAX_REPLY_BYTES)
         return self.answer(reply, len(records))
 
-    def answer(self, reply: HttpReply, records: int) -> Outcome:
+    def answer(self, reply: HttpReply, records: int) -> Outcome:  # noqa: PLR0911 - one per row
         """What ``reply`` means for a request of ``records`` records (table in the docstring)."""
         status = reply.status
         if 200 <= status < 300:
@@ -106,8 +106,11 @@ class OtlpSink(Sink):
             return Outcome.unavailable(detail, retry_after_s=reply.retry_after_s)
         if status in CONFIG_STATUSES or 300 <= status < 400:
             return Outcome.operator_needed(detail, retry_after_s=reply.retry_after_s)
-        if status == 413 or (status == 400 and records > 1):
+        if status == 400 and records > 1:
             # A 400 names no record: halving until the refused ones stand alone saves the rest.
+            _log.warning("otlp_400_split", sink=self.name, records=records, detail=detail)
+            return Outcome.too_large(detail)
+        if status == 413:
             return Outcome.too_large(detail)
         if status == 400:
             return Outcome.refused(range(records), "otlp_400", detail)
