@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from forwarder.config import load_config, parse_config
 from forwarder.errors import ConfigError
-from forwarder.sinks import FileSinkConfig, KafkaSinkConfig, StdoutSinkConfig
+from forwarder.sinks import FileSinkConfig, KafkaSinkConfig, SinkConfig, StdoutSinkConfig
 
-SINK_TYPES = "'stdout', 'file', 'kafka', 'loki', 'elasticsearch', 'http'"
+# every type the registry knows, in its order: 'stdout', 'file', 'kafka', ...
+SINK_TYPES = ", ".join(repr(kind.__struct_config__.tag) for kind in get_args(SinkConfig))
 KAFKA_HEADERS = "'boot_id', 'content-type', 'event', 'facility', 'host', 'id', 'level', 'seq'"
 
 

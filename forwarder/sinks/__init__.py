@@ -15,6 +15,7 @@ from forwarder.sinks.file import FileSinkConfig
 from forwarder.sinks.http.config import HttpSinkConfig
 from forwarder.sinks.kafka.config import KafkaSinkConfig
 from forwarder.sinks.loki.config import LokiSinkConfig
+from forwarder.sinks.otlp.config import OtlpSinkConfig
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 
@@ -25,6 +26,7 @@ SinkConfig = (
     | LokiSinkConfig
     | ElasticsearchSinkConfig
     | HttpSinkConfig
+    | OtlpSinkConfig
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "HttpSinkConfig",
     "KafkaSinkConfig",
     "LokiSinkConfig",
+    "OtlpSinkConfig",
     "Outcome",
     "Rejection",
     "Sink",
