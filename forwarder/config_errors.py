@@ -1,7 +1,7 @@
 """msgspec's validation errors as one line a person can act on: ``key.path: what is wrong``.
 
-msgspec reports the first problem as ``<message> - at `$.sinks.kafka.acks``` (messages:
-https://jcristharif.com/msgspec/usage.html#strict-vs-lax-mode and ``ValidationError``).
+msgspec reports the first problem it meets as ``<message> - at `$.sinks.kafka.acks```
+(https://jcristharif.com/msgspec/api.html#msgspec.ValidationError; the messages are msgspec's).
 We turn the location into our key path (``kernel_events.rules.0.class``), move the key an
 unknown/missing-key message names into the path, add the field a ``FieldError`` names,
 say what TOML calls each type, add the value given to range errors, and list the allowed
