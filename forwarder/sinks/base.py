@@ -93,6 +93,9 @@ class SinkConfigBase(StrictModel, tag_field="type", frozen=True, kw_only=True):
 
     batch: BatchConfig | None = None
 
+    def __post_init__(self) -> None:
+        """Checks across this table's options; each sink type's own call this first (super)."""
+
     def build(self, name: str, context: SinkContext) -> Sink:
         """Create the sink this table describes."""
         raise NotImplementedError

@@ -47,6 +47,7 @@ class HttpSinkConfigBase(SinkConfigBase, frozen=True, kw_only=True):
     tls: TlsConfig = TlsConfig()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         try:
             url = endpoint_url(self.endpoint)
         except ValueError as error:

@@ -109,6 +109,7 @@ class KafkaSinkConfig(SinkConfigBase, tag="kafka", frozen=True, kw_only=True):
     sasl: SaslConfig | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not _TOPIC_NAME.fullmatch(self.topic) or self.topic in {".", ".."}:
             raise FieldError("topic", "must be 1-249 characters of letters, digits, '.', '_', '-'")
         if self.compression != "none" and not codec_installed(self.compression):
