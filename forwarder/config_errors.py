@@ -26,7 +26,7 @@ _TOML_NAMES: Final = {
     "str": "a string",
     "int": "an integer",
     "float": "a number",
-    "bool": "true or false",
+    "bool": "a boolean",
     "object": "a table",
     "array": "an array",
     "null": "nothing",

@@ -134,7 +134,7 @@ def test_unknown_key_error_names_its_path(raw, key):
             {"source": {"buffer_records": 3}},
             "source.buffer_records: expected an integer >= 16, got 3",
         ),
-        ({"source": {"follow": "yes"}}, "source.follow: expected true or false, got a string"),
+        ({"source": {"follow": "yes"}}, "source.follow: expected a boolean, got a string"),
         ({"source": {"path": 7}}, "source.path: expected a path, got an integer"),
         ({"shutdown_timeout_s": 0}, "shutdown_timeout_s: expected a number > 0.0, got 0"),
         ({"retry": []}, "retry: expected a table, got an array"),
