@@ -209,11 +209,17 @@ def build_sleeping_injector(workdir: Path) -> Path:
     return binary
 
 
-def flood_rows(rate: int, seconds: int, workdir: Path) -> list[Row]:
+def flood_rows(flags: argparse.Namespace, workdir: Path) -> list[Row]:
     """The sustained flood, ours then rsyslog imkmsg, with printk_devkmsg=on meanwhile."""
+    rate, seconds = flags.flood_rate, flags.flood_s
     capture.INJECTOR = build_sleeping_injector(workdir)
     args = argparse.Namespace(
-        records=rate * seconds, buffer_records=262_144, idle_s=5.0, injector_rt=True
+        records=rate * seconds,
+        buffer_records=flags.buffer_records,
+        buffer_bytes=flags.buffer_bytes,
+        idle_s=5.0,
+        injector_rt=True,
+        trace=workdir / "flood-timeline.csv",
     )
     rsyslogd = capture.find_rsyslogd()
     with capture.devkmsg_on():
@@ -275,6 +281,8 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000, help="replay records")
     parser.add_argument("--flood-rate", type=int, default=100_000)
     parser.add_argument("--flood-s", type=int, default=30)
+    parser.add_argument("--buffer-records", type=int, default=None, help="flood: default no bound")
+    parser.add_argument("--buffer-bytes", type=int, default=None, help="flood: default 128 MiB")
     parser.add_argument("--sibling-records", type=int, default=None, help="kafka/loki records")
     args = parser.parse_args()
     chosen = args.rows.split(",")
@@ -289,7 +297,7 @@ def main() -> int:
     if "idle" in chosen:
         rows += idle_rows(workdir)
     if "flood" in chosen:
-        rows += flood_rows(args.flood_rate, args.flood_s, workdir)
+        rows += flood_rows(args, workdir)
     if "capture" in chosen:
         rows.append(sibling_bench("capture_bench", ["--rates", "300k", "--runs", "5"], workdir))
     if "kafka" in chosen:
