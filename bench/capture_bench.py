@@ -276,6 +276,7 @@ start_at = "newest"
 [sinks.out]
 type = "file"
 path = "{output}"
+{sink_options}
 """
 
 RSYSLOG_CONFIG = """\
@@ -300,7 +301,12 @@ def run_ours(args: argparse.Namespace, rate: int, tag: str, workdir: Path) -> Ru
         if value is not None
     )
     config.write_text(
-        FORWARDER_CONFIG.format(state=workdir / "state", buffer=buffer, output=output)
+        FORWARDER_CONFIG.format(
+            state=workdir / "state",
+            buffer=buffer,
+            output=output,
+            sink_options=getattr(args, "sink_options", ""),
+        )
     )
     with (workdir / "forwarder.log").open("wb") as log:
         process = subprocess.Popen(
@@ -338,8 +344,10 @@ class Timeline:
     """Samples both processes every ``TRACE_PERIOD_S`` into a CSV file (nothing without a path).
 
     Columns: seconds since the start, CPU seconds of the forwarder and of its capture
-    process, their RSS in MiB (the capture buffer's memory comes and goes with its
-    backlog), and the output file's size in MB (what the forwarder has delivered).
+    process, the seconds their threads waited for a CPU while runnable (schedstat: a process
+    starved of CPU waits here, one waiting for fsync does not), their RSS in MiB (the
+    capture buffer's memory comes and goes with its backlog), and the output file's size in
+    MB (what the forwarder has delivered).
     """
 
     def __init__(self, path: Path | None, pids: list[int], output: Path) -> None:
@@ -361,14 +369,28 @@ class Timeline:
         assert self._path is not None
         started = time.monotonic()
         with self._path.open("w") as trace:
-            trace.write("t_s,main_cpu_s,capture_cpu_s,main_rss_mib,capture_rss_mib,output_mb\n")
+            trace.write(
+                "t_s,main_cpu_s,capture_cpu_s,main_runq_wait_s,capture_runq_wait_s,"
+                "main_rss_mib,capture_rss_mib,output_mb\n"
+            )
             while not self._done.wait(TRACE_PERIOD_S):
                 size = self._output.stat().st_size if self._output.exists() else 0
                 cells = [time.monotonic() - started]
                 cells += [cpu_seconds([pid]) for pid in self._pids]
+                cells += [runqueue_wait_s(pid) for pid in self._pids]
                 cells += [rss_kib(pid) / 1024 for pid in self._pids]
                 trace.write(",".join(f"{cell:.2f}" for cell in [*cells, size / 1e6]) + "\n")
                 trace.flush()
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but not running (/proc/PID/task/*/schedstat)."""
+    waited_ns = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                waited_ns += int((task / "schedstat").read_text().split()[1])
+    return waited_ns / 1e9
 
 
 def rss_kib(pid: int) -> int:

@@ -220,8 +220,9 @@ def flood_rows(flags: argparse.Namespace, workdir: Path) -> list[Row]:
         idle_s=5.0,
         injector_rt=True,
         trace=workdir / "flood-timeline.csv",
+        sink_options=flags.flood_sink_options,
     )
-    rsyslogd = capture.find_rsyslogd()
+    rsyslogd = None if flags.flood_without_rsyslog else capture.find_rsyslogd()
     with capture.devkmsg_on():
         (workdir / "flood-ours").mkdir()
         ours = capture.run_ours(args, rate, capture.record_tag("floodours"), workdir / "flood-ours")
@@ -283,6 +284,10 @@ def main() -> int:
     parser.add_argument("--flood-s", type=int, default=30)
     parser.add_argument("--buffer-records", type=int, default=None, help="flood: default no bound")
     parser.add_argument("--buffer-bytes", type=int, default=None, help="flood: default 128 MiB")
+    parser.add_argument(
+        "--flood-sink-options", default="", help='flood: e.g. "fsync = false" (diagnosis only)'
+    )
+    parser.add_argument("--flood-without-rsyslog", action="store_true", help="diagnosis only")
     parser.add_argument("--sibling-records", type=int, default=None, help="kafka/loki records")
     args = parser.parse_args()
     chosen = args.rows.split(",")
