@@ -57,7 +57,7 @@ def chunk_loop(source_fd: int, output: _Output) -> int:
     readinto = io.FileIO(source_fd, "rb", closefd=False).readinto
     records = 0
     while True:
-        read, _bytes, failure = output.read_chunk(readinto)
+        read, failure = output.read_chunk(readinto)
         records += read
         if failure is not None:
             output.flush()

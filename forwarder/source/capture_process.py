@@ -7,9 +7,8 @@ fd and writes framed raw records to stdout (a pipe to the forwarder), buffering 
 ``--buffer-bytes`` of frames (and ``--buffer-records`` frames, if given) when the forwarder
 is slow; only then does it stop reading.
 
-In a flood, after the ring runs dry it keeps reading it after short hrtimer naps (100 µs,
-up to ~380 µs while few records arrive per nap: ``next_nap_s``) for ``--spin-us`` after the
-last record before sleeping in ``poll()``: a reader sleeping in
+In a flood, after the ring runs dry it keeps reading it every 100 µs (short hrtimer naps)
+for ``--spin-us`` after the last record before sleeping in ``poll()``: a reader sleeping in
 ``poll()`` wakes up to ~4 ms late, longer than the ring lasts in a flood. Below flood rates
 it sleeps in ``poll()`` at once (no CPU spent).
 The forwarder runs this process at real-time priority when allowed (``capture.py``).
@@ -71,11 +70,6 @@ FOLLOW_POLL_S: Final = 0.2
 _PR_SET_PDEATHSIG: Final = 1
 _TERM: Final = frozenset({signal.SIGTERM})
 DRY_NAP_S: Final = 0.0001  # ~50 records at 500k/s: nothing next to the ring's ~1,800
-# Longer naps (next_nap_s) assume the smallest common ring (CONFIG_LOG_BUF_SHIFT=17; a
-# larger one only adds margin) and a flood as fast as a writer per core injects (FACTS.md).
-RING_BYTES: Final = 128 << 10
-MAX_FLOOD_RATE: Final = 1_000_000
-NAP_GROW_RECORDS: Final = 64
 _ZEROS: Final = memoryview(mmap.mmap(-1, SEGMENT_BYTES, prot=mmap.PROT_READ))  # never resident
 
 
@@ -170,19 +164,16 @@ class _Output:
 
     def read_chunk(
         self, readinto: Callable[[memoryview], int | None]
-    ) -> tuple[int, int, OSError | None]:
+    ) -> tuple[int, OSError | None]:
         """Read records into the tail segment until a chunk is full; stop at the first error.
 
-        ``readinto`` is the device's ``FileIO.readinto`` (``None``: the ring is dry). Returns
-        the records read, their bytes (separators included) and the error that ended the
-        chunk (``_DRY``, or ``None`` if it is full). The hot loop: per record nothing but
-        the read into place (the separator is already there).
+        ``readinto`` is the device's ``FileIO.readinto`` (``None``: the ring is dry). The hot
+        loop: per record nothing but the read into place (the separator is already there).
         """
         if self.start > SEGMENT_BYTES - CHUNK_BYTES - READ_SIZE:
             self._next_segment()
         tail = self.tail
         view, position = tail.view, tail.filled
-        first = position
         limit = self.start + CHUNK_BYTES  # every read has READ_SIZE of room or more
         records = 0
         failure: OSError | None = None
@@ -203,10 +194,9 @@ class _Output:
             _STOP.deferred = False
         if _STOP.requested:
             raise _StopReadingError
-        read_bytes = position - first
         if position - self.start >= CHUNK_BYTES:
             self.flush()
-        return records, read_bytes, failure
+        return records, failure
 
     def seal(self) -> None:
         """Queue the open chunk."""
@@ -312,9 +302,8 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
     """Read /dev/kmsg (one record per read) until the forwarder goes away.
 
     In a flood (at least ``SPIN_MIN_RECORDS`` read since the last wake-up), a dry ring is
-    read again after a short nap (``next_nap_s``) for ``spin_s`` after the last record before
-    sleeping in ``poll()``; for ``FLOOD_WATCH_S`` after a flood that sleep lasts at most
-    ``FLOOD_POLL_MS``.
+    read again every ``DRY_NAP_S`` for ``spin_s`` after the last record before sleeping in
+    ``poll()``; for ``FLOOD_WATCH_S`` after a flood that sleep lasts at most ``FLOOD_POLL_MS``.
     """
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
@@ -324,17 +313,13 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
     read_since_wake = 0
     dry_since = flushed_at = time.monotonic()
     flood_at = -FLOOD_WATCH_S
-    nap_s, record_bytes = DRY_NAP_S, float(READ_SIZE)
     while True:
         if output.full:
             output.wait_for_room()
-        read, read_bytes, failure = output.read_chunk(readinto)
+        read, failure = output.read_chunk(readinto)
         if read:
             got_record = True
             read_since_wake += read
-            record_bytes = read_bytes / read
-            if read > NAP_GROW_RECORDS:  # the last nap let many in: back to the shortest
-                nap_s = DRY_NAP_S
         if failure is not _DRY:
             if failure is not None:
                 output.add(_failure_frame(failure))
@@ -348,7 +333,7 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
             if now - flushed_at >= FLUSH_INTERVAL_S:
                 output.flush()
                 flushed_at = now
-        if read_since_wake < SPIN_MIN_RECORDS or now - dry_since >= spin_s:
+        elif read_since_wake < SPIN_MIN_RECORDS or now - dry_since >= spin_s:
             output.flush()
             # Soon after a flood, wake up on a timer too: poll() alone wakes us at the
             # next scheduler tick, later than a writer that paused and resumed needs.
@@ -356,27 +341,12 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
             _sleep_until_readable(poller, output, FLOOD_POLL_MS if watching else None)
             read_since_wake = 0
             flushed_at = time.monotonic()
-            nap_s = DRY_NAP_S
         else:
             # A short timed nap, not a busy spin: an hrtimer wakes us on time (printk's own
             # wake-up waits for the tick), and the CPU stays free, so a long flood at
             # real-time priority never runs into the kernel's RT throttling (95% per second),
             # which would stop us for 50 ms: far longer than the ring lasts.
-            time.sleep(nap_s)
-            nap_s = next_nap_s(nap_s, record_bytes)
-
-
-def next_nap_s(nap_s: float, record_bytes: float) -> float:
-    """The nap after this one, while naps let few records in: twice as long, up to a ceiling.
-
-    The ceiling is the time a ``MAX_FLOOD_RATE`` flood of records this size takes to fill a
-    quarter of a ``RING_BYTES`` ring, and never below ``DRY_NAP_S``: short records at
-    100k/s nap ~380 µs instead of 100 (a third of the wake-ups), records of 330 bytes or
-    more always nap ``DRY_NAP_S``. A nap that let more than ``NAP_GROW_RECORDS`` in starts
-    over from ``DRY_NAP_S`` (``read_device``).
-    """
-    ceiling_s = RING_BYTES / 4 / (MAX_FLOOD_RATE * max(record_bytes, 1.0))
-    return max(DRY_NAP_S, min(nap_s * 2, ceiling_s))
+            time.sleep(DRY_NAP_S)
 
 
 def _failure_frame(failure: OSError) -> FrameKind:

@@ -24,10 +24,7 @@ from hypothesis import strategies as st
 from forwarder.source.capture_process import (
     CHUNK_BYTES,
     CONTROL,
-    DRY_NAP_S,
-    MAX_FLOOD_RATE,
     MAX_RECORD_BYTES,
-    RING_BYTES,
     SEGMENT_BYTES,
     SEPARATOR,
     DumpFramer,
@@ -35,7 +32,6 @@ from forwarder.source.capture_process import (
     RejectReason,
     _failure_frame,
     _Output,
-    next_nap_s,
 )
 
 SMALL_PIPE = 4096
@@ -110,7 +106,7 @@ def test_device_records_arrive_whole_and_in_order(pipe):
     frames: list[bytes] = []
     total = 0
     for _ in range(len(records) + 1):  # a chunk reads one record at least
-        read, _bytes, failure = output.read_chunk(device.readinto)
+        read, failure = output.read_chunk(device.readinto)
         total += read
         frames += drain(output, read_fd)
         if failure is not None:
@@ -125,8 +121,8 @@ def test_read_errors_end_the_chunk_and_become_frames(pipe):
     _read_fd, write_fd = pipe
     output = _Output(write_fd, max_bytes=1 << 30)
     device = FakeDevice([record(1), record(2)], BrokenPipeError(errno.EPIPE, "overwritten"))
-    read, read_bytes, failure = output.read_chunk(device.readinto)
-    assert (read, read_bytes) == (2, len(record(1)) + len(record(2)) + 2)  # with separators
+    read, failure = output.read_chunk(device.readinto)
+    assert read == 2
     assert isinstance(failure, BrokenPipeError)
     assert _failure_frame(failure) is FrameKind.OVERRUN
     assert _failure_frame(OSError(errno.EINVAL, "too large")) is FrameKind.TOO_LARGE
@@ -137,7 +133,7 @@ def test_overrun_frame_follows_the_records_read_before_it(pipe):
     read_fd, write_fd = pipe
     output = _Output(write_fd, max_bytes=1 << 30)
     device = FakeDevice([record(1), record(2)], BrokenPipeError(errno.EPIPE, "overwritten"))
-    _read, _bytes, failure = output.read_chunk(device.readinto)
+    _read, failure = output.read_chunk(device.readinto)
     assert failure is not None
     output.add(_failure_frame(failure))
     output.read_chunk(FakeDevice([record(9)]).readinto)
@@ -227,7 +223,7 @@ def test_a_segment_freed_by_the_pipe_is_reused_zeroed(pipe):
     frames: list[bytes] = []
     device = FakeDevice(long_records + [record(seq, 20) for seq in range(400, 900)])
     for _ in range(2000):
-        _read, _bytes, failure = output.read_chunk(device.readinto)
+        _read, failure = output.read_chunk(device.readinto)
         frames += drain(output, read_fd)
         if failure is not None:
             break
@@ -270,22 +266,3 @@ def test_capture_process_holds_a_backlog_beyond_the_pipe(tmp_path):
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
-
-
-@pytest.mark.parametrize("record_bytes", [1, 60, 87, 200, 330, 2048, 16_384])
-def test_naps_never_let_a_fast_flood_fill_a_quarter_of_the_ring(record_bytes):
-    """However often a nap doubles, a 1M/s flood of such records fills at most a quarter ring (or 100 µs)."""
-    nap_s = DRY_NAP_S
-    for _ in range(50):
-        nap_s = next_nap_s(nap_s, record_bytes)
-        assert nap_s >= DRY_NAP_S
-        assert nap_s == DRY_NAP_S or nap_s * MAX_FLOOD_RATE * record_bytes <= RING_BYTES / 4
-
-
-def test_naps_grow_for_short_records_and_not_for_long_ones():
-    """Short flood records earn naps several times the shortest; records of 330 bytes or more never do."""
-    nap_s = DRY_NAP_S
-    for _ in range(10):
-        nap_s = next_nap_s(nap_s, 87)
-    assert nap_s > 3 * DRY_NAP_S
-    assert next_nap_s(DRY_NAP_S, 330) == DRY_NAP_S
