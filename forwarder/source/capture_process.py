@@ -232,28 +232,26 @@ class _Output:
             # and the forwarder would read a torn frame.
             signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
             try:
-                if len(chunks) == 1:
-                    written = os.write(self.fd, chunks[0][0])
-                else:
-                    written = os.writev(self.fd, [c[0] for c in islice(chunks, WRITEV_CHUNKS)])
-            except BlockingIOError:
-                return
-            else:
-                if not self._written(written):
+                batch = [chunk[0] for chunk in islice(chunks, WRITEV_CHUNKS)]
+                try:
+                    written = os.writev(self.fd, batch)
+                except BlockingIOError:
                     return
+                self._written(written)
+                if written < sum(map(len, batch)):
+                    return  # the pipe is full
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
 
-    def _written(self, written: int) -> bool:
-        """Drop what the pipe took; False if it took part of a chunk only (it is full)."""
+    def _written(self, written: int) -> None:
+        """Drop what the pipe took: whole chunks, and the start of a chunk written in part."""
         chunks = self.chunks
-        while chunks:
+        while written:
             data, records, segment = chunks[0]
             if written < len(data):
-                if written:
-                    chunks[0] = (data[written:], records, segment)
-                    self.queued_bytes -= written
-                return False
+                chunks[0] = (data[written:], records, segment)
+                self.queued_bytes -= written
+                return
             written -= len(data)
             chunks.popleft()
             self.queued_records -= records
@@ -261,7 +259,6 @@ class _Output:
             segment.unsent -= 1
             if not segment.unsent and segment is not self.tail:
                 self._retire(segment)
-        return True
 
     def _next_segment(self) -> None:
         self.seal()
