@@ -266,3 +266,17 @@ def test_capture_process_holds_a_backlog_beyond_the_pipe(tmp_path):
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_one_flush_writes_every_queued_chunk_the_pipe_can_take(pipe):
+    """Many small chunks queued while the pipe was busy all go in one flush when it has room."""
+    read_fd, write_fd = pipe
+    output = _Output(write_fd, max_bytes=1 << 30)
+    frames = [record(seq, 30) for seq in range(1, 201)]
+    for frame in frames:
+        output.extend([frame])
+        output.seal()  # one chunk per frame: far more than one writev takes
+    assert len(output.chunks) == len(frames)
+    output.flush()
+    assert output.empty
+    assert drain(output, read_fd) == frames
