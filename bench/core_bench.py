@@ -14,6 +14,9 @@ so it measures whatever the internals are. Rows:
 - flood: a sleeping SCHED_RR 1 writer (bench/inject.c built with -DSLEEP_BETWEEN_GROUPS)
   at 100,000 records/s for 30 s into /dev/kmsg, the forwarder with a file sink, then
   rsyslog imkmsg on the same flood (bench/capture_bench.py's runners); lost = written - seen.
+  The forwarder's capture buffer is its default (--buffer-bytes/--buffer-records to change
+  it); flood-timeline.csv in the work directory samples both processes every 0.5 s (CPU,
+  run-queue wait, RSS, output size: who is the bottleneck, how full the buffer gets).
 - capture, kafka, loki: bench/capture_bench.py, bench/kafka_bench.py and
   bench/http_sinks_bench.py --forwarder run as they are; their output is printed after the table.
 """
