@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.source.capture_process import (
+    _STOP,
     CHUNK_BYTES,
     CONTROL,
     MAX_RECORD_BYTES,
@@ -32,6 +34,8 @@ from forwarder.source.capture_process import (
     RejectReason,
     _failure_frame,
     _Output,
+    _stop_reading,
+    _StopReadingError,
 )
 
 SMALL_PIPE = 4096
@@ -280,3 +284,27 @@ def test_one_flush_writes_every_queued_chunk_the_pipe_can_take(pipe):
     output.flush()
     assert output.empty
     assert drain(output, read_fd) == frames
+
+
+class SignalledDevice(FakeDevice):
+    """A FakeDevice that sends this process SIGTERM when two records are left to read."""
+
+    def readinto(self, view: memoryview) -> int | None:
+        """Signal once, then read as FakeDevice does."""
+        if len(self.records) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().readinto(view)
+
+
+def test_sigterm_during_a_read_burst_waits_until_its_records_are_counted(pipe):
+    """A SIGTERM in the middle of a burst stops the capture only after every record it read is queued."""
+    read_fd, write_fd = pipe
+    output = _Output(write_fd, max_bytes=1 << 30)
+    previous = signal.signal(signal.SIGTERM, _stop_reading)
+    try:
+        with pytest.raises(_StopReadingError):
+            output.read_chunk(SignalledDevice([record(1), record(2), record(3)]).readinto)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _STOP.requested = False
+    assert drain(output, read_fd) == [record(1), record(2), record(3)]
