@@ -31,6 +31,7 @@ from forwarder.options import (
     parse_table,
 )
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
+from forwarder.source.capture_process import DEFAULT_BUFFER_BYTES
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -43,7 +44,8 @@ class SourceConfig(StrictModel, frozen=True, kw_only=True):
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     start_at: Literal["oldest", "newest"] = "oldest"
     min_level: Level = Level(7)
-    buffer_records: Annotated[int, msgspec.Meta(ge=16)] = 262_144
+    buffer_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = DEFAULT_BUFFER_BYTES
+    buffer_records: Annotated[int, msgspec.Meta(ge=16)] | None = None
     follow: bool = False
     spin_us: NonNegativeInt = 2_000
     capture_priority: Literal["realtime", "normal"] = "realtime"

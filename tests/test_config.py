@@ -163,6 +163,10 @@ def test_unknown_key_error_names_its_path(raw, key):
             },
             f"sinks.k.headers.1: invalid value 'x': use one of {KAFKA_HEADERS}",
         ),
+        (
+            {"source": {"buffer_bytes": 4096}},
+            "source.buffer_bytes: expected an integer >= 1048576, got 4096",
+        ),
     ],
 )
 def test_invalid_values_name_their_key(raw, words):
@@ -170,6 +174,13 @@ def test_invalid_values_name_their_key(raw, words):
     with pytest.raises(ConfigError) as raised:
         parse_config(raw)
     assert str(raised.value) == f"invalid config: {words}"
+
+
+def test_capture_buffer_is_bounded_in_bytes_by_default():
+    """Without settings the capture buffer holds 128 MiB of raw records, however many that is."""
+    source = parse_config({}).source
+    assert source.buffer_bytes == 128 << 20
+    assert source.buffer_records is None
 
 
 @pytest.mark.parametrize(
