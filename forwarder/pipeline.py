@@ -21,10 +21,12 @@ from forwarder.config import Config
 from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
 from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
+from forwarder.delivery.selection import EventSelection
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.chunk import ChunkEncoder
 from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.errors import ForwarderError, RecordParseError, StateError
+from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item, Router
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.source.bad_input import BadInput
@@ -94,6 +96,7 @@ class Pipeline:
         self.started_reading = False
         self._last_seq_read = -1
         self._encoder: ChunkEncoder | None = None
+        self._kernel_events: KernelEventStage | None = None
 
     # -- start-up -------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class Pipeline:
             min_level=self.config.source.min_level,
             now_ns=time.time_ns,
         )
+        self._kernel_events = self._kernel_event_stage(identity, checkpoints)
         retry = RetryPolicy(self.config.retry)
         for name, sink in self._sinks.items():
             table = self.config.sinks.get(name)
@@ -143,6 +147,22 @@ class Pipeline:
             },
         )
 
+    def _kernel_event_stage(
+        self, identity: Identity, checkpoints: dict[str, Checkpoint | None]
+    ) -> KernelEventStage:
+        resume = {
+            name: None if c is None else c.seq if c.boot_id == identity.boot_id else -1
+            for name, c in checkpoints.items()
+        }
+        selections = {
+            name: EventSelection.of(table.events, table.kernel_event_classes)
+            for name, table in self.config.sinks.items()
+            if name in self._sinks
+        }
+        return KernelEventStage(
+            self.config.kernel_events, identity, resume, selections, self.metrics
+        )
+
     def _boot_clock_offset(self, boot_id: str, checkpoints: dict[str, Checkpoint | None]) -> int:
         """The boot's stored clock offset (same timestamps on every send), else now's."""
         current = self._clock_offset_ns()
@@ -174,10 +194,12 @@ class Pipeline:
         """Run until the source ends or a stop is requested (call prepare() first)."""
         assert self._capture is not None
         assert self._router is not None
+        assert self._kernel_events is not None
         server = None
         workers: set[asyncio.Task[None]] = set()
         reader: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
+        idle_flush: asyncio.Task[None] | None = None
         try:
             if self.config.metrics.listen:
                 from forwarder.telemetry.status_server import StatusServer  # noqa: PLC0415 - aiohttp on use
@@ -192,7 +214,7 @@ class Pipeline:
             await self._capture.attach()
             for name, items in self._router.startup_items().items():
                 if items:
-                    await self._workers[name].batcher.put(items)
+                    await self._workers[name].batcher.put(self._kernel_events.select(name, items))
             for sink, reason in self._router.drain_gap_reports():
                 self.metrics.gap_events.labels(sink, reason).inc()
             workers = {
@@ -201,10 +223,14 @@ class Pipeline:
             }
             watcher = asyncio.create_task(self._watch_gauges())
             reader = asyncio.create_task(self._read(), name="reader")
+            if self._live_source():
+                idle_flush = asyncio.create_task(
+                    self._kernel_events.flush_when_idle(self._put, list(self._workers))
+                )
             self.started_reading = True
             await self._until_drained(reader, workers)
         finally:
-            tasks = [task for task in [watcher, reader, *workers] if task is not None]
+            tasks = [task for task in [watcher, idle_flush, reader, *workers] if task is not None]
             for task in tasks:
                 task.cancel()
             # Let the workers close their sinks (bounded: a stuck close must not hang exit).
@@ -257,6 +283,7 @@ class Pipeline:
     async def _read(self) -> None:
         assert self._capture is not None
         assert self._router is not None
+        assert self._kernel_events is not None
         router = self._router
         sink_names = list(self._workers)
         while True:
@@ -268,11 +295,20 @@ class Pipeline:
                         f"{self._capture.exit_code}); restart the forwarder"
                     )
                 return
-            out: dict[str, list[Item]] = {name: [] for name in sink_names}
-            self._route_frames(frames, router, out)
-            for name, items in out.items():
-                if items:
-                    await self._workers[name].batcher.put(items)
+            async with self._kernel_events.handing_out():
+                out: dict[str, list[Item]] = {name: [] for name in sink_names}
+                self._route_frames(frames, router, out)
+                await self._put(out)
+
+    async def _put(self, out: dict[str, list[Item]]) -> None:
+        for name, items in out.items():
+            if items:
+                await self._workers[name].batcher.put(items)
+
+    def _live_source(self) -> bool:
+        """A device or FIFO, or a followed file: reports may wait for records that never come."""
+        source = self.config.source
+        return source.follow or not source.path.is_file()
 
     def _route_frames(
         self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
@@ -286,7 +322,8 @@ class Pipeline:
         if self._encoder is None or self._encoder.identity is not router.identity:
             self._encoder = ChunkEncoder(router.identity, self._encode)
         chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)
-        for gap in router.route_chunk(chunk, out):
+        assert self._kernel_events is not None
+        for gap in self._kernel_events.route(chunk, raws, router, out, end=self.source_ended):
             self.metrics.records_lost.labels(gap.reason).inc(gap.lost)
             log.warning(
                 "records_lost",

@@ -1,0 +1,249 @@
+"""Kernel events in the running forwarder: classify what the reader reads, route the events.
+
+The reader hands each encoded :class:`~forwarder.encoding.chunk.Chunk` (and the raw
+records it came from) to :meth:`KernelEventStage.route` instead of routing it itself.
+The stage feeds the classifier every kern record read, in seq order, also the ones at
+or below a sink's checkpoint (re-read from the ring after a restart: a report that
+straddles a restart comes out once, whole). Only kern records are parsed (the chunk's
+prefix column says which), unless a user rule asks for another facility.
+
+An event goes into the stream right after the record that completed it, and carries
+that record's seq as its checkpoint position; the batcher never separates the two
+(``forwarder.delivery.batcher``). A sink whose checkpoint stood at or past that seq at
+start got the event before the restart and does not get it again. A report closed by a
+flush (end of a dump, or 2 s of wall time with no record on a live source) takes the
+position of the newest record read. At a stop, open reports are not flushed: the next
+run re-reads their records from the ring and completes them.
+
+Then each sink's :class:`EventSelection` turns what it does not take into Position markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+import structlog
+
+from forwarder.delivery.selection import EventSelection
+from forwarder.encoding.chunk import Chunk
+from forwarder.encoding.reference import Identity
+from forwarder.errors import RecordParseError
+from forwarder.kernel_events.catalogue import CLASSES
+from forwarder.kernel_events.classifier import IDLE_FLUSH_S, KernelEventClassifier
+from forwarder.kernel_events.config import KernelEventsConfig
+from forwarder.kernel_events.envelope import encode_kernel_event
+from forwarder.kernel_events.model import KernelEvent
+from forwarder.routing import Gap, Item, Router
+from forwarder.source.parser import Record, parse_record
+from forwarder.telemetry.metrics import Metrics
+
+log = structlog.get_logger("forwarder.kernel_events")
+IDLE_CHECK_S = 0.25
+_KERN_PREFIXES = 8  # prefix = facility << 3 | level: kern is 0..7
+
+Out = dict[str, list[Item]]
+Put = Callable[[Out], Awaitable[None]]
+
+
+class KernelEventStage:
+    """Owns the classifier of the running forwarder and the sinks' event selections.
+
+    ``resume`` is each sink's checkpoint seq in this boot at start (-1 for a checkpoint
+    of another boot, None for none).
+    """
+
+    def __init__(
+        self,
+        config: KernelEventsConfig,
+        identity: Identity,
+        resume: Mapping[str, int | None],
+        selections: Mapping[str, EventSelection],
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resume = dict(resume)
+        positions = [seq for seq in resume.values() if seq is not None]
+        # An event at or below every sink's checkpoint was sent (and counted) before a restart.
+        self._counted_above = min(positions) if len(positions) == len(resume) else None
+        self._selections = {
+            sink: selection
+            for sink, selection in selections.items()
+            if not selection.takes_everything
+        }
+        self._metrics = metrics
+        self._clock = clock
+        self._classifier: KernelEventClassifier | None = None
+        self._every_facility = False
+        if config.enabled:
+            rules = config.compiled_rules()
+            self._classifier = KernelEventClassifier(
+                host=identity.host,
+                boot_id=identity.boot_id,
+                clock_offset_ns=identity.clock_offset_ns,
+                disabled_classes=config.disabled_classes,
+                rules=rules,
+                clock=clock,
+            )
+            self._every_facility = any(rule.facility_code != 0 for rule in rules)
+        self._last_seq = -1
+        self._fed_seq = -1
+        self._lock = asyncio.Lock()
+        self._last_handout = clock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether kernel events are classified at all."""
+        return self._classifier is not None
+
+    def select(self, sink: str, items: Sequence[Item]) -> Sequence[Item]:
+        """``items`` as ``sink`` takes them (unchanged unless it narrowed its events)."""
+        selection = self._selections.get(sink)
+        return items if selection is None else selection.apply(items)
+
+    def route(
+        self, chunk: Chunk, raws: Sequence[bytes], router: Router, out: Out, *, end: bool
+    ) -> list[Gap]:
+        """Route ``chunk`` with its kernel events into ``out``; ``end``: the source ended."""
+        gaps: list[Gap] = []
+        if self._classifier is None:
+            gaps = router.route_chunk(chunk, out)
+        else:
+            start = 0
+            for index, events in self._classify(chunk, raws):
+                gaps += router.route_chunk(_slice(chunk, start, index + 1), out)
+                self._emit(events, chunk.seqs[index], out)
+                start = index + 1
+            if start < len(chunk):
+                gaps += router.route_chunk(_slice(chunk, start, len(chunk)), out)
+        if len(chunk):
+            self._last_seq = max(self._last_seq, chunk.seqs[-1])
+        if end and self._classifier is not None:
+            self._emit(self._classifier.flush(), self._last_seq, out)
+        for sink, selection in self._selections.items():
+            out[sink] = selection.apply(out[sink])
+        return gaps
+
+    @contextlib.asynccontextmanager
+    async def handing_out(self) -> AsyncIterator[None]:
+        """Hold while routing and queueing one read: the idle flush never cuts in."""
+        async with self._lock:
+            try:
+                yield
+            finally:
+                self._last_handout = self._clock()
+
+    async def flush_when_idle(self, put: Put, sinks: Sequence[str]) -> None:
+        """Forever: after 2 s with no record read, close the open reports and queue them."""
+        classifier = self._classifier
+        if classifier is None:
+            return
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            if not classifier.open_reports or not self._idle():
+                continue
+            async with self._lock:
+                if not self._idle():
+                    continue
+                out: Out = {sink: [] for sink in sinks}
+                self._emit(classifier.flush_idle(self._clock()), self._last_seq, out)
+                for sink, selection in self._selections.items():
+                    out[sink] = selection.apply(out[sink])
+                await put(out)
+
+    def _idle(self) -> bool:
+        return self._clock() - self._last_handout >= IDLE_FLUSH_S
+
+    def _classify(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, list[KernelEvent]]]:
+        """(index in ``chunk``, events its record completed), for the records that closed any."""
+        classifier = self._classifier
+        assert classifier is not None
+        completed: list[tuple[int, list[KernelEvent]]] = []
+        for index, record in self._records(chunk, raws):
+            if record.seq <= self._fed_seq:
+                continue  # a dump may repeat records; the sinks skip them too
+            self._fed_seq = record.seq
+            events = classifier.feed(record)
+            if events:
+                completed.append((index, events))
+        return completed
+
+    def _records(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, Record]]:
+        """The records to classify, with their index in ``chunk``, parsed once each."""
+        if self._every_facility:
+            wanted = list(range(len(chunk)))
+        else:
+            wanted = [i for i, prefix in enumerate(chunk.prefixes) if prefix < _KERN_PREFIXES]
+        if not wanted:
+            return []
+        if len(raws) != len(chunk):
+            # Records the parser refused are not in the chunk: find the others by seq (rare).
+            return _records_by_seq(chunk, raws, set(wanted))
+        records = []
+        for index in wanted:
+            record = _parse(raws[index])
+            if record is not None:
+                records.append((index, record))
+        return records
+
+    def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
+        """Queue ``events`` at ``position`` for every sink that did not get them before."""
+        for kernel_event in events:
+            position = max(position, kernel_event.completed_by_seq)
+            event = encode_kernel_event(kernel_event, position)
+            if self._counted_above is None or position > self._counted_above:
+                self._count(kernel_event)
+            for sink, resume in self._resume.items():
+                if resume is None or position > resume:
+                    out[sink].append(event)
+
+    def _count(self, event: KernelEvent) -> None:
+        builtin = event.class_name in CLASSES
+        kind = event.fields.get("kind") if builtin else None
+        severity = event.fields.get("severity") if event.class_name == "hw_error" else None
+        self._metrics.kernel_events.labels(
+            event.class_name,
+            kind if isinstance(kind, str) else "",
+            severity if isinstance(severity, str) else "",
+        ).inc()
+
+
+def _parse(raw: bytes) -> Record | None:
+    """The record, or None: the encoder already counted, logged or set aside a bad one."""
+    try:
+        return parse_record(raw)
+    except RecordParseError:
+        return None
+    except Exception:  # the safety net: a record set aside by the encoder fails here too
+        log.debug("kernel_events_unparsable_record", raw=raw[:200])
+        return None
+
+
+def _records_by_seq(
+    chunk: Chunk, raws: Sequence[bytes], wanted: set[int]
+) -> list[tuple[int, Record]]:
+    index_of = {seq: index for index, seq in enumerate(chunk.seqs)}
+    records = []
+    for raw in raws:
+        record = _parse(raw)
+        if record is None:
+            continue
+        index = index_of.get(record.seq)
+        if index is not None and index in wanted:
+            records.append((index, record))
+    return sorted(records, key=lambda pair: pair[0])
+
+
+def _slice(chunk: Chunk, start: int, stop: int) -> Chunk:
+    """Records ``start:stop`` of ``chunk`` (the whole chunk itself when that is all)."""
+    if start == 0 and stop == len(chunk):
+        return chunk
+    return Chunk(
+        chunk.lines[start:stop],
+        chunk.seqs[start:stop],
+        chunk.prefixes[start:stop],
+        chunk.ts_usec[start:stop],
+    )
