@@ -32,7 +32,7 @@ from forwarder.encoding.chunk import Chunk
 from forwarder.encoding.reference import Identity
 from forwarder.errors import RecordParseError
 from forwarder.kernel_events.catalogue import CLASSES
-from forwarder.kernel_events.classifier import IDLE_FLUSH_S, KernelEventClassifier
+from forwarder.kernel_events.classifier import KernelEventClassifier
 from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.model import KernelEvent
@@ -78,6 +78,7 @@ class KernelEventStage:
         self._clock = clock
         self._classifier: KernelEventClassifier | None = None
         self._every_facility = False
+        self._idle_flush_s = config.idle_flush_s
         if config.enabled:
             rules = config.compiled_rules()
             self._classifier = KernelEventClassifier(
@@ -137,7 +138,7 @@ class KernelEventStage:
                 self._last_handout = self._clock()
 
     async def flush_when_idle(self, put: Put, sinks: Sequence[str]) -> None:
-        """Forever: after 2 s with no record read, close the open reports and queue them."""
+        """Forever: after ``idle_flush_s`` with no record read, close open reports, queue them."""
         classifier = self._classifier
         if classifier is None:
             return
@@ -155,7 +156,7 @@ class KernelEventStage:
                 await put(out)
 
     def _idle(self) -> bool:
-        return self._clock() - self._last_handout >= IDLE_FLUSH_S
+        return self._clock() - self._last_handout >= self._idle_flush_s
 
     def _classify(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, list[KernelEvent]]]:
         """(index in ``chunk``, events its record completed), for the records that closed any."""
