@@ -18,8 +18,10 @@ from forwarder.telemetry.metrics import Metrics
 BOOT = "5b1e7c1a-2f4d-4c1e-9a7b-3d2e1f0a9b8c"
 IDENTITY = Identity("node-1", BOOT, 1_790_000_000_000_000_000)
 SEGFAULT = [
-    "6,{seq},{ts},-;memhog[4242]: segfault at 0 ip 000055d0c3a1b1c4 sp 00007ffd4c1e5e30 "
-    "error 6 in memhog[55d0c3a1b000+1000] likely on CPU 1 (core 1, socket 0)",
+    (
+        "6,{seq},{ts},-;memhog[4242]: segfault at 0 ip 000055d0c3a1b1c4 sp 00007ffd4c1e5e30 "
+        "error 6 in memhog[55d0c3a1b000+1000] likely on CPU 1 (core 1, socket 0)"
+    ),
     "6,{seq},{ts},-;Code: 00 00 00 48 89 e5 c7 00 2a 00 00 00 <c7> 00 00 00 00 00 5d c3",
 ]
 WARNING_START = [
@@ -67,12 +69,14 @@ class Harness:
         self.sinks = list(checkpoints)
 
     def route(self, raws: list[bytes], *, end: bool = False) -> dict[str, list[Item]]:
+        """Encode and route ``raws`` as one read; what each sink got."""
         out: dict[str, list[Item]] = {name: [] for name in self.sinks}
         chunk = self.encoder.encode(raws, _unexpected, _unexpected)
         self.stage.route(chunk, raws, self.router, out, end=end)
         return out
 
     def counted(self, class_name: str, kind: str = "") -> float:
+        """kmsg_forwarder_kernel_events_total of one class and kind."""
         value = self.metrics.registry.get_sample_value(
             "kmsg_forwarder_kernel_events_total",
             {"class": class_name, "kind": kind, "severity": ""},
