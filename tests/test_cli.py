@@ -90,7 +90,12 @@ password = "${{KF_TEST_PASSWORD}}"
         "path": f"{tmp_path}/out.ndjson",
         "fsync": True,
     }
-    assert effective["kernel_events"] == {"enabled": True, "disabled_classes": [], "rules": []}
+    assert effective["kernel_events"] == {
+        "enabled": True,
+        "disabled_classes": [],
+        "idle_flush_s": 2.0,
+        "rules": [],
+    }
     kafka = effective["sinks"]["k"]
     assert kafka["bootstrap_servers"] == ["broker-1:9092", "broker-2:9092"]
     assert kafka["acks"] == "all"

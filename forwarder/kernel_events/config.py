@@ -35,7 +35,10 @@ IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 class UserRuleConfig(StrictModel):
     """``[[kernel_events.rules]]``: one record whose text the regex finds is one event."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # ``check`` prints the key a user writes: class, not class_name.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
     class_name: str = Field(alias="class", pattern=r"^[a-z][a-z0-9_]{0,63}$")
     regex: str
