@@ -7,6 +7,7 @@ and a few substring tests before any regex runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -117,3 +118,26 @@ def detect(record: Record, text: str) -> Report | None:
             if report is not None:
                 return report
     return None
+
+
+def _opening_pattern() -> re.Pattern[bytes]:
+    """``;`` and a start prefix, or a start substring, anywhere in a raw record."""
+    prefixes = sorted({p for prefixes, _ in PREFIX_DETECTORS for p in prefixes}, key=len)
+    substrings = sorted({substring for substring, _ in SUBSTRING_DETECTORS}, key=len)
+    alternatives = [b";(?:" + b"|".join(re.escape(p.encode()) for p in prefixes) + b")"]
+    alternatives += [re.escape(substring.encode()) for substring in substrings]
+    return re.compile(b"|".join(alternatives))
+
+
+_OPENING: Final = _opening_pattern()
+
+
+def might_open(raw: bytes) -> bool:
+    """Whether the raw record ``raw`` could open a report: False means :func:`detect` is None.
+
+    One regex search over the raw bytes, before any parsing: every start prefix and
+    substring is printable ASCII without a backslash, which the kernel never escapes, so
+    it is in the raw text whenever it is in the unescaped one (the converse may fail: that
+    only costs a parse). Anchored on the ``;`` that ends the header for the prefixes.
+    """
+    return _OPENING.search(raw) is not None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -31,11 +31,12 @@ from forwarder.delivery.selection import EventSelection
 from forwarder.encoding.chunk import Chunk
 from forwarder.encoding.reference import Identity
 from forwarder.errors import RecordParseError
-from forwarder.kernel_events.catalogue import CLASSES
+from forwarder.kernel_events.catalogue import CLASSES, might_open
 from forwarder.kernel_events.classifier import KernelEventClassifier
 from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.model import KernelEvent
+from forwarder.kernel_events.rules import UserRule
 from forwarder.routing import Gap, Item, Router
 from forwarder.source.parser import Record, parse_record
 from forwarder.telemetry.metrics import Metrics
@@ -78,9 +79,10 @@ class KernelEventStage:
         self._clock = clock
         self._classifier: KernelEventClassifier | None = None
         self._every_facility = False
+        self._rules: tuple[UserRule, ...] = ()
         self._idle_flush_s = config.idle_flush_s
         if config.enabled:
-            rules = config.compiled_rules()
+            self._rules = rules = config.compiled_rules()
             self._classifier = KernelEventClassifier(
                 host=identity.host,
                 boot_id=identity.boot_id,
@@ -163,32 +165,35 @@ class KernelEventStage:
         classifier = self._classifier
         assert classifier is not None
         completed: list[tuple[int, list[KernelEvent]]] = []
-        for index, record in self._records(chunk, raws):
-            if record.seq <= self._fed_seq:
-                continue  # a dump may repeat records; the sinks skip them too
-            self._fed_seq = record.seq
-            events = classifier.feed(record)
-            if events:
-                completed.append((index, events))
-        return completed
-
-    def _records(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, Record]]:
-        """The records to classify, with their index in ``chunk``, parsed once each."""
         if self._every_facility:
             wanted = list(range(len(chunk)))
         else:
             wanted = [i for i, prefix in enumerate(chunk.prefixes) if prefix < _KERN_PREFIXES]
         if not wanted:
-            return []
+            return completed
+        records: Iterable[tuple[int, bytes]]
         if len(raws) != len(chunk):
             # Records the parser refused are not in the chunk: find the others by seq (rare).
-            return _records_by_seq(chunk, raws, set(wanted))
-        records = []
-        for index in wanted:
-            record = _parse(raws[index])
-            if record is not None:
-                records.append((index, record))
-        return records
+            records = _records_by_seq(chunk, raws, set(wanted))
+        else:
+            records = ((index, raws[index]) for index in wanted)
+        screen = not self._rules
+        seqs = chunk.seqs
+        for index, raw in records:
+            seq = seqs[index]
+            if seq <= self._fed_seq:
+                continue  # a dump may repeat records; the sinks skip them too
+            self._fed_seq = seq
+            # With no report open, a record that cannot open one changes nothing: no parse.
+            if screen and not classifier.open_reports and not might_open(raw):
+                continue
+            record = _parse(raw)
+            if record is None:
+                continue
+            events = classifier.feed(record)
+            if events:
+                completed.append((index, events))
+        return completed
 
     def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
         """Queue ``events`` at ``position`` for every sink that did not get them before."""
@@ -225,7 +230,8 @@ def _parse(raw: bytes) -> Record | None:
 
 def _records_by_seq(
     chunk: Chunk, raws: Sequence[bytes], wanted: set[int]
-) -> list[tuple[int, Record]]:
+) -> list[tuple[int, bytes]]:
+    """(index in ``chunk``, raw record) of the wanted records, in chunk order."""
     index_of = {seq: index for index, seq in enumerate(chunk.seqs)}
     records = []
     for raw in raws:
@@ -234,7 +240,7 @@ def _records_by_seq(
             continue
         index = index_of.get(record.seq)
         if index is not None and index in wanted:
-            records.append((index, record))
+            records.append((index, raw))
     return sorted(records, key=lambda pair: pair[0])
 
 
