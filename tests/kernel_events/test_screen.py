@@ -12,7 +12,7 @@ from tests.kernel_events.test_vectors import VECTORS
 
 
 def _escaped(text: str) -> str:
-    """The text as the kernel writes it: bytes below 0x20, DEL and the backslash as \\xNN."""
+    """The text as the kernel writes it: bytes below 0x20, DEL and the backslash escaped."""
     return "".join(
         f"\\x{ord(char):02x}" if ord(char) < 0x20 or ord(char) == 0x7F or char == "\\" else char
         for char in text
