@@ -7,8 +7,10 @@ and a few substring tests before any regex runs.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from forwarder.kernel_events.audit import detect_audit
@@ -141,3 +143,18 @@ def might_open(raw: bytes) -> bool:
     only costs a parse). Anchored on the ``;`` that ends the header for the prefixes.
     """
     return _OPENING.search(raw) is not None
+
+
+def might_open_at(raws: Sequence[bytes]) -> Iterator[int]:
+    """The indices of ``raws`` that :func:`might_open`, searched in one joined buffer.
+
+    A match across two records only costs a parse; none inside one record is missed.
+    """
+    joined = b"".join(raws)
+    ends = list(itertools.accumulate(map(len, raws)))
+    search = _OPENING.search
+    found = search(joined)
+    while found is not None:
+        index = bisect.bisect_right(ends, found.start())
+        yield index
+        found = search(joined, ends[index]) if index + 1 < len(ends) else None

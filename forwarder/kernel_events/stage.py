@@ -21,9 +21,10 @@ Then each sink's :class:`EventSelection` turns what it does not take into Positi
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import structlog
 
@@ -31,7 +32,7 @@ from forwarder.delivery.selection import EventSelection
 from forwarder.encoding.chunk import Chunk
 from forwarder.encoding.reference import Identity
 from forwarder.errors import RecordParseError
-from forwarder.kernel_events.catalogue import CLASSES, might_open
+from forwarder.kernel_events.catalogue import CLASSES, might_open_at
 from forwarder.kernel_events.classifier import KernelEventClassifier
 from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.kernel_events.envelope import encode_kernel_event
@@ -161,7 +162,12 @@ class KernelEventStage:
         return self._clock() - self._last_handout >= self._idle_flush_s
 
     def _classify(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, list[KernelEvent]]]:
-        """(index in ``chunk``, events its record completed), for the records that closed any."""
+        """(index in ``chunk``, events its record completed), for the records that closed any.
+
+        Kern records only (every record when a user rule takes another facility). While no
+        report is open, only records that might open one are parsed and fed: the others
+        change nothing (:func:`might_open_at` finds them in the whole window at once).
+        """
         classifier = self._classifier
         assert classifier is not None
         completed: list[tuple[int, list[KernelEvent]]] = []
@@ -171,28 +177,29 @@ class KernelEventStage:
             wanted = [i for i, prefix in enumerate(chunk.prefixes) if prefix < _KERN_PREFIXES]
         if not wanted:
             return completed
-        records: Iterable[tuple[int, bytes]]
-        if len(raws) != len(chunk):
-            # Records the parser refused are not in the chunk: find the others by seq (rare).
-            records = _records_by_seq(chunk, raws, set(wanted))
-        else:
-            records = ((index, raws[index]) for index in wanted)
-        screen = not self._rules
-        seqs = chunk.seqs
-        for index, raw in records:
+        window = raws if len(raws) == len(chunk) else _aligned(chunk, raws)
+        openers = None if self._rules else _kern_openers(window, wanted)
+        seqs, count, position, next_opener = chunk.seqs, len(wanted), 0, 0
+        while position < count:
+            if openers is not None and not classifier.open_reports:
+                while next_opener < len(openers) and openers[next_opener] < wanted[position]:
+                    next_opener += 1
+                if next_opener == len(openers):
+                    break
+                position = bisect.bisect_left(wanted, openers[next_opener], position)
+            index = wanted[position]
+            position += 1
             seq = seqs[index]
             if seq <= self._fed_seq:
                 continue  # a dump may repeat records; the sinks skip them too
             self._fed_seq = seq
-            # With no report open, a record that cannot open one changes nothing: no parse.
-            if screen and not classifier.open_reports and not might_open(raw):
-                continue
-            record = _parse(raw)
+            record = _parse(window[index])
             if record is None:
                 continue
             events = classifier.feed(record)
             if events:
                 completed.append((index, events))
+        self._fed_seq = max(self._fed_seq, seqs[wanted[-1]])
         return completed
 
     def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
@@ -228,20 +235,21 @@ def _parse(raw: bytes) -> Record | None:
         return None
 
 
-def _records_by_seq(
-    chunk: Chunk, raws: Sequence[bytes], wanted: set[int]
-) -> list[tuple[int, bytes]]:
-    """(index in ``chunk``, raw record) of the wanted records, in chunk order."""
+def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:
+    """The raw record of each chunk index (b"" if none): the parser left some out (rare)."""
     index_of = {seq: index for index, seq in enumerate(chunk.seqs)}
-    records = []
+    window = [b""] * len(chunk)
     for raw in raws:
         record = _parse(raw)
-        if record is None:
-            continue
-        index = index_of.get(record.seq)
-        if index is not None and index in wanted:
-            records.append((index, raw))
-    return sorted(records, key=lambda pair: pair[0])
+        if record is not None and (index := index_of.get(record.seq)) is not None:
+            window[index] = raw
+    return window
+
+
+def _kern_openers(window: Sequence[bytes], wanted: list[int]) -> list[int]:
+    """The indices among ``wanted`` whose raw record might open a report, in order."""
+    openers = set(might_open_at(window))
+    return [index for index in wanted if index in openers] if openers else []
 
 
 def _slice(chunk: Chunk, start: int, stop: int) -> Chunk:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forwarder.kernel_events.catalogue import detect, might_open
+from forwarder.kernel_events.catalogue import detect, might_open, might_open_at
 from forwarder.source.parser import parse_record
 from tests.kernel_events.test_fuzz import texts
 from tests.kernel_events.test_vectors import VECTORS
@@ -41,3 +41,16 @@ def test_the_screen_lets_through_whatever_detect_would_open(
     record = parse_record(raw)
     if detect(record, record.message) is not None:
         assert might_open(raw)
+
+
+@given(st.lists(st.tuples(texts, st.integers(0, 191)), max_size=30))
+def test_the_window_search_finds_every_record_the_screen_lets_through(
+    items: list[tuple[str, int]],
+) -> None:
+    """might_open_at over a window yields, in order, at least each index might_open accepts."""
+    raws = [
+        f"{prefix},{i},1000,-;{_escaped(text)}\n".encode() for i, (text, prefix) in enumerate(items)
+    ]
+    found = list(might_open_at(raws))
+    assert found == sorted(set(found))
+    assert {i for i, raw in enumerate(raws) if might_open(raw)} <= set(found)
