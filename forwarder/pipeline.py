@@ -289,6 +289,7 @@ class Pipeline:
         while True:
             frames = await self._capture.read_frames()
             if not frames:
+                await self._kernel_events.close()
                 if not (self._stop_requested.is_set() or self.source_ended):
                     raise ForwarderError(
                         f"the capture process ended unexpectedly (exit code "

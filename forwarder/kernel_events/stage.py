@@ -96,6 +96,7 @@ class KernelEventStage:
         self._last_seq = -1
         self._fed_seq = -1
         self._lock = asyncio.Lock()
+        self._closed = False
         self._last_handout = clock()
 
     @property
@@ -145,18 +146,31 @@ class KernelEventStage:
         classifier = self._classifier
         if classifier is None:
             return
-        while True:
+        while not self._closed:
             await asyncio.sleep(IDLE_CHECK_S)
             if not classifier.open_reports or not self._idle():
                 continue
             async with self._lock:
-                if not self._idle():
+                if self._closed or not self._idle():
                     continue
                 out: Out = {sink: [] for sink in sinks}
-                self._emit(classifier.flush_idle(self._clock()), self._last_seq, out)
+                try:
+                    self._emit(classifier.flush_idle(self._clock()), self._last_seq, out)
+                except Exception as error:  # the safety net, as for a record
+                    self._failed(error, self._last_seq)
+                    continue
                 for sink, selection in self._selections.items():
                     out[sink] = selection.apply(out[sink])
                 await put(out)
+
+    async def close(self) -> None:
+        """The reader is done: nothing more may be queued (the sinks' streams end)."""
+        async with self._lock:
+            self._closed = True
+
+    def _failed(self, error: Exception, seq: int) -> None:
+        self._metrics.kernel_event_errors.inc()
+        log.error("kernel_event_failed", seq=seq, error=repr(error))
 
     def _idle(self) -> bool:
         return self._clock() - self._last_handout >= self._idle_flush_s
@@ -196,7 +210,11 @@ class KernelEventStage:
             record = _parse(window[index])
             if record is None:
                 continue
-            events = classifier.feed(record)
+            try:
+                events = classifier.feed(record)
+            except Exception as error:  # the safety net: a classifier bug never stops the reader
+                self._failed(error, seq)
+                continue
             if events:
                 completed.append((index, events))
         self._fed_seq = max(self._fed_seq, seqs[wanted[-1]])

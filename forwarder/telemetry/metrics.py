@@ -79,6 +79,11 @@ class Metrics:
             "Kernel events (classified reports) emitted, by class, kind and (hw_error) severity.",
             ["class", "kind", "severity"], registry=registry,
         )  # fmt: skip
+        self.kernel_event_errors = Counter(
+            f"{PREFIX}_kernel_event_errors",
+            "Records or flushes the kernel-event classifier failed on (a bug; logged, skipped).",
+            registry=registry,
+        )
         self.batch_latency = Histogram(
             f"{PREFIX}_batch_latency_seconds",
             "Time from a batch's first send to its confirmation.",

@@ -181,3 +181,18 @@ async def test_an_open_report_is_flushed_after_the_idle_time_with_no_record() ->
     finally:
         flusher.cancel()
     assert _described(out["a"]) == [("kernel_event", 2)]
+
+
+async def test_no_idle_flush_is_queued_once_the_reader_is_done() -> None:
+    """After close() (the streams are ending) the idle flusher queues nothing and returns."""
+    harness = Harness({"a": None})
+    harness.route(_raws(WARNING_START, 1))
+    await harness.stage.close()
+    harness.now = 10.0
+    queued: list[dict[str, list[Item]]] = []
+
+    async def put(out: dict[str, list[Item]]) -> None:
+        queued.append(out)
+
+    await asyncio.wait_for(harness.stage.flush_when_idle(put, ["a"]), timeout=10)
+    assert queued == []
