@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import operator
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
@@ -43,6 +44,7 @@ from forwarder.source.parser import Record, parse_record
 from forwarder.telemetry.metrics import Metrics
 
 log = structlog.get_logger("forwarder.kernel_events")
+_position = operator.attrgetter("checkpoint_seq")
 IDLE_CHECK_S = 0.25
 _KERN_PREFIXES = 8  # prefix = facility << 3 | level: kern is 0..7
 
@@ -117,13 +119,12 @@ class KernelEventStage:
         if self._classifier is None:
             gaps = router.route_chunk(chunk, out)
         else:
-            start = 0
-            for index, events in self._classify(chunk, raws):
-                gaps += router.route_chunk(_slice(chunk, start, index + 1), out)
-                self._emit(events, chunk.seqs[index], out)
-                start = index + 1
-            if start < len(chunk):
-                gaps += router.route_chunk(_slice(chunk, start, len(chunk)), out)
+            completed = self._classify(chunk, raws)
+            starts = {sink: len(items) for sink, items in out.items()}
+            gaps = router.route_chunk(chunk, out)
+            # Latest first: each insertion leaves the places of the earlier ones as they were.
+            for index, events in reversed(completed):
+                self._emit(events, chunk.seqs[index], out, starts)
         if len(chunk):
             self._last_seq = max(self._last_seq, chunk.seqs[-1])
         if end and self._classifier is not None:
@@ -220,16 +221,33 @@ class KernelEventStage:
         self._fed_seq = max(self._fed_seq, seqs[wanted[-1]])
         return completed
 
-    def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
-        """Queue ``events`` at ``position`` for every sink that did not get them before."""
+    def _emit(
+        self,
+        events: list[KernelEvent],
+        position: int,
+        out: Out,
+        starts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Queue ``events`` at ``position`` for every sink that did not get them before.
+
+        With ``starts`` (where this read's items begin in each sink's list) they go right
+        after the item at ``position``, before any later one (positions never decrease along
+        a stream); without, at the end.
+        """
+        encoded = []
         for kernel_event in events:
             position = max(position, kernel_event.completed_by_seq)
-            event = encode_kernel_event(kernel_event, position)
+            encoded.append(encode_kernel_event(kernel_event, position))
             if self._counted_above is None or position > self._counted_above:
                 self._count(kernel_event)
-            for sink, resume in self._resume.items():
-                if resume is None or position > resume:
-                    out[sink].append(event)
+        for sink, resume in self._resume.items():
+            if resume is not None and position <= resume:
+                continue
+            items = out[sink]
+            at = len(items)
+            if starts is not None:
+                at = bisect.bisect_right(items, position, lo=starts[sink], key=_position)
+            items[at:at] = encoded
 
     def _count(self, event: KernelEvent) -> None:
         builtin = event.class_name in CLASSES
@@ -268,15 +286,3 @@ def _kern_openers(window: Sequence[bytes], wanted: list[int]) -> list[int]:
     """The indices among ``wanted`` whose raw record might open a report, in order."""
     openers = set(might_open_at(window))
     return [index for index in wanted if index in openers] if openers else []
-
-
-def _slice(chunk: Chunk, start: int, stop: int) -> Chunk:
-    """Records ``start:stop`` of ``chunk`` (the whole chunk itself when that is all)."""
-    if start == 0 and stop == len(chunk):
-        return chunk
-    return Chunk(
-        chunk.lines[start:stop],
-        chunk.seqs[start:stop],
-        chunk.prefixes[start:stop],
-        chunk.ts_usec[start:stop],
-    )
