@@ -122,11 +122,21 @@ def detect(record: Record, text: str) -> Report | None:
     return None
 
 
+# Prefixes that common records share without opening anything (ext4 mounts, USB product
+# lines), narrowed to what their detector can open: detect_fs_event's ext4 forms, and
+# detect_usb_device's new-device and disconnect lines.
+_NARROWED: Final = {
+    "EXT4-fs": rb"EXT4-fs (?:error|warning) |EXT4-fs \([^)]*\): Remounting",
+    "usb ": rb"usb \d+-[\d.]+: (?:new |USB disconnect)",
+}
+
+
 def _opening_pattern() -> re.Pattern[bytes]:
     """``;`` and a start prefix, or a start substring, anywhere in a raw record."""
     prefixes = sorted({p for prefixes, _ in PREFIX_DETECTORS for p in prefixes}, key=len)
     substrings = sorted({substring for substring, _ in SUBSTRING_DETECTORS}, key=len)
-    alternatives = [b";(?:" + b"|".join(re.escape(p.encode()) for p in prefixes) + b")"]
+    starts = [_NARROWED.get(p) or re.escape(p.encode()) for p in prefixes]
+    alternatives = [b";(?:" + b"|".join(starts) + b")"]
     alternatives += [re.escape(substring.encode()) for substring in substrings]
     return re.compile(b"|".join(alternatives))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.kernel_events.catalogue import detect, might_open, might_open_at
@@ -32,6 +32,7 @@ def test_every_vector_record_that_opens_a_report_passes_the_screen() -> None:
     assert opened > 60
 
 
+@settings(max_examples=1000)
 @given(texts, st.sampled_from(["-", "c"]), st.integers(0, 7))
 def test_the_screen_lets_through_whatever_detect_would_open(
     text: str, flags: str, level: int
@@ -54,3 +55,14 @@ def test_the_window_search_finds_every_record_the_screen_lets_through(
     found = list(might_open_at(raws))
     assert found == sorted(set(found))
     assert {i for i, raw in enumerate(raws) if might_open(raw)} <= set(found)
+
+
+def test_common_chatter_with_a_report_prefix_is_screened_out() -> None:
+    """ext4 mount lines and USB product lines share a prefix with reports but are not parsed."""
+    chatter = [
+        b"6,1,1,-;EXT4-fs (sda1): mounted filesystem with ordered data mode. Quota mode: none.\n",
+        b"6,2,2,-;usb 1-1: Product: USB Receiver\n SUBSYSTEM=usb\n DEVICE=c189:1\n",
+        b"6,3,3,-;kevbr0: port 1(kevv0) entered forwarding state\n",
+    ]
+    assert not any(might_open(raw) for raw in chatter)
+    assert list(might_open_at(chatter)) == []
