@@ -38,7 +38,7 @@ def test_the_screen_lets_through_whatever_detect_would_open(
     text: str, flags: str, level: int
 ) -> None:
     """might_open(raw) is False only where detect() on the parsed record finds nothing."""
-    raw = f"{level},1,1000,{flags};{_escaped(text)}\n".encode()
+    raw = f"{level},1,1000,{flags};{_escaped(text)}\n".encode(errors="surrogatepass")
     record = parse_record(raw)
     if detect(record, record.message) is not None:
         assert might_open(raw)
