@@ -50,7 +50,8 @@ def test_the_window_search_finds_every_record_the_screen_lets_through(
 ) -> None:
     """might_open_at over a window yields, in order, at least each index might_open accepts."""
     raws = [
-        f"{prefix},{i},1000,-;{_escaped(text)}\n".encode() for i, (text, prefix) in enumerate(items)
+        f"{prefix},{i},1000,-;{_escaped(text)}\n".encode(errors="surrogatepass")
+        for i, (text, prefix) in enumerate(items)
     ]
     found = list(might_open_at(raws))
     assert found == sorted(set(found))
