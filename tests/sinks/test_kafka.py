@@ -204,6 +204,25 @@ async def test_batch_arrives_once_in_order_with_key_and_headers(kafka_broker: Ka
     }
 
 
+async def test_event_id_and_class_headers_come_from_the_event(kafka_broker: KafkaBroker) -> None:
+    """headers = [event, id, class]: a record has kind and id, a kernel event also its class."""
+    topic = kafka_broker.create_topic()
+    sink = build(sink_config(kafka_broker.bootstrap, topic, headers=["event", "id", "class"]))
+    record, oops = events(7, 1)[0], make_kernel_event("kernel_oops", 8, who=IDENTITY)
+    await sink.start()
+    try:
+        assert await sink.send(Batch([record, oops])) == Outcome.delivered()
+    finally:
+        await sink.close()
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(2))
+    assert dict(messages[0].headers) == {"event": b"kmsg", "id": record.id.encode()}
+    assert dict(messages[1].headers) == {
+        "event": b"kernel_event",
+        "id": f"{BOOT_ID}-8-kernel_oops".encode(),
+        "class": b"kernel_oops",
+    }
+
+
 async def test_too_large_record_is_rejected_and_the_rest_delivered(
     kafka_broker: KafkaBroker,
 ) -> None:
