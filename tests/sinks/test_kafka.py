@@ -205,7 +205,7 @@ async def test_batch_arrives_once_in_order_with_key_and_headers(kafka_broker: Ka
 
 
 async def test_event_id_and_class_headers_come_from_the_event(kafka_broker: KafkaBroker) -> None:
-    """headers = [event, id, class]: a record has kind and id, a kernel event also its class."""
+    """The event, id and class headers: a record has kind and id, a kernel event also its class."""
     topic = kafka_broker.create_topic()
     sink = build(sink_config(kafka_broker.bootstrap, topic, headers=["event", "id", "class"]))
     record, oops = events(7, 1)[0], make_kernel_event("kernel_oops", 8, who=IDENTITY)
