@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from forwarder.kernel_events.audit import detect_audit
@@ -131,40 +131,45 @@ _NARROWED: Final = {
 }
 
 
-def _opening_pattern() -> re.Pattern[bytes]:
-    """``;`` and a start prefix, or a start substring, anywhere in a raw record."""
+def _start_pattern() -> re.Pattern[bytes]:
+    """``;`` (the end of the header) and a start prefix.
+
+    The pattern begins with a literal, so ``re`` skips from one ``;`` to the next.
+    """
     prefixes = sorted({p for prefixes, _ in PREFIX_DETECTORS for p in prefixes}, key=len)
-    substrings = sorted({substring for substring, _ in SUBSTRING_DETECTORS}, key=len)
     starts = [_NARROWED.get(p) or re.escape(p.encode()) for p in prefixes]
-    alternatives = [b";(?:" + b"|".join(starts) + b")"]
-    alternatives += [re.escape(substring.encode()) for substring in substrings]
-    return re.compile(b"|".join(alternatives))
+    return re.compile(b";(?:" + b"|".join(starts) + b")")
 
 
-_OPENING: Final = _opening_pattern()
+_STARTS: Final = _start_pattern()
+_SUBSTRINGS: Final = tuple(sorted({substring.encode() for substring, _ in SUBSTRING_DETECTORS}))
 
 
 def might_open(raw: bytes) -> bool:
     """Whether the raw record ``raw`` could open a report: False means :func:`detect` is None.
 
-    One regex search over the raw bytes, before any parsing: every start prefix and
-    substring is printable ASCII without a backslash, which the kernel never escapes, so
-    it is in the raw text whenever it is in the unescaped one (the converse may fail: that
-    only costs a parse). Anchored on the ``;`` that ends the header for the prefixes.
+    Searched in the raw bytes, before any parsing: every start prefix and substring is
+    printable ASCII without a backslash, which the kernel never escapes, so it is in the
+    raw text whenever it is in the unescaped one (the converse may fail: that only costs a
+    parse). The prefixes are anchored on the ``;`` that ends the header.
     """
-    return _OPENING.search(raw) is not None
+    return _STARTS.search(raw) is not None or any(sub in raw for sub in _SUBSTRINGS)
 
 
-def might_open_at(raws: Sequence[bytes]) -> Iterator[int]:
+def might_open_at(raws: Sequence[bytes]) -> set[int]:
     """The indices of ``raws`` that :func:`might_open`, searched in one joined buffer.
 
+    One regex pass for the prefixes and one ``bytes.find`` pass per substring, all in C.
     A match across two records only costs a parse; none inside one record is missed.
     """
     joined = b"".join(raws)
     ends = list(itertools.accumulate(map(len, raws)))
-    search = _OPENING.search
-    found = search(joined)
-    while found is not None:
-        index = bisect.bisect_right(ends, found.start())
-        yield index
-        found = search(joined, ends[index]) if index + 1 < len(ends) else None
+    found = {bisect.bisect_right(ends, match.start()) for match in _STARTS.finditer(joined)}
+    find = joined.find
+    for substring in _SUBSTRINGS:
+        at = find(substring)
+        while at != -1:
+            index = bisect.bisect_right(ends, at)
+            found.add(index)
+            at = find(substring, ends[index])
+    return found

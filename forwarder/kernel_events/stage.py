@@ -291,5 +291,5 @@ def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:
 
 def _kern_openers(window: Sequence[bytes], wanted: list[int]) -> list[int]:
     """The indices among ``wanted`` whose raw record might open a report, in order."""
-    openers = set(might_open_at(window))
+    openers = might_open_at(window)
     return [index for index in wanted if index in openers] if openers else []

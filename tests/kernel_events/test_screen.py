@@ -48,14 +48,14 @@ def test_the_screen_lets_through_whatever_detect_would_open(
 def test_the_window_search_finds_every_record_the_screen_lets_through(
     items: list[tuple[str, int]],
 ) -> None:
-    """might_open_at over a window yields, in order, at least each index might_open accepts."""
+    """might_open_at over a window finds at least each index might_open accepts."""
     raws = [
         f"{prefix},{i},1000,-;{_escaped(text)}\n".encode(errors="surrogatepass")
         for i, (text, prefix) in enumerate(items)
     ]
-    found = list(might_open_at(raws))
-    assert found == sorted(set(found))
-    assert {i for i, raw in enumerate(raws) if might_open(raw)} <= set(found)
+    found = might_open_at(raws)
+    assert found <= set(range(len(raws)))
+    assert {i for i, raw in enumerate(raws) if might_open(raw)} <= found
 
 
 def test_common_chatter_with_a_report_prefix_is_screened_out() -> None:
@@ -66,4 +66,4 @@ def test_common_chatter_with_a_report_prefix_is_screened_out() -> None:
         b"6,3,3,-;kevbr0: port 1(kevv0) entered forwarding state\n",
     ]
     assert not any(might_open(raw) for raw in chatter)
-    assert list(might_open_at(chatter)) == []
+    assert might_open_at(chatter) == set()
