@@ -27,9 +27,6 @@ import operator
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
-import structlog
-from prometheus_client import Counter
-
 from forwarder.delivery.selection import EventSelection
 from forwarder.encoding.chunk import Chunk
 from forwarder.encoding.reference import Identity
@@ -42,9 +39,8 @@ from forwarder.kernel_events.model import KernelEvent
 from forwarder.kernel_events.rules import UserRule
 from forwarder.routing import Gap, Item, Router
 from forwarder.source.parser import Record, parse_record
-from forwarder.telemetry.metrics import Metrics
+from forwarder.telemetry.events import Emitter
 
-log = structlog.get_logger("forwarder.kernel_events")
 _position = operator.attrgetter("checkpoint_seq")
 IDLE_CHECK_S = 0.25
 _KERN_PREFIXES = 8  # prefix = facility << 3 | level: kern is 0..7
@@ -66,7 +62,7 @@ class KernelEventStage:
         identity: Identity,
         resume: Mapping[str, int | None],
         selections: Mapping[str, EventSelection],
-        metrics: Metrics,
+        emit: Emitter,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -79,8 +75,7 @@ class KernelEventStage:
             for sink, selection in selections.items()
             if not selection.takes_everything
         }
-        self._metrics = metrics
-        self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._emit_event = emit
         self._clock = clock
         self._classifier: KernelEventClassifier | None = None
         self._every_facility = False
@@ -172,8 +167,7 @@ class KernelEventStage:
             self._closed = True
 
     def _failed(self, error: Exception, seq: int) -> None:
-        self._metrics.kernel_event_errors.inc()
-        log.error("kernel_event_failed", seq=seq, error=repr(error))
+        self._emit_event.kernel_event_failed(seq, repr(error))
 
     def _idle(self) -> bool:
         return self._clock() - self._last_handout >= self._idle_flush_s
@@ -255,16 +249,11 @@ class KernelEventStage:
         builtin = event.class_name in CLASSES
         kind = event.fields.get("kind") if builtin else None
         severity = event.fields.get("severity") if event.class_name == "hw_error" else None
-        labels = (
+        self._emit_event.kernel_event(
             event.class_name,
             kind if isinstance(kind, str) else "",
             severity if isinstance(severity, str) else "",
         )
-        # labels() costs more than the rest of an event's bookkeeping: keep each child.
-        counter = self._counters.get(labels)
-        if counter is None:
-            counter = self._counters[labels] = self._metrics.kernel_events.labels(*labels)
-        counter.inc()
 
 
 def _parse(raw: bytes) -> Record | None:
@@ -273,8 +262,7 @@ def _parse(raw: bytes) -> Record | None:
         return parse_record(raw)
     except RecordParseError:
         return None
-    except Exception:  # the safety net: a record set aside by the encoder fails here too
-        log.debug("kernel_events_unparsable_record", raw=raw[:200])
+    except Exception:  # the safety net: the encoder already set this record aside and counted it
         return None
 
 

@@ -13,6 +13,7 @@ from forwarder.encoding.reference import Event, Identity
 from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item, Position, Router
+from forwarder.telemetry.events import Emitter
 from forwarder.telemetry.metrics import Metrics
 
 BOOT = "5b1e7c1a-2f4d-4c1e-9a7b-3d2e1f0a9b8c"
@@ -62,7 +63,7 @@ class Harness:
             IDENTITY,
             resume,
             selections or {},
-            self.metrics,
+            Emitter(self.metrics),
             clock=lambda: self.now,
         )
         self.encoder = ChunkEncoder(IDENTITY)
