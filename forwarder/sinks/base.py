@@ -14,9 +14,11 @@ import abc
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, get_args
 
-from forwarder.encoding.reference import Event
+from pydantic import Field, model_validator
+
+from forwarder.encoding.reference import Event, EventKind
 from forwarder.errors import OutputClosedError
 from forwarder.options import BatchConfig, StrictModel
 from forwarder.sinks.outcome import Outcome, describe
@@ -87,10 +89,22 @@ class SinkContext:
 class SinkConfigBase(StrictModel):
     """Options every ``[sinks.NAME]`` table has besides its own.
 
-    ``batch`` overrides the top-level ``[batch]`` for this sink only.
+    ``batch`` overrides the top-level ``[batch]`` for this sink only. ``events`` lists the
+    kinds the sink takes (default all) and ``kernel_event_classes`` narrows its kernel
+    events to some classes; whatever it does not take still moves its checkpoint.
     """
 
     batch: BatchConfig | None = None
+    events: tuple[EventKind, ...] = get_args(EventKind)
+    kernel_event_classes: tuple[str, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _selection(self) -> SinkConfigBase:
+        if not self.events:
+            raise ValueError(f"events must name at least one of {list(get_args(EventKind))}")
+        if self.kernel_event_classes is not None and "kernel_event" not in self.events:
+            raise ValueError("kernel_event_classes needs 'kernel_event' in events")
+        return self
 
     def build(self, name: str, context: SinkContext) -> Sink:
         """Create the sink this table describes."""
