@@ -21,6 +21,8 @@ import msgspec
 
 from forwarder.config_errors import FieldError
 from forwarder.errors import ConfigError
+from forwarder.kernel_events.catalogue import CLASSES
+from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.options import (
     BatchConfig,
     Level,
@@ -104,7 +106,38 @@ def parse_config(raw: dict[str, Any]) -> Config:
             name: parse_table(table, SinkConfig, ("sinks", name))  # type: ignore[arg-type]
             for name, table in sinks.items()
         }
-    return parse_table(expanded, Config)
+    config = parse_table(expanded, Config)
+    if problems := _event_selection_problems(config):
+        raise ConfigError("invalid config: " + "; ".join(problems))
+    return config
+
+
+def _event_selection_problems(config: Config) -> list[str]:
+    """What a sink's kernel-event selection asks for that ``[kernel_events]`` never emits."""
+    kernel_events = config.kernel_events
+    rule_classes = {rule.class_name for rule in kernel_events.rules}
+    emitted = (set(CLASSES) - set(kernel_events.disabled_classes)) | rule_classes
+    problems = []
+    for name, sink in config.sinks.items():
+        if "kernel_event" not in sink.events:
+            continue
+        where = f"sinks.{name}"
+        if not kernel_events.enabled and set(sink.events) == {"kernel_event"}:
+            problems.append(
+                f"{where}.events: takes only kernel_event, but [kernel_events] enabled = false"
+            )
+        for class_name in sink.kernel_event_classes or ():
+            if class_name in kernel_events.disabled_classes:
+                problems.append(
+                    f"{where}.kernel_event_classes: {class_name!r} is in "
+                    "kernel_events.disabled_classes"
+                )
+            elif class_name not in emitted:
+                problems.append(
+                    f"{where}.kernel_event_classes: unknown class {class_name!r}: use a built-in "
+                    f"class ({', '.join(CLASSES)}) or a [[kernel_events.rules]] class"
+                )
+    return problems
 
 
 def _default_sinks() -> dict[str, SinkConfig]:
@@ -138,6 +171,7 @@ class Config(StrictModel, frozen=True, kw_only=True):
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    kernel_events: KernelEventsConfig = KernelEventsConfig()
     sinks: dict[str, SinkConfig] = msgspec.field(default_factory=_default_sinks)
 
     def __post_init__(self) -> None:

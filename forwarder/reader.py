@@ -14,6 +14,7 @@ from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.chunk import ChunkEncoder
 from forwarder.encoding.reference import Event, Identity
 from forwarder.errors import ForwarderError, RecordParseError
+from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item, Router
 from forwarder.source.bad_input import BadInput
 from forwarder.source.capture import Capture, Frame
@@ -35,6 +36,7 @@ class Reader:
         bad_input: BadInput,
         encode: Callable[[Record, Identity], Event],
         stop_requested: asyncio.Event,
+        kernel_events: KernelEventStage,
     ) -> None:
         self._capture = capture
         self._router = router
@@ -43,6 +45,7 @@ class Reader:
         self._bad_input = bad_input
         self._encode = encode
         self._stop_requested = stop_requested
+        self._kernel_events = kernel_events
         self.source_ended = False
         self._last_seq_read = -1
         self._encoder: ChunkEncoder | None = None
@@ -57,24 +60,30 @@ class Reader:
         router = self._router
         for name, items in router.startup_items().items():
             if items:
-                await self._workers[name].batcher.put(items)
+                await self._workers[name].batcher.put(self._kernel_events.select(name, items))
         for sink, reason in router.drain_gap_reports():
             self._emit.gap_emitted(sink, reason)
         sink_names = list(self._workers)
         while True:
             frames = await self._capture.read_frames()
             if not frames:
+                await self._kernel_events.close()
                 if not (self._stop_requested.is_set() or self.source_ended):
                     raise ForwarderError(
                         f"the capture process ended unexpectedly (exit code "
                         f"{self._capture.exit_code}); restart the forwarder"
                     )
                 return
-            out: dict[str, list[Item]] = {name: [] for name in sink_names}
-            self._route_frames(frames, router, out)
-            for name, items in out.items():
-                if items:
-                    await self._workers[name].batcher.put(items)
+            async with self._kernel_events.handing_out():
+                out: dict[str, list[Item]] = {name: [] for name in sink_names}
+                self._route_frames(frames, router, out)
+                await self.put(out)
+
+    async def put(self, out: dict[str, list[Item]]) -> None:
+        """Queue each sink's items (waits while a sink is behind: backpressure)."""
+        for name, items in out.items():
+            if items:
+                await self._workers[name].batcher.put(items)
 
     def _route_frames(
         self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
@@ -89,7 +98,7 @@ class Reader:
             self._encoder = ChunkEncoder(router.identity, self._encode)
         chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)
         emit = self._emit
-        for gap in router.route_chunk(chunk, out):
+        for gap in self._kernel_events.route(chunk, raws, router, out, end=self.source_ended):
             emit.records_lost(gap.reason, gap.first_seq, gap.last_seq, gap.lost)
         emit.records_read(chunk.prefixes)
         if chunk.seqs:

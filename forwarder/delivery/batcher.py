@@ -67,9 +67,16 @@ class Batcher:
             while self._carry:
                 item = self._carry[0]
                 if isinstance(item, Event):
-                    if batch.events and (
-                        len(batch.events) >= self._config.max_records
-                        or size + len(item.json) > self._config.max_bytes
+                    # An event at the position of the item before it (a kernel event right
+                    # after the record that completed it) stays in that item's batch: the
+                    # checkpoint must not reach the position before the event is delivered.
+                    if (
+                        batch.events
+                        and (
+                            len(batch.events) >= self._config.max_records
+                            or size + len(item.json) > self._config.max_bytes
+                        )
+                        and item.checkpoint_seq != batch.checkpoint_seq
                     ):
                         return batch
                     batch.events.append(item)

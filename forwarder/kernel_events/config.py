@@ -5,6 +5,7 @@ Example::
     [kernel_events]
     enabled = true
     disabled_classes = ["link_state", "usb_device"]
+    idle_flush_s = 2.0        # live source: flush an open report after this long with no record
 
     [[kernel_events.rules]]
     class = "nfs_timeout"
@@ -24,11 +25,13 @@ import msgspec
 
 from forwarder.config_errors import FieldError
 from forwarder.kernel_events.catalogue import CLASSES
+from forwarder.kernel_events.report import QUIET_USEC
 from forwarder.kernel_events.rules import UserRule
 from forwarder.options import StrictModel
 from forwarder.source.parser import FACILITY_NAMES, parse_level
 
 ANY_FACILITY = "any"
+IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 
 
 class UserRuleConfig(StrictModel, frozen=True, kw_only=True):
@@ -76,6 +79,7 @@ class KernelEventsConfig(StrictModel, frozen=True, kw_only=True):
 
     enabled: bool = True
     disabled_classes: tuple[str, ...] = ()
+    idle_flush_s: Annotated[float, msgspec.Meta(ge=IDLE_FLUSH_S)] = IDLE_FLUSH_S
     rules: tuple[UserRuleConfig, ...] = ()
 
     def __post_init__(self) -> None:

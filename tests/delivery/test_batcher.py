@@ -8,7 +8,7 @@ import time
 from forwarder.delivery.batcher import Batcher
 from forwarder.options import BatchConfig
 from forwarder.routing import Position
-from tests.support.events import identity, make_events
+from tests.support.events import identity, make_events, make_kernel_event
 
 WHO = identity()
 
@@ -177,3 +177,18 @@ async def test_depth_counts_waiting_items():
     assert batcher.depth == 5
     await batcher.next_batch()
     assert batcher.depth == 3
+
+
+async def test_an_event_at_the_position_of_the_record_before_it_shares_its_batch():
+    """A kernel event after the record that completed it is never cut off into the next batch."""
+    records = events(3)
+    report = make_kernel_event("oom_kill", 100, who=WHO, record_count=3)
+    assert report.checkpoint_seq == 102
+    batcher = Batcher(config(max_records=3))
+    await batcher.put([*records, report, *events(1, first_seq=103)])
+    await batcher.close()
+    first = await batcher.next_batch()
+    assert first.events == [*records, report]
+    assert first.checkpoint_seq == 102
+    second = await batcher.next_batch()
+    assert seqs(second) == [103]

@@ -26,6 +26,7 @@ from forwarder.sinks.kafka.sink import (
 )
 from forwarder.sinks.outcome import Outcome, Verdict
 from forwarder.source.parser import Record
+from tests.support.events import make_kernel_event
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,
@@ -85,7 +86,7 @@ def all_of(count: int) -> Any:
 
 
 def test_defaults_are_the_durable_ones() -> None:
-    """Defaults: acks=all, idempotence on, the best codec, host-name key, boot_id/seq/content-type headers."""
+    """Defaults: acks=all, idempotence on, the best codec, host-name key, boot_id/seq/event/content-type headers."""
     config = parse_config(
         {"sinks": {"k": {"type": "kafka", "bootstrap_servers": ["b:9092"], "topic": "t"}}}
     ).sinks["k"]
@@ -93,7 +94,7 @@ def test_defaults_are_the_durable_ones() -> None:
     assert config.acks == "all"
     assert config.enable_idempotence is True
     assert config.compression == best_compression() == "zstd"
-    assert config.headers == ["boot_id", "seq", "content-type"]
+    assert config.headers == ["boot_id", "seq", "event", "content-type"]
     options = config.producer_options()
     assert options["compression_type"] == "zstd"
     assert options["max_batch_size"] <= options["max_request_size"]
@@ -172,27 +173,54 @@ async def test_batch_arrives_once_in_order_with_key_and_headers(kafka_broker: Ka
         checkpoint_boot_id=BOOT_ID,
         checkpoint_seq=409,
     )
+    oops = make_kernel_event("kernel_oops", 410, who=IDENTITY)
     await sink.start()
     try:
         assert await sink.send(Batch(batch)) == Outcome.delivered()
-        assert await sink.send(Batch([gap])) == Outcome.delivered()
+        assert await sink.send(Batch([gap, oops])) == Outcome.delivered()
     finally:
         await sink.close()
-    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(301))
-    assert [m.value for m in messages] == [e.json for e in batch] + [gap.json]
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(302))
+    assert [m.value for m in messages] == [e.json for e in batch] + [gap.json, oops.json]
     assert len({m.partition for m in messages}) == 1
     assert {m.key for m in messages} == {b"node-1"}
     first = dict(messages[0].headers)
     assert first == {
         "boot_id": BOOT_ID.encode(),
         "seq": b"100",
+        "event": b"kmsg",
         "content-type": b"application/json",
     }
+    assert dict(messages[-2].headers) == {
+        "boot_id": BOOT_ID.encode(),
+        "event": b"gap",
+        "content-type": b"application/json",
+    }
+    assert orjson.loads(messages[-2].value)["event"] == "gap"
     assert dict(messages[-1].headers) == {
         "boot_id": BOOT_ID.encode(),
+        "event": b"kernel_event",
         "content-type": b"application/json",
     }
-    assert orjson.loads(messages[-1].value)["event"] == "gap"
+
+
+async def test_event_id_and_class_headers_come_from_the_event(kafka_broker: KafkaBroker) -> None:
+    """The event, id and class headers: a record has kind and id, a kernel event also its class."""
+    topic = kafka_broker.create_topic()
+    sink = build(sink_config(kafka_broker.bootstrap, topic, headers=["event", "id", "class"]))
+    record, oops = events(7, 1)[0], make_kernel_event("kernel_oops", 8, who=IDENTITY)
+    await sink.start()
+    try:
+        assert await sink.send(Batch([record, oops])) == Outcome.delivered()
+    finally:
+        await sink.close()
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(2))
+    assert dict(messages[0].headers) == {"event": b"kmsg", "id": record.id.encode()}
+    assert dict(messages[1].headers) == {
+        "event": b"kernel_event",
+        "id": f"{BOOT_ID}-8-kernel_oops".encode(),
+        "class": b"kernel_oops",
+    }
 
 
 async def test_too_large_record_is_rejected_and_the_rest_delivered(

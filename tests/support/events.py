@@ -6,6 +6,8 @@ import time
 import uuid
 
 from forwarder.encoding.reference import Event, Identity, encode_gap, encode_record
+from forwarder.kernel_events.envelope import encode_kernel_event
+from forwarder.kernel_events.model import KernelEvent
 from forwarder.sinks.base import Batch
 from forwarder.source.parser import Record
 
@@ -61,3 +63,28 @@ def gap_event(who: Identity, first_seq: int, last_seq: int) -> Event:
 def batch(events: list[Event]) -> Batch:
     """A Batch of these events."""
     return Batch(events)
+
+
+def make_kernel_event(
+    class_name: str,
+    first_seq: int,
+    *,
+    who: Identity | None = None,
+    record_count: int = 3,
+    fields: dict[str, object] | None = None,
+) -> Event:
+    """A kernel_event Event of ``class_name`` over ``record_count`` consecutive records."""
+    who = who or identity()
+    seqs = tuple(range(first_seq, first_seq + record_count))
+    report = KernelEvent(
+        class_name=class_name,
+        host=who.host,
+        boot_id=who.boot_id,
+        member_seqs=seqs,
+        complete=True,
+        timestamp_ns=who.clock_offset_ns + 59_000_000_000,
+        level_code=1,
+        fields=dict(fields or {"cpu": 0}),
+        completed_by_seq=seqs[-1],
+    )
+    return encode_kernel_event(report, seqs[-1])

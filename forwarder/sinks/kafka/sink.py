@@ -42,6 +42,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from forwarder.encoding.reference import Event
+from forwarder.kernel_events.envelope import class_of
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict, describe
 
@@ -278,6 +279,13 @@ class KafkaSink(Sink):
         for name in self._header_names:
             if name == "content-type":
                 headers.append((name, CONTENT_TYPE))
+            elif name == "event":
+                headers.append((name, event.kind.encode()))
+            elif name == "id":
+                headers.append((name, event.id.encode()))
+            elif name == "class":
+                if event.kind == "kernel_event":
+                    headers.append((name, class_of(event).encode()))
             elif event.kind == "kmsg" and name in _RECORD_POSITION:
                 # A record's own boot and seq are its checkpoint position: no JSON to decode.
                 position = event.boot_id if name == "boot_id" else str(event.checkpoint_seq)
