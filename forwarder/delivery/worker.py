@@ -27,7 +27,6 @@ from forwarder.delivery.batcher import Batcher, PendingBatch
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.delivery.dead_letters import DeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
-from forwarder.encoding.reference import Event
 from forwarder.errors import ForwarderError
 from forwarder.options import BatchConfig
 from forwarder.sinks.base import Batch, Sink, outcome_of
@@ -86,7 +85,7 @@ class SinkWorker:
                 await slots.acquire()
                 if last_commit is not None and last_commit.done():
                     last_commit.result()  # a failed checkpoint write stops this sink
-                send = asyncio.create_task(self._deliver(batch.events))
+                send = asyncio.create_task(self._deliver(batch.batch()))
                 last_commit = asyncio.create_task(self._commit(batch, send, last_commit, slots))
             if last_commit is not None:
                 await last_commit
@@ -144,9 +143,9 @@ class SinkWorker:
         if outcome.wants_retry:
             raise ForwarderError(f"sink {self.sink.name} did not start: {_problem(outcome, 1)}")
 
-    async def _deliver(self, events: list[Event]) -> None:
-        """Deliver events, splitting on 'too large'; return when all are stored or dead."""
-        parts = deque([events]) if events else deque()
+    async def _deliver(self, batch: Batch) -> None:
+        """Deliver a batch, splitting on 'too large'; return when all is stored or dead."""
+        parts = deque([batch]) if len(batch) else deque()
         while parts:
             part = parts.popleft()
             started = time.monotonic()
@@ -162,9 +161,11 @@ class SinkWorker:
             else:
                 self._metrics.batch_splits.labels(self.sink.name).inc()
                 half = len(unsent) // 2
-                parts.extendleft((unsent[half:], unsent[:half]))
+                parts.extendleft(
+                    (unsent.select(range(half, len(unsent))), unsent.select(range(half)))
+                )
 
-    async def _send_with_retry(self, part: list[Event]) -> tuple[list[Event], Outcome]:
+    async def _send_with_retry(self, part: Batch) -> tuple[Batch, Outcome]:
         """Send until nothing is left to retry; return the events still unsent and the last Outcome.
 
         What is unsent after the retries is either too large (to split) or what the spent
@@ -174,7 +175,7 @@ class SinkWorker:
 
         async def attempt() -> Outcome:
             nonlocal unsent
-            outcome = await outcome_of(self.sink, self.sink.send(Batch(unsent)))
+            outcome = await outcome_of(self.sink, self.sink.send(unsent))
             self._note_health(outcome, items=len(unsent))
             unsent = self._settle(unsent, outcome)
             return outcome
@@ -182,13 +183,13 @@ class SinkWorker:
         outcome = await self._retry.call(attempt, self._on_retry, wake=self._recovered)
         return unsent, outcome
 
-    def _settle(self, events: list[Event], outcome: Outcome) -> list[Event]:
-        """Dead-letter and count what ``outcome`` settled; return the events to send again."""
+    def _settle(self, batch: Batch, outcome: Outcome) -> Batch:
+        """Dead-letter and count what ``outcome`` settled; return what to send again."""
         if outcome.verdict is not Verdict.ANSWERED:
-            return events
+            return batch
         if outcome.rejected:
             self._dead_letters.write(
-                [(events[r.index], r.reason, r.detail) for r in outcome.rejected]
+                [(batch.event(r.index), r.reason, r.detail) for r in outcome.rejected]
             )
             for rejection in outcome.rejected:
                 self._metrics.records_dead_lettered.labels(self.sink.name, rejection.reason).inc()
@@ -202,8 +203,8 @@ class SinkWorker:
         if outcome.duplicates:
             self._metrics.records_duplicate.labels(self.sink.name).inc(outcome.duplicates)
         settled = len(outcome.rejected) + len(outcome.retry) + outcome.duplicates
-        self._metrics.records_sent.labels(self.sink.name).inc(max(len(events) - settled, 0))
-        return [events[index] for index in outcome.retry]
+        self._metrics.records_sent.labels(self.sink.name).inc(max(len(batch) - settled, 0))
+        return batch.select(outcome.retry)
 
     def _note_health(self, outcome: Outcome, *, items: int) -> None:
         """The sink is up when the receiver took anything of ``items``; failing otherwise."""
@@ -240,11 +241,11 @@ class SinkWorker:
         self.health.config_problem = False
         self._metrics.sink_up.labels(self.sink.name).set(1)
 
-    def _dead_letter(self, events: list[Event], reason: str, detail: str) -> None:
-        self._dead_letters.write([(event, reason, detail) for event in events])
-        self._metrics.records_dead_lettered.labels(self.sink.name, reason).inc(len(events))
+    def _dead_letter(self, batch: Batch, reason: str, detail: str) -> None:
+        self._dead_letters.write([(event, reason, detail) for event in batch.events])
+        self._metrics.records_dead_lettered.labels(self.sink.name, reason).inc(len(batch))
         log.error(
-            "dead_lettered", sink=self.sink.name, reason=reason, detail=detail, events=len(events)
+            "dead_lettered", sink=self.sink.name, reason=reason, detail=detail, events=len(batch)
         )
 
 

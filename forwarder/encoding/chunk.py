@@ -17,6 +17,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate, count
+from operator import add
 from typing import Any, Final
 
 import orjson
@@ -42,19 +44,84 @@ _FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the referenc
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """The encoded records of one read window, as parallel columns (index = record).
+    """The encoded records of one read window: NDJSON bytes plus columns (index = record).
 
-    ``lines[i]`` is the event JSON (no newline; empty for a record set aside), ``seqs[i]``,
-    ``prefixes[i]`` (``facility << 3 | level``) and ``ts_usec[i]`` its kernel header.
+    ``data`` holds every record's event JSON followed by a newline (a record set aside has
+    an empty line); ``ends[i]`` is the offset just past record i's newline. ``seqs[i]``,
+    ``prefixes[i]`` (``facility << 3 | level``) and ``ts_usec[i]`` are its kernel header,
+    ``identity`` what stamped it (id, boot, clock offset).
     """
 
-    lines: list[bytes]
+    identity: Identity
+    data: bytes
+    ends: array[int]
     seqs: array[int]
     prefixes: list[int]
     ts_usec: array[int]
+    set_aside: int = 0  # how many records are set aside (empty lines)
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.seqs)
+
+    def start(self, index: int) -> int:
+        """Offset of record ``index``'s line in ``data``."""
+        return self.ends[index - 1] if index else 0
+
+    def line(self, index: int) -> bytes:
+        """The event JSON of record ``index`` (no newline; empty: set aside)."""
+        return self.data[self.start(index) : self.ends[index] - 1]
+
+    @property
+    def lines(self) -> list[bytes]:
+        """Every record's event JSON (built on each call: for tests and slow paths)."""
+        return [self.line(index) for index in range(len(self))]
+
+    def event(self, index: int) -> Event:
+        """Record ``index`` as a standalone :class:`Event` (JSON decoded only on demand)."""
+        boot_id, seq = self.identity.boot_id, self.seqs[index]
+        timestamp_ns = self.identity.clock_offset_ns + self.ts_usec[index] * 1000
+        return Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, timestamp_ns, self.line(index))
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Records ``start:stop`` of a chunk, all of them to send (none set aside or filtered)."""
+
+    chunk: Chunk
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def boot_id(self) -> str:
+        """The boot of its records."""
+        return self.chunk.identity.boot_id
+
+    @property
+    def checkpoint_seq(self) -> int:
+        """The seq a checkpoint may move to once the slice is delivered: its last record's."""
+        return self.chunk.seqs[self.stop - 1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its NDJSON (newlines included)."""
+        return self.chunk.ends[self.stop - 1] - self.chunk.start(self.start)
+
+    def ndjson(self) -> memoryview:
+        """Its records' NDJSON, every line ending in a newline, without a copy."""
+        chunk = self.chunk
+        return memoryview(chunk.data)[chunk.start(self.start) : chunk.ends[self.stop - 1]]
+
+    def lines(self) -> list[bytes]:
+        """Each record's event JSON (JSON never holds a raw newline: one split)."""
+        chunk = self.chunk
+        return chunk.data[chunk.start(self.start) : chunk.ends[self.stop - 1] - 1].split(b"\n")
+
+    def part(self, start: int, stop: int) -> Slice:
+        """The records ``start:stop`` of this slice (relative indices)."""
+        return Slice(self.chunk, self.start + start, self.start + stop)
 
 
 ParseErrorHook = Callable[[bytes, RecordParseError], None]
@@ -103,6 +170,7 @@ class ChunkEncoder:
         head, stamp_key, host_boot = self._head, self._stamp, self._host_boot
         prefix_parts, seconds_cache, offset_ns = self._prefix_parts, self._seconds, self._offset_ns
         tails, reference_only = self._tails, self._reference_only
+        set_aside = 0
         for raw in raws:
             try:
                 if reference_only:
@@ -160,11 +228,16 @@ class ChunkEncoder:
                 except Exception as error:  # the safety net: one record never stops us
                     on_failure(raw, error, seq)
                     line = b""
+                    set_aside += 1
             add_line(line)
             add_seq(seq)
             add_prefix(prefix)
             add_stamp(ts_usec)
-        return Chunk(lines, seqs, prefixes, stamps)
+        # Offsets of line ends (newline included), then one buffer: no object per record stays.
+        ends = array("Q", map(add, accumulate(map(len, lines)), count(1)))
+        lines.append(b"")
+        data = b"\n".join(lines)
+        return Chunk(self.identity, data, ends, seqs, prefixes, stamps, set_aside)
 
     def _tail(self, dictionary: bytes, caller: bytes | None) -> bytes:
         """The tail of a record, kept: the same devices and callers come back all the time."""

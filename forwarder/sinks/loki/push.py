@@ -44,7 +44,7 @@ class Entry:
     timestamp_ns: int
     line: str
     metadata: tuple[tuple[str, str], ...]
-    event: Event
+    event: Event | None = None  # None for a record sent from a chunk's columns
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ endpoint) needs an operator; the rest as in :mod:`forwarder.sinks.http.client`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import aiohttp
@@ -28,6 +28,7 @@ from forwarder.encoding.reference import Event
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.http.client import HttpClient, classify_error, classify_reply, compress
 from forwarder.sinks.loki import push as loki_push
+from forwarder.sinks.loki.columns import ColumnEntries
 from forwarder.sinks.loki.config import MAX_LABEL_VALUE_BYTES, LokiSinkConfig
 from forwarder.sinks.loki.push import Entry, LabelSet, Stream
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
@@ -35,6 +36,7 @@ from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 _MAX_CACHED_LABEL_SETS: Final = 4096
 _CONFIG: Final = frozenset({404})  # a wrong endpoint path: a configuration problem
 _log = structlog.get_logger(__name__)
+_Labelled = tuple[LabelSet, Entry, tuple[str, str] | None]
 
 
 class LokiSink(Sink):
@@ -62,6 +64,7 @@ class LokiSink(Sink):
         self._static = tuple(config.labels.items())
         self._label_sets: dict[tuple[Any, ...], tuple[LabelSet, tuple[str, str] | None]] = {}
         self._what = f"Loki {name}"
+        self._columns = ColumnEntries(config.label_fields, config.structured_metadata)
 
     async def start(self) -> None:
         """Open the connection pool."""
@@ -73,8 +76,7 @@ class LokiSink(Sink):
         labelled: list[tuple[LabelSet, Entry]] = []
         index_of: dict[int, int] = {}  # id(entry) -> its index in the batch
         now_ns = self._clock() * 1e9
-        for index, event in enumerate(batch.events):
-            labels, entry, problem = self._entry(event, now_ns)
+        for index, (labels, entry, problem) in enumerate(self._entries(batch, now_ns)):
             if problem is not None:
                 rejected.append(Rejection(index, problem[0], problem[1]))
             else:
@@ -124,7 +126,24 @@ class LokiSink(Sink):
         body, encoding = compress(loki_push.json_body(streams), self._config.compression)
         return body, self._headers | encoding
 
-    def _entry(self, event: Event, now_ns: float) -> tuple[LabelSet, Entry, tuple[str, str] | None]:
+    def _entries(self, batch: Batch, now_ns: float) -> Iterator[_Labelled]:
+        """Labels, entry and problem of every record; a slice's come from its chunk's columns."""
+        for part in batch.parts:
+            if isinstance(part, Event):
+                yield self._entry(part, now_ns)
+                continue
+            if not self._columns.usable:  # metadata the columns do not hold (flags, caller)
+                for event in Batch([part]).events:
+                    yield self._entry(event, now_ns)
+                continue
+            for values, entry in self._columns.entries(part, self._config.line == "message"):
+                cached = self._label_sets.get(values)
+                if cached is None:
+                    cached = self._label_set(values)
+                labels, problem = cached
+                yield labels, entry, problem or self._entry_problem(entry, now_ns)
+
+    def _entry(self, event: Event, now_ns: float) -> _Labelled:
         """Labels and entry of an event, or the reason Loki would refuse it."""
         fields = event.fields
         config = self._config
