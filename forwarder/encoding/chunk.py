@@ -137,18 +137,22 @@ class ChunkEncoder:
         self._encode = encode
         # Another encoder (a test seam, a debugging aid) means the reference path for all.
         self._reference_only = encode is not encode_record
-        self._offset_ns = identity.clock_offset_ns
-        self._head = b'{"event":"kmsg","id":' + orjson.dumps(identity.boot_id)[:-1] + b"-"
-        self._stamp = b'","@timestamp":"'
-        self._host_boot = (
+        self._offset_us = identity.clock_offset_ns // 1000  # exact: see _second_bytes
+        # One format per line shape, the constant parts (boot id, host) written into it.
+        head = (b'{"event":"kmsg","id":' + orjson.dumps(identity.boot_id)[:-1]).replace(b"%", b"%%")
+        host_boot = (
             b'","host":'
             + orjson.dumps(identity.host)
             + b',"boot_id":'
             + orjson.dumps(identity.boot_id)
             + b',"seq":'
-        )
+        ).replace(b"%", b"%%")
+        start = head + b'-%d","@timestamp":"%b.%06dZ' + host_boot + b'%d,"monotonic_us":%d%b'
+        self._plain = start + b'","message":"%b"%b'  # a message that needs no escaping
+        self._escaped = start + b'","message":%b%b'  # a message already JSON-encoded
         self._prefix_parts = {
-            b"%d" % prefix: (prefix, _prefix_part(prefix)) for prefix in range(_FAST_PREFIXES)
+            b"%d" % prefix: (prefix, _prefix_part(prefix) + b"-", _prefix_part(prefix))
+            for prefix in range(_FAST_PREFIXES)
         }
         self._seconds: dict[int, bytes] = {}
         self._tails: dict[tuple[bytes, bytes | None], bytes] = {}
@@ -167,51 +171,55 @@ class ChunkEncoder:
         add_line, add_seq, add_prefix, add_stamp = (
             lines.append, seqs.append, prefixes.append, stamps.append
         )  # fmt: skip
-        head, stamp_key, host_boot = self._head, self._stamp, self._host_boot
-        prefix_parts, seconds_cache, offset_ns = self._prefix_parts, self._seconds, self._offset_ns
+        plain, escaped = self._plain, self._escaped
+        prefix_parts, seconds_cache, offset_us = self._prefix_parts, self._seconds, self._offset_us
         tails, reference_only = self._tails, self._reference_only
         set_aside = 0
         for raw in raws:
             try:
                 if reference_only:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                header, semicolon, body = raw.partition(b";")
-                parts = header.split(b",")
-                if not semicolon or len(parts) < 4:
+                parts = raw.split(b",", 3)
+                if len(parts) < 4:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                raw_seq, raw_ts, flags = parts[1], parts[2], parts[3]
-                known = prefix_parts.get(parts[0])
+                raw_prefix, raw_seq, raw_ts, rest = parts
+                known = prefix_parts.get(raw_prefix)
                 if known is None or not (raw_seq.isdigit() and raw_ts.isdigit()):
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                prefix, prefix_part = known
+                flags, semicolon, body = rest.partition(b";")
+                if not semicolon:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                prefix, flag_part, prefix_part = known
                 seq, ts_usec = int(raw_seq), int(raw_ts)
                 if seq > U64_MAX or ts_usec > TS_USEC_MAX:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                if not flags:
-                    flags = b"-"
-                elif flags.translate(None, _SAFE):
-                    raise _Fallback  # noqa: TRY301 - inline: no call per record
                 caller = None
-                for extra in parts[4:]:
-                    if extra.startswith(b"caller="):
-                        caller = extra[7:]
+                if flags != b"-":
+                    if b"," in flags:  # fields after flags: only caller= is kept
+                        flags, *extras = flags.split(b",")
+                        for extra in extras:
+                            if extra.startswith(b"caller="):
+                                caller = extra[7:]
+                    if not flags:
+                        flags = b"-"
+                    elif flags.translate(None, _SAFE):
+                        raise _Fallback  # noqa: TRY301 - inline: no call per record
+                    flag_part = prefix_part + flags
                 text, _, dictionary = body.partition(b"\n")
-                unsafe = text.translate(None, _SAFE)
-                if not unsafe:
-                    message = b'"%b"' % text
-                elif not unsafe.strip(b'"'):
-                    message = b'"%b"' % text.replace(b'"', b'\\"')
-                else:
-                    message = orjson.dumps(unescape(text))
                 tail = b"}"
                 if dictionary or caller is not None:
                     tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
-                seconds, nanos = divmod(offset_ns + ts_usec * 1000, 1_000_000_000)
+                seconds, micros = divmod(offset_us + ts_usec, 1_000_000)
                 stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
-                line = b'%b%d%b%b.%06dZ%b%d,"monotonic_us":%d%b%b","message":%b%b' % (
-                    head, seq, stamp_key, stamp, nanos // 1000, host_boot, seq, ts_usec,
-                    prefix_part, flags, message, tail,
-                )  # fmt: skip
+                unsafe = text.translate(None, _SAFE)
+                if not unsafe:
+                    line = plain % (seq, stamp, micros, seq, ts_usec, flag_part, text, tail)
+                else:
+                    if not unsafe.strip(b'"'):
+                        message = b'"%b"' % text.replace(b'"', b'\\"')
+                    else:
+                        message = orjson.dumps(unescape(text))
+                    line = escaped % (seq, stamp, micros, seq, ts_usec, flag_part, message, tail)
             except Exception:  # _Fallback, or any surprise of the fast path: the reference decides
                 try:
                     record = parse_record(raw)
@@ -248,6 +256,8 @@ class ChunkEncoder:
         return tail
 
     def _second_bytes(self, seconds: int) -> bytes:
+        # Whole microseconds are exact: (offset_ns + ts_usec * 1000) // 1000 is
+        # offset_ns // 1000 + ts_usec, so seconds and microseconds match the reference.
         try:
             stamp = format_timestamp(seconds * 1_000_000_000)[:-8].encode()
         except (ValueError, OverflowError, OSError) as error:
