@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -28,7 +28,7 @@ from forwarder.errors import ForwarderError, RecordParseError, StateError
 from forwarder.routing import Item, Router
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.source.bad_input import BadInput
-from forwarder.source.capture import Capture, Frame
+from forwarder.source.capture import Capture, Frame, Window
 from forwarder.source.capture_process import FrameKind
 from forwarder.source.parser import Record, facility_name, level_name
 from forwarder.telemetry.metrics import Metrics
@@ -260,8 +260,8 @@ class Pipeline:
         router = self._router
         sink_names = list(self._workers)
         while True:
-            frames = await self._capture.read_frames()
-            if not frames:
+            window = await self._capture.read_window()
+            if not (window.records or window.controls):
                 if not (self._stop_requested.is_set() or self.source_ended):
                     raise ForwarderError(
                         f"the capture process ended unexpectedly (exit code "
@@ -269,20 +269,15 @@ class Pipeline:
                     )
                 return
             out: dict[str, list[Item]] = {name: [] for name in sink_names}
-            self._route_frames(frames, router, out)
+            self._route_window(window, router, out)
             for name, items in out.items():
                 if items:
                     await self._workers[name].batcher.put(items)
 
-    def _route_frames(
-        self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
-    ) -> None:
-        raws: list[bytes] = []
-        for frame in frames:
-            if frame.kind is FrameKind.RECORD:
-                raws.append(frame.payload)
-            else:
-                self._control_frame(frame)
+    def _route_window(self, window: Window, router: Router, out: dict[str, list[Item]]) -> None:
+        for frame in window.controls:
+            self._control_frame(frame)
+        raws = window.records
         if self._encoder is None or self._encoder.identity is not router.identity:
             self._encoder = ChunkEncoder(router.identity, self._encode)
         chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)

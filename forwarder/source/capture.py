@@ -42,6 +42,14 @@ class Frame:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one read of the pipe gave: raw records, and control frames (overrun, end...)."""
+
+    records: list[bytes]
+    controls: list[Frame]
+
+
 def open_source(path: Path, *, seek_newest: bool) -> tuple[int, bool]:
     """Open the kmsg device or dump; return (fd, is_device) or raise DeviceError."""
     try:
@@ -161,15 +169,45 @@ class Capture:
         """The capture process's exit code once it has ended."""
         return self._process.poll() if self._process is not None else None
 
+    async def read_window(self) -> Window:
+        """The next window of records and control frames; an empty one at the end of input.
+
+        The fast path of :meth:`read_frames`: a window without control frames is split in
+        one call, with no object per record.
+        """
+        while True:
+            data = self._take_window()
+            if data is not None:
+                if CONTROL not in data:  # records only: a record never holds a raw 0x01
+                    return Window(data.split(SEPARATOR), [])
+                records: list[bytes] = []
+                controls: list[Frame] = []
+                for part in data.split(SEPARATOR):
+                    frame = _frame(part)
+                    if frame.kind is FrameKind.RECORD:
+                        records.append(part)
+                    else:
+                        controls.append(frame)
+                return Window(records, controls)
+            if self._eof:
+                return Window([], [])
+            self._data_ready.clear()
+            await self._data_ready.wait()
+
     def _parse(self) -> list[Frame]:
+        data = self._take_window()
+        return [] if data is None else [_frame(part) for part in data.split(SEPARATOR)]
+
+    def _take_window(self) -> bytes | None:
+        """The bytes of the next whole frames (separators between them), or None."""
         buffer, offset = self._buffer, self._offset
         # A bounded window keeps each group of frames (and each sink's queue chunk) small.
         last = buffer.rfind(SEPARATOR, offset, offset + PARSE_WINDOW_BYTES)
         if last < 0:  # no frame ends in the window: one frame is larger than it
             last = buffer.find(SEPARATOR, offset + PARSE_WINDOW_BYTES)
             if last < 0:
-                return []
-        frames = [_frame(part) for part in bytes(buffer[offset:last]).split(SEPARATOR)]
+                return None
+        data = bytes(buffer[offset:last])
         offset = last + 1
         end = len(buffer)
         if offset > (1 << 20) or offset == end:
@@ -180,7 +218,7 @@ class Capture:
             self._paused = False
             if self._transport is not None:
                 self._transport.resume_reading()
-        return frames
+        return data
 
     def _received(self, data: bytes) -> None:
         self._buffer += data

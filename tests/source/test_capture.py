@@ -272,3 +272,18 @@ def test_a_frame_larger_than_the_parse_window_still_arrives(tmp_path):
     capture._received(big + b"\x00" + b"6,2,3,-;next\n\x00")
     assert [frame.payload for frame in capture._parse()] == [big]
     assert [frame.payload for frame in capture._parse()] == [b"6,2,3,-;next\n"]
+
+
+async def test_read_window_splits_records_and_control_frames(tmp_path):
+    """read_window hands over raw records and, apart, the control frames of the same window."""
+    capture = Capture(SourceConfig(path=tmp_path / "unused"), seek_newest=False)
+    capture._received(b"6,1,2,-;a\n\x006,2,3,-;b\n\x00")
+    plain = await capture.read_window()
+    assert (plain.records, plain.controls) == ([b"6,1,2,-;a\n", b"6,2,3,-;b\n"], [])
+    capture._received(b"6,3,4,-;c\n\x00\x01\x02\x00\x01\x04\x00")
+    capture._ended()
+    mixed = await capture.read_window()
+    assert mixed.records == [b"6,3,4,-;c\n"]
+    assert [frame.kind for frame in mixed.controls] == [FrameKind.OVERRUN, FrameKind.END]
+    end = await capture.read_window()
+    assert (end.records, end.controls) == ([], [])
