@@ -48,6 +48,7 @@ FILE_CHUNK: Final = 1 << 16
 MAX_RECORD_BYTES: Final = 8192
 PIPE_SIZE: Final = 1 << 20
 FLUSH_RECORDS: Final = 256
+FILE_BUFFER_RECORDS: Final = 8 * FLUSH_RECORDS  # a dump file read ahead of the forwarder
 FLUSH_INTERVAL_S: Final = 0.005  # while spinning, a few records still reach the forwarder soon
 # Fewer records read since the last wake-up means a rate (< ~60k/s with a 4 ms late
 # wake-up) that the ring outlasts many times over: sleep at once, spin only in a flood.
@@ -242,11 +243,15 @@ def _sleep_until_readable(poller: select.poll, output: _Output, timeout_ms: int 
 def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
     """Read a kmsg dump (records as ``cat /dev/kmsg`` writes them) from a file or FIFO.
 
-    A FIFO ends when its writer closes it (``follow`` applies to regular files only).
+    A FIFO ends when its writer closes it (``follow`` applies to regular files only). A
+    regular file waits on disk: only a few windows are held while the forwarder is behind
+    (holding ``--buffer-records`` of it would only cost memory), a FIFO's writer may be live.
     """
     if stat.S_ISFIFO(os.fstat(source_fd).st_mode):
         follow = False
         _wait_for_writer(source_fd)
+    else:
+        output.max_records = min(output.max_records, FILE_BUFFER_RECORDS)
     framer = DumpFramer()
     while True:
         if output.full:
