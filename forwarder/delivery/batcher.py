@@ -24,7 +24,7 @@ from forwarder.routing import Item, Position
 from forwarder.sinks.base import Batch, Part
 
 END: Final = None
-QUEUE_CHUNKS: Final = 64
+QUEUE_CHUNKS: Final = 16
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from forwarder.errors import DeviceError, ForwarderError
 from forwarder.source.capture_process import CONTROL, SEPARATOR, FrameKind
 
 log = structlog.get_logger("forwarder.source.capture")
-HIGH_WATER_BYTES: Final = 8 << 20
+HIGH_WATER_BYTES: Final = 2 << 20
 CAPTURE_RT_PRIORITY: Final = 1
 PARSE_WINDOW_BYTES: Final = 64 << 10  # a few hundred frames; one record is <= 16 KiB
 _KINDS: Final = {kind.value: kind for kind in FrameKind}  # a dict look-up, not an enum call
