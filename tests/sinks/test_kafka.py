@@ -300,6 +300,7 @@ class ScriptedBatch:
         self.values: list[bytes] = []
         self.headers: list[list[tuple[str, bytes]]] = []
         self.size = 0
+        self.closed = False
 
     def append(
         self,
@@ -321,6 +322,10 @@ class ScriptedBatch:
         self.headers.append(list(headers))
         self.size += len(value)
         return len(self.values)
+
+    def close(self) -> None:
+        """Take no more messages (the sink closes each record batch it queues)."""
+        self.closed = True
 
 
 class ScriptedProducer:
@@ -370,6 +375,7 @@ class ScriptedProducer:
         if self.send_error is not None:
             raise self.send_error
         assert isinstance(batch, ScriptedBatch)
+        assert batch.closed
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.future_error is not None:
             future.set_exception(self.future_error)

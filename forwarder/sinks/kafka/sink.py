@@ -99,6 +99,9 @@ class RecordBatch(Protocol):
     ) -> object | None:
         """Add one message; None when the record batch is full (an empty one takes any)."""
 
+    def close(self) -> None:
+        """Take no more messages: the producer sends it without lingering."""
+
 
 class Producer(Protocol):
     """What the sink uses of ``AIOKafkaProducer`` (the seam tests replace)."""
@@ -244,6 +247,9 @@ class KafkaSink(Sink):
             sent.append((range(first, len(batch)), await self._queue(producer, builder)))
 
     async def _queue(self, producer: Producer, builder: RecordBatch) -> asyncio.Future[Any]:
+        # Closed, the record batch goes out at once: the forwarder's batch is already whole,
+        # and aiokafka would hold an open one linger_ms for more records that never come.
+        builder.close()
         return await producer.send_batch(builder, self._topic, partition=self._partition)
 
     def _result(
