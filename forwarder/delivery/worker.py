@@ -105,11 +105,18 @@ class SinkWorker:
         previous: asyncio.Task[None] | None,
         slots: asyncio.Semaphore,
     ) -> None:
-        """Save the checkpoint once this batch AND every earlier one are done."""
+        """Save the checkpoint once this batch AND every earlier one are done.
+
+        The slot is free once the batch is done: the next batch is sent while this
+        checkpoint is written (saves stay in order: each waits for the one before).
+        """
         try:
-            await send
-            if previous is not None:
-                await previous
+            try:
+                await send
+                if previous is not None:
+                    await previous
+            finally:
+                slots.release()
             await asyncio.to_thread(
                 self._store.save,
                 self.sink.name,
@@ -120,8 +127,6 @@ class SinkWorker:
         except asyncio.CancelledError:
             send.cancel()
             raise
-        finally:
-            slots.release()
         self.health.checkpoint_seq = batch.checkpoint_seq
         self._metrics.checkpoint_seq.labels(self.sink.name).set(batch.checkpoint_seq)
         if batch.filtered:

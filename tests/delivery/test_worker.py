@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import time
 
 import orjson
@@ -396,6 +397,38 @@ async def test_checkpoint_waits_for_an_earlier_slow_batch(tmp_path):
     assert [e.checkpoint_seq for e in sink.stored] == [103, 104, 105, 100, 101, 102]
     for seq, stored in harness.store.saves:
         assert set(range(100, seq + 1)) <= stored, f"checkpoint {seq} saved before all of it stored"
+    assert harness.checkpoint_seq() == 105
+
+
+async def test_the_next_batch_is_sent_while_a_checkpoint_is_written(tmp_path):
+    """A slow checkpoint write does not hold the next send, even one batch at a time; saves stay in order."""
+    second_sent = threading.Event()
+
+    class SecondSeenSink(StoringSink):
+        async def answer(self, events):
+            if events[0].checkpoint_seq == 103:
+                second_sent.set()
+            return await super().answer(events)
+
+    class SlowStore(CheckpointStore):
+        """The first save waits (bounded) for the second batch to be sent."""
+
+        def __init__(self, state_dir):
+            super().__init__(state_dir)
+            self.saves = []
+
+        def save(self, sink_name, boot_id, seq, clock_offset_ns):
+            if not self.saves:
+                self.saves.append((seq, second_sent.wait(timeout=10)))
+            else:
+                self.saves.append((seq, True))
+            return super().save(sink_name, boot_id, seq, clock_offset_ns)
+
+    harness = Harness(
+        tmp_path, SecondSeenSink(), max_records=3, max_in_flight=1, store_class=SlowStore
+    )
+    await harness.deliver(events(6))
+    assert harness.store.saves == [(102, True), (105, True)]
     assert harness.checkpoint_seq() == 105
 
 
