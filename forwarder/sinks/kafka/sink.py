@@ -292,20 +292,20 @@ class KafkaSink(Sink):
                 "event": b"kmsg",
                 "content-type": CONTENT_TYPE,
             }
+            # The same for every record of the chunk, but seq, id, level and facility.
             names = self._header_names
+            template: list[tuple[str, bytes]] = [(name, fixed.get(name, b"")) for name in names]
+            varying = [(at, name) for at, name in enumerate(names) if name not in fixed]
             seqs, prefixes = chunk.seqs, chunk.prefixes
             id_head = fixed["boot_id"] + b"-"
             for index, value in enumerate(part.lines(), part.start):
-                seq = seqs[index]
-                yield (
-                    value,
-                    [
-                        (name, fixed[name])
-                        if name in fixed
-                        else (name, _column_header(name, seq, prefixes[index], id_head))
-                        for name in names
-                    ],
-                )
+                headers = template.copy()
+                for at, name in varying:
+                    headers[at] = (
+                        name,
+                        _column_header(name, seqs[index], prefixes[index], id_head),
+                    )
+                yield value, headers
 
     def _headers(self, event: Event) -> list[tuple[str, bytes]]:
         headers: list[tuple[str, bytes]] = []
