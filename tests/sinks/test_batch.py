@@ -151,3 +151,25 @@ async def test_loki_pushes_of_slices_are_those_of_the_events(options):
         bodies = [request.body for request in loki.requests]
     assert len(bodies) == 2
     assert bodies[0] == bodies[1]
+
+
+async def test_loki_refuses_and_ignores_the_same_records_of_slices_as_of_events():
+    """Pre-checks (line too long) and a partial 400 name the same positions for slices and events."""
+    answers = []
+    async with LokiReceiver() as loki:
+        loki.ignore_lines_containing = {"plain"}
+        config = LokiSinkConfig.model_validate(
+            {"type": "loki", "endpoint": loki.url, "max_line_bytes": 10}
+        )
+        for batch in two_ways():
+            sink = LokiSink("loki", config)
+            await sink.start()
+            try:
+                answers.append(await sink.send(batch))
+            finally:
+                await sink.close()
+        bodies = [request.body for request in loki.requests]
+    assert answers[0] == answers[1]
+    reasons = {rejection.reason for rejection in answers[0].rejected}
+    assert reasons == {"loki_line_too_long", "loki_400"}
+    assert bodies[0] == bodies[1]

@@ -11,23 +11,38 @@ message repeat (a few devices log most records), so each distinct tail is decode
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import orjson
 
 from forwarder.encoding.chunk import Slice
-from forwarder.sinks.loki.push import Entry
+from forwarder.sinks.loki.push import Entry, LabelSet, length_prefixed, name_field, varint
 from forwarder.source.parser import LEVEL_NAMES, facility_name
 
 _MESSAGE_KEY: Final = b',"message":'
 _MEMBER: Final = b',"'
 _MAX_CACHED_TAILS: Final = 1024
+_PER_RECORD: Final = frozenset({"seq", "id", "monotonic_us"})  # metadata written per record
+Problem = tuple[str, str] | None
+LabelSetOf = Callable[[tuple[Any, ...]], tuple[LabelSet, Problem]]
+# One record of a slice, pushed as protobuf: its index in the slice, labels, what Loki would
+# refuse in it (None: nothing), its timestamp and its encoded EntryAdapter.
+Encoded = tuple[int, LabelSet, Problem, int, bytes]
 # Fields a record's columns (and its tail) hold; others need the decoded JSON.
 COLUMN_FIELDS: Final = frozenset(
     {"host", "boot_id", "seq", "id", "event", "facility", "facility_code", "level",
      "level_code", "monotonic_us", "subsystem", "device"}
 )  # fmt: skip
+
+
+# Some check failed: the sink words the exact problem from the entry (a rare path).
+_REFUSED: Final = ("", "")
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field whose payload may be empty (proto3 leaves empty strings out)."""
+    return length_prefixed(tag, payload) if payload else b""
 
 
 class ColumnEntries:
@@ -38,6 +53,8 @@ class ColumnEntries:
         self._metadata = tuple(metadata_fields)
         self.usable = COLUMN_FIELDS.issuperset(self._labels + self._metadata)
         self._tails: dict[bytes, dict[str, Any]] = {}
+        self._plans: dict[tuple[str, str, int, bytes], tuple[LabelSet, Problem, list[Any]]] = {}
+        self._seconds: dict[int, bytes] = {}
 
     def entries(self, part: Slice, message_line: bool) -> Iterator[tuple[tuple[Any, ...], Entry]]:
         """Label values (as the record's JSON has them) and the entry of every record."""
@@ -81,6 +98,117 @@ class ColumnEntries:
                     tuple((name, str(fields[name])) for name in metadata if name in fields),
                 ),
             )
+
+    def protobuf(  # noqa: PLR0912 - the one inlined loop of the Loki hot path
+        self,
+        part: Slice,
+        label_set: LabelSetOf,
+        message_line: bool,
+        max_line_bytes: int,
+        oldest_ns: float,
+        newest_ns: float,
+    ) -> Iterator[Encoded]:
+        """Every record of ``part`` as an encoded protobuf entry (the JSON path's bytes).
+
+        What does not depend on the record itself (labels, their problem, the metadata but
+        seq, id and monotonic_us) is worked out once per prefix and tail, then reused.
+        """
+        chunk = part.chunk
+        identity = chunk.identity
+        seqs, prefixes, stamps = chunk.seqs, chunk.prefixes, chunk.ts_usec
+        offset_us = identity.clock_offset_ns // 1000  # entries keep whole microseconds
+        id_head = identity.boot_id.encode() + b"-"
+        plans, seconds_cache = self._plans, self._seconds
+        identity_key = (identity.host, identity.boot_id)
+        for index, line in enumerate(part.lines(), part.start):
+            start = line.find(_MESSAGE_KEY) + len(_MESSAGE_KEY)
+            end = line.find(_MEMBER, start)
+            tail = b"" if end < 0 else line[end:-1]
+            if end < 0:
+                end = len(line) - 1
+            prefix = prefixes[index]
+            key = (*identity_key, prefix, tail)
+            plan = plans.get(key) or self._plan(key, label_set)
+            labels, problem, metadata = plan
+            if message_line:
+                text = line[start:end]
+                text = text[1:-1] if b"\\" not in text else orjson.loads(text).encode()
+            else:
+                text = line
+            seconds, micros = divmod(offset_us + stamps[index], 1_000_000)
+            timestamp_ns = (offset_us + stamps[index]) * 1000
+            if problem is None and (
+                len(text) > max_line_bytes or not oldest_ns <= timestamp_ns <= newest_ns
+            ):
+                problem = _REFUSED
+            stamp = seconds_cache.get(seconds) or self._second(seconds)
+            if micros:
+                stamp += b"\x10" + varint(micros * 1000)
+            seq_text = b"%d" % seqs[index]
+            size = len(text)
+            if 0 < size < 0x80:
+                first = b"\x0a%c%b\x12%c%b" % (len(stamp), stamp, size, text)
+            elif 0x80 <= size < 0x4000:
+                first = b"\x0a%c%b\x12%c%c%b" % (
+                    len(stamp),
+                    stamp,
+                    size & 0x7F | 0x80,
+                    size >> 7,
+                    text,
+                )
+            else:
+                first = b"\x0a%c%b" % (len(stamp), stamp) + _field(0x12, text)
+            parts = [first]
+            for item in metadata:
+                if item.__class__ is bytes:
+                    parts.append(item)
+                    continue
+                head, kind = item
+                value = (
+                    seq_text
+                    if kind == "seq"
+                    else id_head + seq_text
+                    if kind == "id"
+                    else b"%d" % stamps[index]
+                )
+                size = len(value)
+                if size + len(head) < 0x7F:
+                    parts.append(b"\x1a%c%b%c%b" % (size + len(head) + 1, head, size, value))
+                else:
+                    parts.append(length_prefixed(0x1A, head + varint(size) + value))
+            yield index - part.start, labels, problem, timestamp_ns, b"".join(parts)
+
+    def _plan(
+        self, key: tuple[str, str, int, bytes], label_set: LabelSetOf
+    ) -> tuple[LabelSet, Problem, list[Any]]:
+        """Labels, their problem and the metadata (encoded, or a per-record name) of a shape."""
+        host, boot_id, prefix, tail = key
+        fields: dict[str, Any] = {"host": host, "boot_id": boot_id, "event": "kmsg"}
+        fields |= self._tails.get(tail) or self._tail(tail) if tail else {}
+        fields["facility"] = facility_name(prefix >> 3)
+        fields["facility_code"] = prefix >> 3
+        fields["level"] = LEVEL_NAMES[prefix & 7]
+        fields["level_code"] = prefix & 7
+        labels, problem = label_set(tuple(fields.get(name) for name in self._labels))
+        metadata: list[Any] = []
+        for name in self._metadata:
+            if name in _PER_RECORD:
+                metadata.append((name_field(name) + b"\x12", name))
+            elif name in fields:
+                value = str(fields[name]).encode()
+                pair = name_field(name) + (length_prefixed(0x12, value) if value else b"")
+                metadata.append(length_prefixed(0x1A, pair))
+        if len(self._plans) >= _MAX_CACHED_TAILS:
+            self._plans.clear()
+        self._plans[key] = plan = (labels, problem, metadata)
+        return plan
+
+    def _second(self, seconds: int) -> bytes:
+        """The seconds field of a Timestamp (the nanos follow per record)."""
+        if len(self._seconds) >= 64:
+            self._seconds.clear()
+        self._seconds[seconds] = stamp = b"\x08" + varint(seconds) if seconds else b""
+        return stamp
 
     def _tail(self, key: bytes) -> dict[str, Any]:
         """The members after the message (subsystem, device...), decoded once per tail."""

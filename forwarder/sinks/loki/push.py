@@ -140,6 +140,43 @@ def _name_field(name: str) -> bytes:
     return _field(0x0A, name.encode())
 
 
+def length_prefixed(tag: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: ``tag``, the payload's length, the payload."""
+    return _field(tag, payload)
+
+
+def name_field(name: str) -> bytes:
+    """Field 1 (``name``) of a LabelPairAdapter, encoded."""
+    return _name_field(name)
+
+
+def varint(value: int) -> bytes:
+    """A protobuf varint (unsigned)."""
+    return _varint(value)
+
+
+def protobuf_streams(streams: dict[LabelSet, list[tuple[int, bytes]]]) -> bytes:
+    """A PushRequest of already encoded entries (``(timestamp_ns, EntryAdapter)``) per label set.
+
+    Streams in label order and entries by timestamp (stable), as :func:`protobuf_body` has them.
+    """
+    out = bytearray()
+    for labels in sorted(streams):
+        entries = streams[labels]
+        entries.sort(key=_timestamp)
+        message = bytearray(_field(0x0A, format_labels(labels).encode()))
+        for _, entry in entries:
+            message += b"\x12"
+            message += _varint(len(entry))
+            message += entry
+        out += _field(0x0A, bytes(message))
+    return bytes(out)
+
+
+def _timestamp(entry: tuple[int, bytes]) -> int:
+    return entry[0]
+
+
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 _ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
 
