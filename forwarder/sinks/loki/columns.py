@@ -29,6 +29,9 @@ LabelSetOf = Callable[[tuple[Any, ...]], tuple[LabelSet, Problem]]
 # One record of a slice, pushed as protobuf: its index in the slice, labels, what Loki would
 # refuse in it (None: nothing), its timestamp and its encoded EntryAdapter.
 Encoded = tuple[int, LabelSet, Problem, int, bytes]
+_Plan = tuple[LabelSet, Problem, list[Any], bytes | None, tuple[str, ...]]
+# Bytes of a per-record pair before its value: name field, value tag, value length.
+_HEADS: Final = {"seq": 7, "id": 6, "monotonic_us": 16}
 # Fields a record's columns (and its tail) hold; others need the decoded JSON.
 COLUMN_FIELDS: Final = frozenset(
     {"host", "boot_id", "seq", "id", "event", "facility", "facility_code", "level",
@@ -53,7 +56,7 @@ class ColumnEntries:
         self._metadata = tuple(metadata_fields)
         self.usable = COLUMN_FIELDS.issuperset(self._labels + self._metadata)
         self._tails: dict[bytes, dict[str, Any]] = {}
-        self._plans: dict[tuple[str, str, int, bytes], tuple[LabelSet, Problem, list[Any]]] = {}
+        self._plans: dict[tuple[str, str, int, bytes], _Plan] = {}
         self._seconds: dict[int, bytes] = {}
 
     def entries(self, part: Slice, message_line: bool) -> Iterator[tuple[tuple[Any, ...], Entry]]:
@@ -99,7 +102,7 @@ class ColumnEntries:
                 ),
             )
 
-    def protobuf(  # noqa: PLR0912 - the one inlined loop of the Loki hot path
+    def protobuf(  # noqa: PLR0912, PLR0915 - the one inlined loop of the Loki hot path
         self,
         part: Slice,
         label_set: LabelSetOf,
@@ -129,7 +132,7 @@ class ColumnEntries:
             prefix = prefixes[index]
             key = (*identity_key, prefix, tail)
             plan = plans.get(key) or self._plan(key, label_set)
-            labels, problem, metadata = plan
+            labels, problem, metadata, meta_format, kinds = plan
             if message_line:
                 text = line[start:end]
                 text = text[1:-1] if b"\\" not in text else orjson.loads(text).encode()
@@ -143,7 +146,14 @@ class ColumnEntries:
                 problem = _REFUSED
             stamp = seconds_cache.get(seconds) or self._second(seconds)
             if micros:
-                stamp += b"\x10" + varint(micros * 1000)
+                nanos = micros * 1000
+                stamp += (
+                    b"\x10%c%c%c%c%c" % (nanos & 0x7F | 0x80, nanos >> 7 & 0x7F | 0x80,
+                                         nanos >> 14 & 0x7F | 0x80, nanos >> 21 & 0x7F | 0x80,
+                                         nanos >> 28)
+                    if nanos >= 0x1000_0000
+                    else b"\x10" + varint(nanos)
+                )  # fmt: skip
             seq_text = b"%d" % seqs[index]
             size = len(text)
             if 0 < size < 0x80:
@@ -158,6 +168,25 @@ class ColumnEntries:
                 )
             else:
                 first = b"\x0a%c%b" % (len(stamp), stamp) + _field(0x12, text)
+            if meta_format is not None:  # the usual: every value's length fits one byte
+                values: list[Any] = []
+                for kind in kinds:
+                    value = (
+                        seq_text
+                        if kind == "seq"
+                        else id_head + seq_text
+                        if kind == "id"
+                        else b"%d" % stamps[index]
+                    )
+                    values += (len(value) + _HEADS[kind], len(value), value)
+                yield (
+                    index - part.start,
+                    labels,
+                    problem,
+                    timestamp_ns,
+                    first + meta_format % tuple(values),
+                )
+                continue
             parts = [first]
             for item in metadata:
                 if item.__class__ is bytes:
@@ -171,17 +200,15 @@ class ColumnEntries:
                     if kind == "id"
                     else b"%d" % stamps[index]
                 )
-                size = len(value)
-                if size + len(head) < 0x7F:
-                    parts.append(b"\x1a%c%b%c%b" % (size + len(head) + 1, head, size, value))
-                else:
-                    parts.append(length_prefixed(0x1A, head + varint(size) + value))
+                parts.append(length_prefixed(0x1A, head + varint(len(value)) + value))
             yield index - part.start, labels, problem, timestamp_ns, b"".join(parts)
 
-    def _plan(
-        self, key: tuple[str, str, int, bytes], label_set: LabelSetOf
-    ) -> tuple[LabelSet, Problem, list[Any]]:
-        """Labels, their problem and the metadata (encoded, or a per-record name) of a shape."""
+    def _plan(self, key: tuple[str, str, int, bytes], label_set: LabelSetOf) -> _Plan:
+        """Labels, their problem and the metadata of one shape of record.
+
+        The metadata is kept as encoded pairs and per-record names, and as one format (None
+        when a per-record value could be too long for a one-byte length: a long boot id).
+        """
         host, boot_id, prefix, tail = key
         fields: dict[str, Any] = {"host": host, "boot_id": boot_id, "event": "kmsg"}
         fields |= self._tails.get(tail) or self._tail(tail) if tail else {}
@@ -198,9 +225,17 @@ class ColumnEntries:
                 value = str(fields[name]).encode()
                 pair = name_field(name) + (length_prefixed(0x12, value) if value else b"")
                 metadata.append(length_prefixed(0x1A, pair))
+        meta_format: bytes | None = b"".join(
+            item.replace(b"%", b"%%") if isinstance(item, bytes)
+            else b"\x1a%c" + item[0].replace(b"%", b"%%") + b"%c%b"
+            for item in metadata
+        )  # fmt: skip
+        if len(boot_id) > 64:
+            meta_format = None
+        kinds = tuple(item[1] for item in metadata if not isinstance(item, bytes))
         if len(self._plans) >= _MAX_CACHED_TAILS:
             self._plans.clear()
-        self._plans[key] = plan = (labels, problem, metadata)
+        self._plans[key] = plan = (labels, problem, metadata, meta_format, kinds)
         return plan
 
     def _second(self, seconds: int) -> bytes:

@@ -166,8 +166,15 @@ def protobuf_streams(streams: dict[LabelSet, list[tuple[int, bytes]]]) -> bytes:
         entries.sort(key=_timestamp)
         message = bytearray(_field(0x0A, format_labels(labels).encode()))
         for _, entry in entries:
-            message += b"\x12"
-            message += _varint(len(entry))
+            size = len(entry)
+            if size < 0x4000:  # an entry's length in one or two bytes: the usual
+                message += (
+                    b"\x12%c" % size
+                    if size < 0x80
+                    else b"\x12%c%c" % (size & 0x7F | 0x80, size >> 7)
+                )
+            else:
+                message += b"\x12" + _varint(size)
             message += entry
         out += _field(0x0A, bytes(message))
     return bytes(out)
