@@ -9,8 +9,8 @@ stored something keeps the sink up while the rest is retried.
 
 Up to ``max_in_flight`` batches are sent at once (the smaller of ``[batch]`` and what the
 sink allows), but the checkpoint only moves when the OLDEST batch in flight is done, so it
-never passes an event that is not confirmed (or dead-lettered). This module is the only
-writer of checkpoints.
+never passes an event that is not confirmed (or dead-lettered). This module (through its
+:class:`~forwarder.delivery.checkpoint.CheckpointWriter`) is the only writer of checkpoints.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import structlog
 
 from forwarder.delivery.batcher import Batcher, PendingBatch
-from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.delivery.checkpoint import CheckpointStore, CheckpointWriter
 from forwarder.delivery.dead_letters import DeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
 from forwarder.errors import ForwarderError
@@ -68,12 +68,11 @@ class SinkWorker:
         self.health = SinkHealth()
         bound = sink.max_in_flight
         self.max_in_flight = min(batch_config.max_in_flight, bound or batch_config.max_in_flight)
-        self._store = store
         self._retry = retry
         self._dead_letters = dead_letters
         self._metrics = metrics
-        self._clock_offset_ns = clock_offset_ns
         self._recovered = asyncio.Event()
+        self._checkpoints = CheckpointWriter(store, sink.name, clock_offset_ns, self._saved)
 
     async def run(self) -> None:
         """Start the sink, then deliver batches until the stream ends; close it in the end."""
@@ -84,12 +83,15 @@ class SinkWorker:
             while (batch := await self.batcher.next_batch()) is not None:
                 await slots.acquire()
                 if last_commit is not None and last_commit.done():
-                    last_commit.result()  # a failed checkpoint write stops this sink
+                    last_commit.result()
+                self._checkpoints.check()  # a failed checkpoint write stops this sink
                 send = asyncio.create_task(self._deliver(batch.batch()))
                 last_commit = asyncio.create_task(self._commit(batch, send, last_commit, slots))
             if last_commit is not None:
                 await last_commit
+            await self._checkpoints.flush()
         finally:
+            self._checkpoints.cancel()
             if last_commit is not None and not last_commit.done():
                 # Cancelling the newest commit cancels the chain of earlier commits it awaits,
                 # and each cancels its send: nothing keeps sending to a closed sink.
@@ -105,10 +107,10 @@ class SinkWorker:
         previous: asyncio.Task[None] | None,
         slots: asyncio.Semaphore,
     ) -> None:
-        """Save the checkpoint once this batch AND every earlier one are done.
+        """Move the checkpoint once this batch AND every earlier one are done.
 
-        The slot is free once the batch is done: the next batch is sent while this
-        checkpoint is written (saves stay in order: each waits for the one before).
+        The slot is free then: the next batch is sent while the checkpoint is written
+        (by the one writer, in order, the latest position each time).
         """
         try:
             try:
@@ -117,18 +119,10 @@ class SinkWorker:
                     await previous
             finally:
                 slots.release()
-            await asyncio.to_thread(
-                self._store.save,
-                self.sink.name,
-                batch.boot_id,
-                batch.checkpoint_seq,
-                self._clock_offset_ns,
-            )
         except asyncio.CancelledError:
             send.cancel()
             raise
-        self.health.checkpoint_seq = batch.checkpoint_seq
-        self._metrics.checkpoint_seq.labels(self.sink.name).set(batch.checkpoint_seq)
+        self._checkpoints.advance(batch.boot_id, batch.checkpoint_seq)
         if batch.filtered:
             self._metrics.records_filtered.labels(self.sink.name).inc(batch.filtered)
 
@@ -234,6 +228,10 @@ class SinkWorker:
             error=_problem(outcome, None),
             wait_s=round(wait_s, 3),
         )
+
+    def _saved(self, seq: int) -> None:
+        self.health.checkpoint_seq = seq
+        self._metrics.checkpoint_seq.labels(self.sink.name).set(seq)
 
     def _on_success(self) -> None:
         if self.health.failing_since is not None:
