@@ -17,6 +17,7 @@ from typing import Any, Final
 import orjson
 
 from forwarder.encoding.chunk import Slice
+from forwarder.encoding.reference import Identity
 from forwarder.sinks.loki.push import Entry, LabelSet, length_prefixed, name_field, varint
 from forwarder.source.parser import LEVEL_NAMES, facility_name
 
@@ -56,7 +57,8 @@ class ColumnEntries:
         self._metadata = tuple(metadata_fields)
         self.usable = COLUMN_FIELDS.issuperset(self._labels + self._metadata)
         self._tails: dict[bytes, dict[str, Any]] = {}
-        self._plans: dict[tuple[str, str, int, bytes], _Plan] = {}
+        self._plans: dict[tuple[int, bytes], _Plan] = {}  # by prefix and tail
+        self._identity: Identity | None = None
         self._seconds: dict[int, bytes] = {}
 
     def entries(self, part: Slice, message_line: bool) -> Iterator[tuple[tuple[Any, ...], Entry]]:
@@ -102,7 +104,7 @@ class ColumnEntries:
                 ),
             )
 
-    def protobuf(  # noqa: PLR0912, PLR0915 - the one inlined loop of the Loki hot path
+    def protobuf(  # noqa: C901, PLR0912, PLR0915 - the one inlined loop of the Loki hot path
         self,
         part: Slice,
         label_set: LabelSetOf,
@@ -121,8 +123,10 @@ class ColumnEntries:
         seqs, prefixes, stamps = chunk.seqs, chunk.prefixes, chunk.ts_usec
         offset_us = identity.clock_offset_ns // 1000  # entries keep whole microseconds
         id_head = identity.boot_id.encode() + b"-"
+        if identity is not self._identity:  # plans hold the host and boot id
+            self._identity = identity
+            self._plans.clear()
         plans, seconds_cache = self._plans, self._seconds
-        identity_key = (identity.host, identity.boot_id)
         for index, line in enumerate(part.lines(), part.start):
             start = line.find(_MESSAGE_KEY) + len(_MESSAGE_KEY)
             end = line.find(_MEMBER, start)
@@ -130,8 +134,7 @@ class ColumnEntries:
             if end < 0:
                 end = len(line) - 1
             prefix = prefixes[index]
-            key = (*identity_key, prefix, tail)
-            plan = plans.get(key) or self._plan(key, label_set)
+            plan = plans.get((prefix, tail)) or self._plan(identity, prefix, tail, label_set)
             labels, problem, metadata, meta_format, kinds = plan
             if message_line:
                 text = line[start:end]
@@ -203,14 +206,14 @@ class ColumnEntries:
                 parts.append(length_prefixed(0x1A, head + varint(len(value)) + value))
             yield index - part.start, labels, problem, timestamp_ns, b"".join(parts)
 
-    def _plan(self, key: tuple[str, str, int, bytes], label_set: LabelSetOf) -> _Plan:
+    def _plan(self, identity: Identity, prefix: int, tail: bytes, label_set: LabelSetOf) -> _Plan:
         """Labels, their problem and the metadata of one shape of record.
 
         The metadata is kept as encoded pairs and per-record names, and as one format (None
         when a per-record value could be too long for a one-byte length: a long boot id).
         """
-        host, boot_id, prefix, tail = key
-        fields: dict[str, Any] = {"host": host, "boot_id": boot_id, "event": "kmsg"}
+        boot_id = identity.boot_id
+        fields: dict[str, Any] = {"host": identity.host, "boot_id": boot_id, "event": "kmsg"}
         fields |= self._tails.get(tail) or self._tail(tail) if tail else {}
         fields["facility"] = facility_name(prefix >> 3)
         fields["facility_code"] = prefix >> 3
@@ -235,7 +238,7 @@ class ColumnEntries:
         kinds = tuple(item[1] for item in metadata if not isinstance(item, bytes))
         if len(self._plans) >= _MAX_CACHED_TAILS:
             self._plans.clear()
-        self._plans[key] = plan = (labels, problem, metadata, meta_format, kinds)
+        self._plans[prefix, tail] = plan = (labels, problem, metadata, meta_format, kinds)
         return plan
 
     def _second(self, seconds: int) -> bytes:
