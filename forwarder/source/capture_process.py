@@ -99,6 +99,14 @@ class _Output:
         if len(self.current) >= FLUSH_RECORDS:
             self.flush()
 
+    def add_block(self, block: bytes, records: int) -> None:
+        """Queue ``records`` records already joined, each followed by the separator."""
+        if records:
+            self.seal()
+            self.chunks.append((memoryview(block), records))
+            self.queued_records += records
+            self.flush()
+
     def seal(self) -> None:
         if self.current:
             records = len(self.current)
@@ -267,7 +275,7 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
             output.extend(framer.finish())
             output.add(FrameKind.END)
             return
-        output.extend(framer.feed(chunk))
+        output.add_block(*framer.feed_block(chunk))
 
 
 def _wait_for_writer(fifo_fd: int) -> None:
@@ -327,6 +335,31 @@ class DumpFramer:
         self._pending = tail
         return frames
 
+    def feed_block(self, chunk: bytes) -> tuple[bytes, int]:
+        """:meth:`feed`, its frames joined (each followed by the separator), and their count.
+
+        The usual chunk (no NUL or 0x01, no record over the limit) is cut with two replaces
+        over the whole chunk, not record by record.
+        """
+        data = self._pending + chunk
+        cut = data.rfind(b"\n", 0, len(data) - 1)  # a newline with a byte after it
+        while cut >= 0 and data[cut + 1] == 0x20:  # that byte continues the record
+            cut = data.rfind(b"\n", 0, cut)
+        if not (self._discarding or SEPARATOR in data or CONTROL in data):
+            complete, tail = data[: cut + 1], data[cut + 1 :]
+            # A separator after every newline but those of continuation lines (marked with
+            # 0x01, which the chunk does not hold, while the others are replaced).
+            block = (
+                complete.replace(b"\n ", CONTROL + b" ")
+                .replace(b"\n", b"\n" + SEPARATOR)
+                .replace(CONTROL + b" ", b"\n ")
+            )
+            if len(tail) <= MAX_RECORD_BYTES and not _has_long_record(block):
+                self._pending = tail
+                return block, len(block) - len(complete)
+        frames = self.feed(chunk)
+        return SEPARATOR.join(frames) + SEPARATOR if frames else b"", len(frames)
+
     def finish(self) -> list[bytes]:
         """The frame of the unfinished record (end of input, or a followed file paused)."""
         pending, self._pending = self._pending, b""
@@ -334,6 +367,18 @@ class DumpFramer:
             self._discarding = False
             return []
         return [_checked(pending)] if pending else []
+
+
+def _has_long_record(block: bytes) -> bool:
+    """Whether a record of ``block`` (separator after each) is over ``MAX_RECORD_BYTES``.
+
+    Such a record covers a whole aligned stretch of half that size with no separator: only
+    then are the records measured one by one.
+    """
+    step = MAX_RECORD_BYTES // 2
+    if all(block.find(SEPARATOR, at, at + step) >= 0 for at in range(0, len(block), step)):
+        return False
+    return max(map(len, block.split(SEPARATOR))) > MAX_RECORD_BYTES
 
 
 def _next_record_start(data: bytes, search: int) -> int:
