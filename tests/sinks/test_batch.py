@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from forwarder.encoding.chunk import Slice
+from forwarder.encoding.reference import Identity
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSink
@@ -47,12 +48,12 @@ def records() -> list[Record]:
     return shapes
 
 
-def two_ways() -> tuple[Batch, Batch]:
-    """The same records and a gap as slices of a chunk, and as one Event each."""
+def two_ways(*, gap: bool = True) -> tuple[Batch, Batch]:
+    """The same records (and a gap) as slices of a chunk, and as one Event each."""
     chunk = make_chunk(records(), WHO)
-    gap = gap_event(WHO, 90, 99)
-    sliced = Batch([gap, Slice(chunk, 0, 5), Slice(chunk, 5, len(chunk))])
-    events = Batch([gap, *(chunk.event(index) for index in range(len(chunk)))])
+    first = [gap_event(WHO, 90, 99)] if gap else []
+    sliced = Batch([*first, Slice(chunk, 0, 5), Slice(chunk, 5, len(chunk))])
+    events = Batch([*first, *(chunk.event(index) for index in range(len(chunk)))])
     return sliced, events
 
 
@@ -141,19 +142,21 @@ LOKI_OPTIONS: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.parametrize("gap", [False, True], ids=["slices-only", "with-a-gap"])
 @pytest.mark.parametrize("options", LOKI_OPTIONS)
-async def test_loki_pushes_of_slices_are_those_of_the_events(options):
+async def test_loki_pushes_of_slices_are_those_of_the_events(options, gap):
     """Labels, metadata and lines read from the chunk's columns equal the decoded events'."""
     async with LokiReceiver() as loki:
         config = LokiSinkConfig.model_validate({"type": "loki", "endpoint": loki.url, **options})
-        for batch in two_ways():
+        for batch in two_ways(gap=gap):
             await check(LokiSink("loki", config), batch)
         bodies = [request.body for request in loki.requests]
     assert len(bodies) == 2
     assert bodies[0] == bodies[1]
 
 
-async def test_loki_refuses_and_ignores_the_same_records_of_slices_as_of_events():
+@pytest.mark.parametrize("gap", [False, True], ids=["slices-only", "with-a-gap"])
+async def test_loki_refuses_and_ignores_the_same_records_of_slices_as_of_events(gap):
     """Pre-checks (line too long) and a partial 400 name the same positions for slices and events."""
     answers = []
     async with LokiReceiver() as loki:
@@ -161,7 +164,7 @@ async def test_loki_refuses_and_ignores_the_same_records_of_slices_as_of_events(
         config = LokiSinkConfig.model_validate(
             {"type": "loki", "endpoint": loki.url, "max_line_bytes": 10}
         )
-        for batch in two_ways():
+        for batch in two_ways(gap=gap):
             sink = LokiSink("loki", config)
             await sink.start()
             try:
@@ -172,4 +175,21 @@ async def test_loki_refuses_and_ignores_the_same_records_of_slices_as_of_events(
     assert answers[0] == answers[1]
     reasons = {rejection.reason for rejection in answers[0].rejected}
     assert reasons == {"loki_line_too_long", "loki_400"}
+    assert bodies[0] == bodies[1]
+
+
+async def test_loki_slices_of_a_boot_with_a_long_id_push_like_the_events():
+    """A boot id too long for one-byte metadata lengths takes the pair-by-pair path, same bytes."""
+    who = Identity(host="node-1", boot_id="b" * 120, clock_offset_ns=WHO.clock_offset_ns)
+    chunk = make_chunk(records(), who)
+    batches = [
+        Batch([Slice(chunk, 0, len(chunk))]),
+        Batch([chunk.event(index) for index in range(len(chunk))]),
+    ]
+    async with LokiReceiver() as loki:
+        config = LokiSinkConfig.model_validate({"type": "loki", "endpoint": loki.url})
+        for batch in batches:
+            await check(LokiSink("loki", config), batch)
+        bodies = [request.body for request in loki.requests]
+    assert len(bodies) == 2
     assert bodies[0] == bodies[1]
