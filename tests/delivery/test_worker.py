@@ -17,7 +17,7 @@ from forwarder.delivery.dead_letters import DeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.reference import encode_gap
-from forwarder.errors import OutputClosedError
+from forwarder.errors import OutputClosedError, StateError
 from forwarder.options import BatchConfig
 from forwarder.routing import Position
 from forwarder.sinks.base import Batch, Sink
@@ -666,3 +666,17 @@ async def test_a_closed_stdout_stops_the_worker(tmp_path):
         with pytest.raises(OutputClosedError):
             await harness.deliver(events(2))
     assert harness.checkpoint_seq() is None
+
+
+async def test_a_checkpoint_that_cannot_be_written_stops_the_worker(tmp_path):
+    """A failed checkpoint write ends the worker with the error (the forwarder then exits), after closing the sink."""
+
+    class BrokenStore(CheckpointStore):
+        def save(self, sink_name, *_position):
+            """Every write fails, as on a full or read-only disk."""
+            raise StateError(f"cannot write checkpoint for {sink_name}")
+
+    harness = Harness(tmp_path, StoringSink(), max_records=2, store_class=BrokenStore)
+    with pytest.raises(StateError, match="cannot write checkpoint"):
+        await asyncio.wait_for(harness.deliver(events(6)), timeout=30)
+    assert harness.sink.closed
