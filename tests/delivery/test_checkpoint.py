@@ -192,3 +192,18 @@ async def test_a_failed_write_is_raised_by_the_writer(tmp_path):
             writer.advance(BOOT, 2)
     finally:
         (tmp_path / "state" / "checkpoints").chmod(0o700)
+
+
+async def test_writes_are_spaced_but_flush_writes_the_last_position_at_once(tmp_path):
+    """Positions confirmed soon after a write wait for the interval; flush() does not wait for it."""
+    store = GatedStore(tmp_path / "state")
+    store.prepare()
+    store.gate.set()
+    writer = CheckpointWriter(store, "a", 0, lambda _seq: None, min_interval_s=3600)
+    writer.advance(BOOT, 1)
+    assert await asyncio.to_thread(store.entered.wait, 10)
+    writer.advance(BOOT, 2)
+    writer.advance(BOOT, 3)
+    await asyncio.wait_for(writer.flush(), timeout=10)
+    assert store.saved == [1, 3]
+    assert store.load("a").seq == 3
