@@ -143,9 +143,9 @@ class Capture:
         assert self._process is not None
         assert self._process.stdout is not None
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.connect_read_pipe(
-            lambda: _PipeProtocol(self), self._process.stdout
-        )
+        pipe = _LoopPipe(os.dup(self._process.stdout.fileno()), loop)
+        self._process.stdout.close()
+        self._transport, _ = await loop.connect_read_pipe(lambda: _PipeProtocol(self), pipe)
 
     async def read_frames(self) -> Sequence[Frame]:
         """Return the next frames (at least one), or an empty list at the end of input."""
@@ -274,6 +274,30 @@ def _frame(raw: bytes) -> Frame:
     if kind is None:
         raise ForwarderError(f"the capture stream is corrupt (control frame {raw[:8]!r})")
     return Frame(kind, raw[2:])
+
+
+class _LoopPipe:
+    """The pipe's fd, handed to the event loop, which closes it exactly once.
+
+    uvloop's transport closes the fd itself (libuv) and then closes the file object it was
+    given too, expecting EBADF; between the two another thread (a checkpoint or dead-letter
+    write) may have opened a file under the same number, and that file would be closed under
+    it. Under uvloop this object's ``close`` does nothing; the stdlib loop closes through it.
+    """
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd = fd
+        self._closes_fd = not type(loop).__module__.startswith("uvloop")
+
+    def fileno(self) -> int:
+        """The pipe's fd."""
+        return self._fd
+
+    def close(self) -> None:
+        """Close the fd, unless the loop (uvloop) already did."""
+        if self._closes_fd and self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
 
 
 class _PipeProtocol(asyncio.Protocol):
