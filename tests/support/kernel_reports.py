@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from forwarder.kernel_events import KernelEvent, KernelEventClassifier
 from forwarder.source.parser import Record, parse_record
@@ -107,7 +108,7 @@ class KernelLog:
         self._reader = threading.Thread(target=self._drain_until_stopped, daemon=True)
         self._reader.start()
 
-    def __enter__(self) -> KernelLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -147,9 +148,11 @@ class KernelLog:
         def found() -> Record | None:
             return next((r for r in self.records if predicate(r)), None)
 
-        return wait_until(
+        record = wait_until(
             found, timeout_s=timeout_s, what=f"kernel record {what} ({self.overruns} overruns)"
         )
+        assert record is not None  # wait_until returns only a truthy value
+        return record
 
     def wait_for_text(self, text: str, *, timeout_s: float = 20) -> Record:
         """The first kern record containing ``text``."""
@@ -244,6 +247,7 @@ class OomKill:
     comm: str
     cgroup_dir: Path
     memcg: str  # the path the kernel prints: "/<name>" below the controller's root
+    limit_bytes: int
 
 
 def memory_cgroup_root() -> MemoryCgroupRoot:
@@ -307,7 +311,7 @@ def oom_kill(comm: str, *, limit_bytes: int = 32 << 20) -> Iterator[OomKill]:
         if code != -signal.SIGKILL:
             _, stderr = child.communicate()
             raise AssertionError(f"the OOM child ended with {code}, not SIGKILL: {stderr!r}")
-        yield OomKill(child.pid, comm, cgroup, f"/{cgroup.name}")
+        yield OomKill(child.pid, comm, cgroup, f"/{cgroup.name}", limit_bytes)
 
 
 # --- segfault -------------------------------------------------------------------------------
@@ -381,7 +385,14 @@ def loop_mount(image: Path, mountpoint: Path, options: str = "") -> Iterator[Loo
         device = Path(_run("losetup", "--find", "--show", str(image)).strip())
         undo.callback(_run, "losetup", "-d", str(device))
         mountpoint.mkdir(exist_ok=True)
-        _run("mount", "-t", "ext4", *(("-o", options) if options else ()), str(device), str(mountpoint))
+        _run(
+            "mount",
+            "-t",
+            "ext4",
+            *(("-o", options) if options else ()),
+            str(device),
+            str(mountpoint),
+        )
         undo.callback(_run, "umount", str(mountpoint))
         yield LoopFilesystem(image, device, mountpoint)
 
