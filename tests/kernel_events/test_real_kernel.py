@@ -76,19 +76,36 @@ def test_oom_kill_in_a_memory_cgroup_gives_one_event_with_victim_and_cgroup(
     assert event["last_seq"] >= killed.seq
 
 
-def test_segfault_of_a_child_gives_one_user_fault_event(kernel_log: KernelLog) -> None:
-    """A child reading address 0 is one user_fault naming its comm, pid, ip and vma."""
-    trace_before = read_sysctl("debug.exception-trace")
-    with segfault(comm_tag()) as made:
+SEGFAULT_SYSCTLS = ("debug.exception-trace", "kernel.print-fatal-signals")
+
+
+@pytest.mark.parametrize("fatal_signal_dump", [False, True], ids=["plain", "print_fatal_signals"])
+def test_segfault_of_a_child_gives_one_user_fault_event(
+    kernel_log: KernelLog, fatal_signal_dump: bool
+) -> None:
+    """A child reading address 0 is one user_fault naming its comm, pid, ip and vma.
+
+    With kernel.print-fatal-signals on, the fatal-signal register dump that follows is
+    shipped as records and joins no event.
+    """
+    sysctls_before = {name: read_sysctl(name) for name in SEGFAULT_SYSCTLS}
+    with segfault(comm_tag(), fatal_signal_dump=fatal_signal_dump) as made:
         line = kernel_log.wait_for_text(f"{made.comm}[{made.pid}]: segfault at 0 ")
         code = kernel_log.wait_for(
             lambda r: r.seq > line.seq and r.message.startswith("Code: "), what="Code:"
         )
-    assert read_sysctl("debug.exception-trace") == trace_before
+        dump_end = code
+        if fatal_signal_dump:
+            dump_end = kernel_log.wait_for(
+                lambda r: r.seq > code.seq and r.message.startswith("FS: "), what="the dump's FS:"
+            )
+    assert {name: read_sysctl(name) for name in SEGFAULT_SYSCTLS} == sysctls_before
 
-    event = the_one(_events(kernel_log), "user_fault", pid=made.pid)
+    events = _events(kernel_log)
+    event = the_one(events, "user_fault", pid=made.pid)
     check_user_fault(event, made)
     assert (event["first_seq"], event["last_seq"]) == (line.seq, code.seq)
+    assert [e for e in events if code.seq < e["first_seq"] <= dump_end.seq] == []
 
 
 def test_task_blocked_on_a_frozen_ext4_gives_one_hung_task_event(

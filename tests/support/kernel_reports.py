@@ -47,8 +47,9 @@ _ALLOCATE_UNTIL_KILLED = _NAME_SELF + (
     "import os\n"
     "Path(sys.argv[2]).write_text(str(os.getpid()))\n"
     "hog = []\n"
-    "while True:\n"
+    "for _ in range(int(sys.argv[3])):\n"
     "    hog.append(b'\\x01' * (1 << 20))\n"
+    "sys.exit(3)  # never killed: the limit did not hold, and the host's memory is not ours\n"
 )
 _READ_NULL = _NAME_SELF + (
     "import faulthandler, resource\n"
@@ -269,7 +270,9 @@ def _limit_memory(cgroup: Path, version: int, limit_bytes: int) -> None:
     """A hard limit and no swap, so the cgroup's OOM killer runs once the limit is hit."""
     if version == 2:
         (cgroup / "memory.max").write_text(f"{limit_bytes}\n")
-        (cgroup / "memory.swap.max").write_text("0\n")
+        swap = cgroup / "memory.swap.max"
+        if swap.exists():  # absent when the kernel accounts no swap
+            swap.write_text("0\n")
     else:
         (cgroup / "memory.limit_in_bytes").write_text(f"{limit_bytes}\n")
         memsw = cgroup / "memory.memsw.limit_in_bytes"
@@ -306,7 +309,12 @@ def oom_kill(comm: str, *, limit_bytes: int = 32 << 20) -> Iterator[OomKill]:
         _limit_memory(cgroup, root.version, limit_bytes)
         children = Children()
         undo.callback(children.reap)
-        child = children.start(_ALLOCATE_UNTIL_KILLED, comm, str(cgroup / "cgroup.procs"))
+        child = children.start(
+            _ALLOCATE_UNTIL_KILLED,
+            comm,
+            str(cgroup / "cgroup.procs"),
+            str(8 * limit_bytes >> 20),  # MiB allocated at most
+        )
         code = _exit_of(child)
         if code != -signal.SIGKILL:
             _, stderr = child.communicate()
@@ -326,11 +334,16 @@ class Segfault:
 
 
 @contextmanager
-def segfault(comm: str) -> Iterator[Segfault]:
-    """A child named ``comm`` reads NULL; ``debug.exception-trace=1`` makes the kernel say so."""
+def segfault(comm: str, *, fatal_signal_dump: bool = False) -> Iterator[Segfault]:
+    """A child named ``comm`` reads NULL; ``debug.exception-trace=1`` makes the kernel say so.
+
+    ``fatal_signal_dump`` sets ``kernel.print-fatal-signals``: when on, the kernel follows
+    the segfault line with "potentially unexpected fatal signal 11." and a register dump.
+    """
     with ExitStack() as undo:
         # show_unhandled_signals: the "segfault at" line is printed only when it is 1.
         undo.enter_context(sysctl("debug.exception-trace", "1"))
+        undo.enter_context(sysctl("kernel.print-fatal-signals", "1" if fatal_signal_dump else "0"))
         children = Children()
         undo.callback(children.reap)
         child = children.start(_READ_NULL, comm)
