@@ -9,11 +9,14 @@ sysctls. test_real_kernel_forwarder.py asserts the same events from a running fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from forwarder.source.parser import Record
 from tests.kernel_events.real_reports import (
     check_ext4_error,
     check_hung_task,
@@ -25,6 +28,7 @@ from tests.kernel_events.real_reports import (
 from tests.support.kernel import requires_kernel
 from tests.support.kernel_reports import (
     HUNG_TASK_SYSCTLS,
+    HungTask,
     KernelLog,
     LoopFilesystem,
     attached_devices,
@@ -33,6 +37,8 @@ from tests.support.kernel_reports import (
     ext4_error,
     hung_task,
     iptables_rules,
+    loop_mount,
+    make_ext4_image,
     mounted,
     netfilter_log,
     oom_kill,
@@ -42,6 +48,7 @@ from tests.support.kernel_reports import (
 )
 
 pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(30)]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -51,7 +58,7 @@ def kernel_log() -> Iterator[KernelLog]:
         yield log
 
 
-def _events(log: KernelLog) -> list[dict[str, object]]:
+def _events(log: KernelLog) -> list[dict[str, Any]]:
     return [event.to_dict() for event in classify(log.records)]
 
 
@@ -108,15 +115,25 @@ def test_segfault_of_a_child_gives_one_user_fault_event(
     assert [e for e in events if code.seq < e["first_seq"] <= dump_end.seq] == []
 
 
+def _hung_report_start(log: KernelLog, made: HungTask, *, after_seq: int = -1) -> Record:
+    header = f"INFO: task {made.comm}:{made.pid} blocked for more than "
+    return log.wait_for(
+        lambda r: r.seq > after_seq and r.message.startswith(header),
+        what=f"{header}N seconds. (after seq {after_seq})",
+    )
+
+
+def _blocked_seconds(start: Record) -> int:
+    return int(start.message.rpartition(" than ")[2].split()[0])
+
+
 def test_task_blocked_on_a_frozen_ext4_gives_one_hung_task_event(
     kernel_log: KernelLog, tmp_path: Path
 ) -> None:
     """A child writing to an fsfreeze'd ext4 is one hung_task after a 2 s detector timeout."""
     sysctls_before = {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS}
     with hung_task(comm_tag(), tmp_path) as made:
-        start = kernel_log.wait_for_text(
-            f"INFO: task {made.comm}:{made.pid} blocked for more than {made.timeout_s} seconds."
-        )
+        start = _hung_report_start(kernel_log, made)
         end = kernel_log.wait_for(
             lambda r: r.seq > start.seq and r.message.startswith("Future hung task reports"),
             what="the last hung task report",
@@ -127,7 +144,87 @@ def test_task_blocked_on_a_frozen_ext4_gives_one_hung_task_event(
 
     event = the_one(_events(kernel_log), "hung_task", pid=made.pid)
     check_hung_task(event, made)
+    assert event["fields"]["blocked_seconds"] == _blocked_seconds(start)
     assert (event["first_seq"], event["last_seq"]) == (start.seq, end.seq)
+
+
+def test_each_repeated_hung_task_report_is_its_own_event(
+    kernel_log: KernelLog, tmp_path: Path
+) -> None:
+    """The detector reports a still-blocked task again at its next check: two complete events."""
+    with hung_task(comm_tag(), tmp_path, reports=2) as made:
+        first = _hung_report_start(kernel_log, made)
+        second = _hung_report_start(kernel_log, made, after_seq=first.seq)
+        kernel_log.wait_for(
+            lambda r: r.seq > second.seq and r.message.startswith("Future hung task reports"),
+            what="the last hung task report",
+        )
+    _assert_gone(made.filesystem)
+
+    events = [e for e in _events(kernel_log) if e["class"] == "hung_task"]
+    mine = [e for e in events if e["fields"]["pid"] == made.pid]
+    assert [e["first_seq"] for e in mine] == [first.seq, second.seq]
+    check_hung_task(mine[0], made, last=False)
+    check_hung_task(mine[1], made)
+    assert mine[0]["last_seq"] < second.seq
+    blocked = [e["fields"]["blocked_seconds"] for e in mine]
+    assert blocked == [_blocked_seconds(first), _blocked_seconds(second)]
+    assert blocked[0] < blocked[1]  # this kernel prints the time blocked so far
+
+
+class _MidwayError(Exception):
+    """The failure a test raises inside a report's block."""
+
+
+def _fail_inside(manager: AbstractContextManager[T], check: Callable[[T], bool]) -> T:
+    """Enter ``manager``, check what it made, fail; what it made, after its undo ran."""
+    made: list[T] = []
+
+    def enter_and_fail() -> None:
+        with manager as value:
+            made.append(value)
+            assert check(value)
+            raise _MidwayError
+
+    with pytest.raises(_MidwayError):
+        enter_and_fail()
+    return made[0]
+
+
+def test_hung_task_undoes_everything_when_the_test_fails_midway(tmp_path: Path) -> None:
+    """A failure while a task is blocked still thaws, reaps, restores sysctls, unmounts, detaches."""
+    sysctls_before = {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS}
+    made = _fail_inside(
+        hung_task(comm_tag(), tmp_path), lambda task: process_state(task.pid) == "D"
+    )
+    assert {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS} == sysctls_before
+    assert process_state(made.pid) == ""
+    _assert_gone(made.filesystem)
+
+
+def test_a_mount_that_fails_still_detaches_its_loop_device(tmp_path: Path) -> None:
+    """When mount refuses the options, the loop device attached for it is detached again."""
+    image = tmp_path / "refused.ext4"
+    make_ext4_image(image)
+    with (
+        pytest.raises(AssertionError, match="mount"),
+        loop_mount(image, tmp_path / "refused.mnt", "errors=nonsense"),
+    ):
+        pass
+    assert attached_devices(image) == []
+    assert not mounted(tmp_path / "refused.mnt")
+
+
+def test_netfilter_rule_is_deleted_when_the_test_fails_midway() -> None:
+    """A failure after the LOG rule was added still deletes exactly that rule."""
+    made = _fail_inside(netfilter_log(comm_tag()), lambda log: log.prefix in iptables_rules())
+    assert made.prefix not in iptables_rules()
+
+
+def test_oom_cgroup_is_removed_when_the_test_fails_midway() -> None:
+    """A failure after the OOM kill still removes the cgroup the child ran in."""
+    made = _fail_inside(oom_kill(comm_tag()), lambda oom: oom.cgroup_dir.is_dir())
+    assert not made.cgroup_dir.exists()
 
 
 def test_ext4_error_on_a_cleared_directory_gives_error_abort_and_readonly_events(
@@ -143,11 +240,12 @@ def test_ext4_error_on_a_cleared_directory_gives_error_abort_and_readonly_events
     check_ext4_error(_events(kernel_log), made)
 
 
+@pytest.mark.parametrize("chain", ["OUTPUT", "INPUT"])
 def test_netfilter_log_rule_on_loopback_gives_one_netfilter_log_event(
-    kernel_log: KernelLog,
+    kernel_log: KernelLog, chain: str
 ) -> None:
     """A UDP datagram on lo hitting a LOG rule is one netfilter_log with prefix, addresses and ports."""
-    with netfilter_log(comm_tag()) as made:
+    with netfilter_log(comm_tag(), chain=chain) as made:
         kernel_log.wait_for_text(made.prefix)
     assert made.prefix not in iptables_rules()
 

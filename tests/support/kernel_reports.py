@@ -504,6 +504,7 @@ class NetfilterLog:
     """One UDP datagram on lo that an iptables LOG rule with a unique prefix logged."""
 
     prefix: str
+    chain: str
     sport: int
     dport: int
     payload_bytes: int
@@ -516,8 +517,15 @@ def iptables_rules() -> str:
 
 
 @contextmanager
-def netfilter_log(tag: str, payload: bytes = b"kmsg-forwarder") -> Iterator[NetfilterLog]:
-    """Log one loopback UDP datagram with prefix ``[tag] ``; the rule is deleted after."""
+def netfilter_log(
+    tag: str, *, chain: str = "OUTPUT", payload: bytes = b"kmsg-forwarder"
+) -> Iterator[NetfilterLog]:
+    """Log one loopback UDP datagram with prefix ``[tag] `` in ``chain`` (OUTPUT or INPUT).
+
+    On OUTPUT the kernel prints ``IN= OUT=lo``; on INPUT ``IN=lo OUT= MAC=...`` (the packet
+    has an input device). The rule matches only this datagram's ports and is deleted after.
+    """
+    interface = {"OUTPUT": "-o", "INPUT": "-i"}[chain]
     prefix = f"[{tag}] "
     with ExitStack() as undo:
         receiver = undo.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
@@ -526,7 +534,7 @@ def netfilter_log(tag: str, payload: bytes = b"kmsg-forwarder") -> Iterator[Netf
         sender.bind(("127.0.0.1", 0))
         dport, sport = receiver.getsockname()[1], sender.getsockname()[1]
         rule = (
-            "OUTPUT", "-o", "lo", "-p", "udp", "-s", "127.0.0.1", "-d", "127.0.0.1",
+            chain, interface, "lo", "-p", "udp", "-s", "127.0.0.1", "-d", "127.0.0.1",
             "--sport", str(sport), "--dport", str(dport), "-j", "LOG", "--log-prefix", prefix,
         )  # fmt: skip
         _run("iptables", "-w", "-I", *rule)
@@ -534,4 +542,4 @@ def netfilter_log(tag: str, payload: bytes = b"kmsg-forwarder") -> Iterator[Netf
         sender.sendto(payload, ("127.0.0.1", dport))
         receiver.settimeout(CHILD_EXIT_TIMEOUT_S)
         assert receiver.recv(len(payload) + 1) == payload
-        yield NetfilterLog(prefix, sport, dport, len(payload), rule)
+        yield NetfilterLog(prefix, chain, sport, dport, len(payload), rule)
