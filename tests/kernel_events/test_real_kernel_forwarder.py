@@ -8,6 +8,7 @@ test_real_kernel.py (real_reports.py), and for the member records shipped beside
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from tests.support.wait import wait_until
 pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(60)]
 EVENT_TIMEOUT_S = 30
 
-Event = dict[str, Any]
+Event = Mapping[str, Any]
 
 
 class RunningForwarder:
@@ -75,7 +76,7 @@ class RunningForwarder:
     def stop(self) -> tuple[list[Event], dict[int, Event]]:
         """Stop (SIGTERM drains both sinks); the kernel events and the records by seq."""
         assert self.process.stop() == 0
-        events = read_ndjson(self.alerts)
+        events: list[Event] = list(read_ndjson(self.alerts))
         assert {line["event"] for line in events} == {"kernel_event"}
         everything = read_ndjson(self.out)
         # Both sinks got the same kernel events; the records went only to ``out``.
