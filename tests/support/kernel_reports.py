@@ -14,6 +14,7 @@ test with what is missing (``make test`` installs the tools, ``make system-deps`
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import select
@@ -178,14 +179,38 @@ def read_sysctl(name: str) -> str:
 
 @contextmanager
 def sysctl(name: str, value: str) -> Iterator[str]:
-    """Set a sysctl for the block, then write back the value it had; yields the old value."""
+    """Set a sysctl for the block, then write back the value it had; yields the old value.
+
+    The sysctl's /proc file is flock()ed meanwhile: suites of other worktrees running at the
+    same time wait, so none saves the value another one set and "restores" that.
+    """
     path = PROC_SYS / name.replace(".", "/")
-    old = read_sysctl(name)
-    path.write_text(f"{value}\n")
+    with _exclusive(path):
+        old = read_sysctl(name)
+        path.write_text(f"{value}\n")
+        try:
+            yield old
+        finally:
+            path.write_text(f"{old}\n")
+
+
+@contextmanager
+def _exclusive(path: Path, timeout_s: float = 20) -> Iterator[None]:
+    """Hold an flock on ``path`` (waiting, bounded, while another process holds it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        yield old
+
+        def locked() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        wait_until(locked, timeout_s=timeout_s, interval_s=0.1, what=f"flock on {path}")
+        yield
     finally:
-        path.write_text(f"{old}\n")
+        os.close(fd)  # releases the lock
 
 
 class Children:
