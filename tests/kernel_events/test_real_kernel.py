@@ -9,6 +9,7 @@ sysctls. test_real_kernel_forwarder.py asserts the same events from a running fo
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -67,11 +68,18 @@ def _assert_gone(filesystem: LoopFilesystem) -> None:
     assert attached_devices(filesystem.image) == []
 
 
+# Process names a program may choose; the kernel prints them verbatim inside its reports.
+# OOM: the cgroup is named after the comm, so its path holds the same commas.
+OOM_COMMS = {"plain": comm_tag, "commas": lambda: f"k({uuid.uuid4().hex[:6]}),a=b"}
+HUNG_COMMS = {"plain": comm_tag, "state_inside": lambda: f"k state:R {uuid.uuid4().hex[:5]}"}
+
+
+@pytest.mark.parametrize("make_comm", OOM_COMMS.values(), ids=OOM_COMMS.keys())
 def test_oom_kill_in_a_memory_cgroup_gives_one_event_with_victim_and_cgroup(
-    kernel_log: KernelLog,
+    kernel_log: KernelLog, make_comm: Callable[[], str]
 ) -> None:
     """A child OOM-killed in its own memory cgroup is one complete oom_kill naming it and the cgroup."""
-    with oom_kill(comm_tag()) as made:
+    with oom_kill(make_comm()) as made:
         start = kernel_log.wait_for_text(f"{made.comm} invoked oom-killer:")
         killed = kernel_log.wait_for_text(f"Killed process {made.pid} ({made.comm})")
     assert not made.cgroup_dir.exists()
@@ -127,12 +135,13 @@ def _blocked_seconds(start: Record) -> int:
     return int(start.message.rpartition(" than ")[2].split()[0])
 
 
+@pytest.mark.parametrize("make_comm", HUNG_COMMS.values(), ids=HUNG_COMMS.keys())
 def test_task_blocked_on_a_frozen_ext4_gives_one_hung_task_event(
-    kernel_log: KernelLog, tmp_path: Path
+    kernel_log: KernelLog, tmp_path: Path, make_comm: Callable[[], str]
 ) -> None:
     """A child writing to an fsfreeze'd ext4 is one hung_task after a 2 s detector timeout."""
     sysctls_before = {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS}
-    with hung_task(comm_tag(), tmp_path) as made:
+    with hung_task(make_comm(), tmp_path) as made:
         start = _hung_report_start(kernel_log, made)
         end = kernel_log.wait_for(
             lambda r: r.seq > start.seq and r.message.startswith("Future hung task reports"),

@@ -125,6 +125,9 @@ class KernelLog:
             return list(self._records)
 
     def _drain_until_stopped(self) -> None:
+        # Real-time (like the forwarder's capture) so a flooding neighbour cannot starve the
+        # reader while the ring turns over; it sleeps in poll() whenever it has caught up.
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))  # 0: this thread only
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         while not self._stop.is_set():
