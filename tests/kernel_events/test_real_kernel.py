@@ -27,25 +27,26 @@ from tests.kernel_events.real_reports import (
     the_one,
 )
 from tests.support.kernel import requires_kernel
+from tests.support.kernel_log import KernelLog, classify
 from tests.support.kernel_reports import (
     HUNG_TASK_SYSCTLS,
     HungTask,
-    KernelLog,
-    LoopFilesystem,
-    attached_devices,
-    classify,
     comm_tag,
     ext4_error,
     hung_task,
+    netfilter_log,
+    oom_kill,
+    segfault,
+)
+from tests.support.machine import (
+    LoopFilesystem,
+    attached_devices,
     iptables_rules,
     loop_mount,
     make_ext4_image,
     mounted,
-    netfilter_log,
-    oom_kill,
     process_state,
     read_sysctl,
-    segfault,
 )
 
 pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(30)]
