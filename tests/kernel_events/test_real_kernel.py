@@ -58,6 +58,8 @@ def kernel_log() -> Iterator[KernelLog]:
     """The kern records logged from the start of the test on."""
     with KernelLog() as log:
         yield log
+        # Shown with a failure: records another suite's flood overwrote before we read them.
+        print(f"kernel log: {len(log.records)} kern records read, {log.overruns} overruns")
 
 
 def _events(log: KernelLog) -> list[dict[str, Any]]:
