@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tests.support.kernel_reports import (
+    CpuTrap,
     Ext4Error,
     HungTask,
     NetfilterLog,
@@ -80,6 +81,27 @@ def check_user_fault(event: Event, made: Segfault) -> None:
     assert start <= ip < start + size, fields
     assert int(fields["sp"], 16) > 0
     assert "<" in fields["code"]  # the Code: record joined, with the faulting byte marked
+
+
+def check_cpu_trap(event: Event, made: CpuTrap) -> None:
+    """The trap's name and kind, and the faulting instruction's place in its page."""
+    fields = event["fields"]
+    assert (event["record_count"], event["complete"], event["level"]) == (1, True, "info")
+    general_protection = made.trap == "general protection fault"
+    expected = {
+        "kind": "general_protection" if general_protection else "trap",
+        "trap": None if general_protection else made.trap,
+        "comm": made.comm,
+        "pid": made.pid,
+        "error": 0,
+        # Python's anonymous mmap is shared memory, which the kernel names dev/zero.
+        "vma_file": "dev/zero",
+        "vma_offset": hex(made.fault_offset),
+        "vma_size": "0x1000",
+    }
+    assert {name: fields.get(name) for name in expected} == expected
+    assert int(fields["ip"], 16) == int(fields["vma_start"], 16) + made.fault_offset
+    assert int(fields["sp"], 16) > 0
 
 
 def check_hung_task(event: Event, made: HungTask, *, last: bool = True) -> None:

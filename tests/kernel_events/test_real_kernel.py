@@ -19,6 +19,7 @@ import pytest
 
 from forwarder.source.parser import Record
 from tests.kernel_events.real_reports import (
+    check_cpu_trap,
     check_ext4_error,
     check_hung_task,
     check_netfilter_log,
@@ -30,8 +31,10 @@ from tests.support.kernel import requires_kernel
 from tests.support.kernel_log import KernelLog, classify
 from tests.support.kernel_reports import (
     HUNG_TASK_SYSCTLS,
+    TRAPS,
     HungTask,
     comm_tag,
+    cpu_trap,
     ext4_error,
     hung_task,
     netfilter_log,
@@ -124,6 +127,17 @@ def test_segfault_of_a_child_gives_one_user_fault_event(
     check_user_fault(event, made)
     assert (event["first_seq"], event["last_seq"]) == (line.seq, code.seq)
     assert [e for e in events if code.seq < e["first_seq"] <= dump_end.seq] == []
+
+
+@pytest.mark.parametrize("trap", TRAPS)
+def test_cpu_trap_of_a_child_gives_one_user_fault_event(kernel_log: KernelLog, trap: str) -> None:
+    """A child running ud2, a division by zero or hlt is one user_fault naming the trap."""
+    with cpu_trap(comm_tag(), trap) as made:
+        line = kernel_log.wait_for_text(f"traps: {made.comm}[{made.pid}] ")
+    assert f"] {trap} ip:" in line.message or f"] trap {trap} ip:" in line.message
+    event = the_one(_events(kernel_log), "user_fault", pid=made.pid)
+    check_cpu_trap(event, made)
+    assert event["first_seq"] == line.seq
 
 
 def _hung_report_start(log: KernelLog, made: HungTask, *, after_seq: int = -1) -> Record:

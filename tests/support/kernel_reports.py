@@ -1,7 +1,7 @@
 """Make the real kernel report things, and undo exactly what each report needed.
 
 Five reports (FACTS.md, "Making the kernel itself report things"; formats in
-../shared/kernel-events/SPEC.md): an OOM kill in a memory cgroup, a segfault, a hung task
+../shared/kernel-events/SPEC.md): an OOM kill in a memory cgroup, a segfault (and CPU traps), a hung task
 on a frozen ext4 loop mount, an ext4 error with the read-only remount, and a netfilter LOG
 record on loopback. Each context manager makes its report happen on entry and yields what
 it made; on exit it undoes that, and only that (its children by pid, its cgroup, loop
@@ -53,6 +53,14 @@ _READ_NULL = _NAME_SELF + (
     "faulthandler.disable()\n"
     "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
     "ctypes.string_at(0)\n"
+)
+_RUN_MACHINE_CODE = _NAME_SELF + (
+    "import faulthandler, mmap, resource\n"
+    "faulthandler.disable()\n"
+    "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+    "page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+    "page.write(bytes.fromhex(sys.argv[2]))\n"
+    "ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))()\n"
 )
 _WRITE_AND_FSYNC = _NAME_SELF + (
     "import os\n"
@@ -197,6 +205,45 @@ def segfault(comm: str, *, fatal_signal_dump: bool = False) -> Iterator[Segfault
             _, stderr = child.communicate()
             raise AssertionError(f"the NULL reader ended with {code}, not SIGSEGV: {stderr!r}")
         yield Segfault(child.pid, comm)
+
+
+# --- CPU traps in user mode ----------------------------------------------------------------
+
+# x86-64 code run from the start of an anonymous page; the kernel prints its own name for the
+# trap (arch/x86/kernel/traps.c) and the signal the child dies of.
+# trap: (code, the signal it kills with, offset of the faulting instruction)
+TRAPS = {
+    "invalid opcode": ("0f0b", signal.SIGILL, 0),  # ud2
+    "divide error": ("31c9f7f1c3", signal.SIGFPE, 2),  # xor ecx,ecx; div ecx
+    "general protection fault": ("f4", signal.SIGSEGV, 0),  # hlt: privileged
+}
+
+
+@dataclass(frozen=True)
+class CpuTrap:
+    """A child that ran an instruction the CPU refused in user mode."""
+
+    pid: int
+    comm: str
+    trap: str
+    fault_offset: int  # of the faulting instruction, from the start of its page
+
+
+@contextmanager
+def cpu_trap(comm: str, trap: str) -> Iterator[CpuTrap]:
+    """A child named ``comm`` runs code that raises ``trap`` (a key of TRAPS) and dies of it."""
+    code, signum, fault_offset = TRAPS[trap]
+    with ExitStack() as undo:
+        undo.enter_context(sysctl("debug.exception-trace", "1"))
+        undo.enter_context(sysctl("kernel.print-fatal-signals", "0"))
+        children = Children()
+        undo.callback(children.reap)
+        child = children.start(_RUN_MACHINE_CODE, comm, code)
+        exit_code = exit_of(child)
+        if exit_code != -signum:
+            _, stderr = child.communicate()
+            raise AssertionError(f"the {trap} child ended with {exit_code}: {stderr!r}")
+        yield CpuTrap(child.pid, comm, trap, fault_offset)
 
 
 # --- hung task ------------------------------------------------------------------------------
