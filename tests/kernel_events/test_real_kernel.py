@@ -86,7 +86,7 @@ def test_oom_kill_in_a_memory_cgroup_gives_one_event_with_victim_and_cgroup(
 ) -> None:
     """A child OOM-killed in its own memory cgroup is one complete oom_kill naming it and the cgroup."""
     with oom_kill(make_comm()) as made:
-        start = kernel_log.wait_for_text(f"{made.comm} invoked oom-killer:")
+        start = kernel_log.wait_for_text(f"{made.trigger_comm} invoked oom-killer:")
         killed = kernel_log.wait_for_text(f"Killed process {made.pid} ({made.comm})")
     assert not made.cgroup_dir.exists()
     assert process_state(made.pid) == ""
@@ -94,6 +94,20 @@ def test_oom_kill_in_a_memory_cgroup_gives_one_event_with_victim_and_cgroup(
     event = the_one(_events(kernel_log), "oom_kill", pid=made.pid)
     check_oom_kill(event, made)
     assert event["first_seq"] == start.seq
+    assert event["last_seq"] >= killed.seq
+
+
+def test_oom_kill_of_a_bystander_names_victim_and_trigger_apart(kernel_log: KernelLog) -> None:
+    """When one task's allocation makes the kernel kill a bigger one, the event tells them apart."""
+    with oom_kill(comm_tag(), limit_bytes=48 << 20, bystander=comm_tag("kb")) as made:
+        start = kernel_log.wait_for_text(f"{made.trigger_comm} invoked oom-killer:")
+        killed = kernel_log.wait_for_text(f"Killed process {made.pid} ({made.comm})")
+    assert made.trigger_pid != made.pid
+    assert not made.cgroup_dir.exists()
+
+    event = the_one(_events(kernel_log), "oom_kill", pid=made.pid)
+    check_oom_kill(event, made)
+    assert (event["first_seq"], event["fields"]["trigger_pid"]) == (start.seq, made.trigger_pid)
     assert event["last_seq"] >= killed.seq
 
 

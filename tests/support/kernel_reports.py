@@ -16,8 +16,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -47,6 +49,14 @@ _ALLOCATE_UNTIL_KILLED = _NAME_SELF + (
     "for _ in range(int(sys.argv[3])):\n"
     "    hog.append(b'\\x01' * (1 << 20))\n"
     "sys.exit(3)  # never killed: the limit did not hold, and the host's memory is not ours\n"
+)
+_HOLD_AND_SLEEP = _NAME_SELF + (
+    "from pathlib import Path\n"
+    "import os, time\n"
+    "Path(sys.argv[2]).write_text(str(os.getpid()))\n"
+    "hog = [b'\\x01' * (1 << 20) for _ in range(int(sys.argv[3]))]\n"
+    "print('holding', flush=True)\n"
+    "time.sleep(600)\n"
 )
 _READ_NULL = _NAME_SELF + (
     "import faulthandler, resource\n"
@@ -95,13 +105,15 @@ class MemoryCgroupRoot:
 
 @dataclass(frozen=True)
 class OomKill:
-    """An OOM kill the kernel made and logged: the victim and the cgroup it ran in."""
+    """An OOM kill the kernel made and logged: the victim, who triggered it, the cgroup."""
 
     pid: int
     comm: str
     cgroup_dir: Path
     memcg: str  # the path the kernel prints: "/<name>" below the controller's root
     limit_bytes: int
+    trigger_pid: int
+    trigger_comm: str
 
 
 def memory_cgroup_root() -> MemoryCgroupRoot:
@@ -152,27 +164,58 @@ def _remove_cgroup(cgroup: Path) -> None:
 
 
 @contextmanager
-def oom_kill(comm: str, *, limit_bytes: int = 32 << 20) -> Iterator[OomKill]:
-    """A child named ``comm`` allocates in a fresh memory cgroup until the kernel kills it."""
+def oom_kill(
+    comm: str, *, limit_bytes: int = 32 << 20, bystander: str | None = None
+) -> Iterator[OomKill]:
+    """A child named ``comm`` allocates in a fresh memory cgroup until the kernel kills it.
+
+    With a ``bystander``, a child of that name first takes 5/8 of the limit and sleeps;
+    ``comm`` then allocates up to half the limit: its allocation triggers the OOM killer,
+    which kills the bystander (the larger task), and ``comm`` lives on.
+    """
     root = memory_cgroup_root()
     cgroup = root.path / f"kmsg-forwarder-{comm}"
+    procs = str(cgroup / "cgroup.procs")
+    limit_mib = limit_bytes >> 20
     with ExitStack() as undo:
         cgroup.mkdir()
         undo.callback(_remove_cgroup, cgroup)
         _limit_memory(cgroup, root.version, limit_bytes)
         children = Children()
         undo.callback(children.reap)
-        child = children.start(
-            _ALLOCATE_UNTIL_KILLED,
+        victim = None
+        if bystander is not None:
+            victim = children.start(_HOLD_AND_SLEEP, bystander, procs, str(limit_mib * 5 // 8))
+            _wait_for_output(victim, b"holding")
+        cap_mib = limit_mib // 2 if victim else 8 * limit_mib  # the trigger's most
+        trigger = children.start(_ALLOCATE_UNTIL_KILLED, comm, procs, str(cap_mib))
+        trigger_code = exit_of(trigger)
+        if victim is None:
+            victim, expected = trigger, -signal.SIGKILL
+        else:
+            victim_code = exit_of(victim)
+            assert victim_code == -signal.SIGKILL, f"the bystander ended with {victim_code}"
+            expected = 3  # allocated its most and left
+        if trigger_code != expected:
+            _, stderr = trigger.communicate()
+            raise AssertionError(f"the OOM child ended with {trigger_code}: {stderr!r}")
+        yield OomKill(
+            victim.pid,
+            bystander or comm,
+            cgroup,
+            f"/{cgroup.name}",
+            limit_bytes,
+            trigger.pid,
             comm,
-            str(cgroup / "cgroup.procs"),
-            str(8 * limit_bytes >> 20),  # MiB allocated at most
         )
-        code = exit_of(child)
-        if code != -signal.SIGKILL:
-            _, stderr = child.communicate()
-            raise AssertionError(f"the OOM child ended with {code}, not SIGKILL: {stderr!r}")
-        yield OomKill(child.pid, comm, cgroup, f"/{cgroup.name}", limit_bytes)
+
+
+def _wait_for_output(child: subprocess.Popen[bytes], line: bytes) -> None:
+    """Wait (bounded) until ``child`` prints ``line``; fail if it ends first."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], CHILD_EXIT_TIMEOUT_S)
+    got = child.stdout.readline() if ready else b""
+    assert got.strip() == line, f"child {child.pid} printed {got!r}, not {line!r}"
 
 
 # --- segfault -------------------------------------------------------------------------------
