@@ -1,9 +1,10 @@
-"""Real records of Linux 6.18.44 that the shared vectors do not hold, caught by the real-kernel tests.
+"""Real records of Linux 6.18.44 that the shared vectors lack, caught by the real-kernel tests.
 
 tests/kernel_events/test_real_kernel.py makes the kernel report; these are records it
 printed when something else happened at the same time (another CPU's printk splitting a
-KERN_CONT line into a ``c`` record) or when the reporting process had a hostile name.
-Each case pins the classifier to that exact text (seq, ts_usec, level, flags as read).
+KERN_CONT line into a ``c`` record; another suite writing user records right after an OOM
+report) or when the reporting process had a hostile name. Each case pins the classifier to
+that exact text (seq, ts_usec, level, flags as read).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from forwarder.kernel_events import KernelEventClassifier
 from tests.kernel_events.support import kmsg, run
 
 Raw = tuple[int, int, int, str, str]  # seq, ts_usec, level, flags, text
@@ -252,3 +254,78 @@ def test_memcg_paths_and_comm_with_commas_are_read_whole() -> None:
     assert fields["constraint"] == "CONSTRAINT_MEMCG"
     assert fields["cpuset"] == "/"
     assert fields["mems_allowed"] == "0"
+
+
+# A real OOM report's first and last records (6.18.44, captured by the forwarder suite)
+# and the user.info record another suite injected 9 ms after the Killed line; it kept
+# injecting every few ms for 28 s, so the device never went idle.
+OOM_THEN_USER: list[Raw] = [
+    (
+        97734663,
+        4077487584,
+        4,
+        "-",
+        "kr09a2f4188f invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+    ),
+    (
+        97734742,
+        4077487888,
+        6,
+        "-",
+        (
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+            "oom_memcg=/kmsg-forwarder-kr09a2f4188f,task_memcg=/kmsg-forwarder-kr09a2f4188f,"
+            "task=kr09a2f4188f,pid=5971,uid=0"
+        ),
+    ),
+    (
+        97734743,
+        4077487907,
+        3,
+        "-",
+        (
+            "Memory cgroup out of memory: Killed process 5971 (kr09a2f4188f) total-vm:47268kB, "
+            "anon-rss:37632kB, file-rss:6320kB, shmem-rss:0kB, UID:0 pgtables:136kB "
+            "oom_score_adj:0"
+        ),
+    ),
+]
+KILLED_TS_USEC = OOM_THEN_USER[-1][1]
+QUIET_USEC = 2_000_000
+
+
+def _oom_then_a_user_record(after_usec: int) -> tuple[list[Any], list[Any]]:
+    """Events the OOM records close, and those a user record ``after_usec`` later closes."""
+    classifier = KernelEventClassifier(host="h", boot_id="b", clock_offset_ns=0)
+    records = [
+        kmsg(seq, text, ts_usec=ts_usec, level=level, flags=flags)
+        for seq, ts_usec, level, flags, text in OOM_THEN_USER
+    ]
+    after_kill = [event for record in records for event in classifier.feed(record)]
+    user = kmsg(97734744, "kft-cd7bc34841f7 75", ts_usec=KILLED_TS_USEC + after_usec, facility=1)
+    return after_kill, classifier.feed(user)
+
+
+def test_a_user_record_2s_after_the_killed_line_closes_the_oom_report() -> None:
+    """Time moves on with user-space records too: the OOM event needs no later kern record."""
+    after_kill, after_user = _oom_then_a_user_record(QUIET_USEC + 1)
+    assert after_kill == []
+    [event] = after_user
+    assert (event.class_name, event.complete, event.fields["pid"]) == ("oom_kill", True, 5971)
+    assert event.completed_by_seq == 97734744
+
+
+def test_a_user_record_within_2s_leaves_the_oom_report_open() -> None:
+    """A reaper line may still come within 2 s of the Killed line: the report stays open."""
+    assert _oom_then_a_user_record(QUIET_USEC) == ([], [])
+
+
+def test_advance_closes_for_a_record_the_caller_did_not_feed() -> None:
+    """A caller feeding only kern records hands the newest skipped record's time to advance()."""
+    classifier = KernelEventClassifier(host="h", boot_id="b", clock_offset_ns=0)
+    for seq, ts_usec, level, flags, text in OOM_THEN_USER:
+        assert classifier.feed(kmsg(seq, text, ts_usec=ts_usec, level=level, flags=flags)) == []
+    assert classifier.advance(97736000, KILLED_TS_USEC + QUIET_USEC) == []
+    [event] = classifier.advance(97736779, KILLED_TS_USEC + QUIET_USEC + 1)
+    assert (event.class_name, event.completed_by_seq) == ("oom_kill", 97736779)
+    assert classifier.open_reports == 0
