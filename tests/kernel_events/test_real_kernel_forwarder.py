@@ -13,6 +13,7 @@ lost records, so it is made again (at most three times), never judged.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -32,7 +33,7 @@ from tests.kernel_events.real_reports import (
     the_one,
 )
 from tests.support.forwarder import ForwarderProcess, read_ndjson
-from tests.support.kernel import requires_kernel
+from tests.support.kernel import inject, requires_kernel
 from tests.support.kernel_reports import (
     Ext4Error,
     comm_tag,
@@ -240,3 +241,36 @@ def test_netfilter_log_arrives_as_one_kernel_event_line(forwarder: RunningForwar
     event = the_one(events, "netfilter_log", prefix=made.prefix)
     check_netfilter_log(event, made)
     _shipped_with_its_records(records, event)
+
+
+class _Ticker(threading.Thread):
+    """Writes one tagged user record every ``interval_s`` until stopped (a chatty daemon)."""
+
+    def __init__(self, tag: str, interval_s: float) -> None:
+        super().__init__(daemon=True)
+        self.tag = tag
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        count = 0
+        while not self.stopped.wait(self.interval_s):
+            inject([f"{self.tag} tick {count}"])  # a new open file each time: no rate limit
+            count += 1
+
+
+def test_oom_kill_arrives_while_user_space_keeps_writing(forwarder: RunningForwarder) -> None:
+    """User records every 100 ms keep the device from idling, yet the OOM event comes out."""
+    ticker = _Ticker(comm_tag("kt"), interval_s=0.1)
+    ticker.start()
+    try:
+        made = ship(
+            forwarder,
+            lambda: oom_kill(comm_tag()),
+            lambda m, e: bool(_with("oom_kill", pid=m.pid)(e)),
+        )
+    finally:
+        ticker.stopped.set()
+        ticker.join(timeout=10)
+    events, _ = forwarder.stop()
+    check_oom_kill(the_one(events, "oom_kill", pid=made.pid), made)
