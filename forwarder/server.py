@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Final
 import uvloop
 
 from forwarder.config import Config
-from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
 from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
+from forwarder.delivery.selection import EventSelection
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.errors import ForwarderError
+from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.reader import Reader
 from forwarder.routing import Router
 from forwarder.sinks.base import Sink, SinkContext
@@ -89,6 +91,8 @@ class Server:
         self._reader_task: asyncio.Task[None] | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._sampler_task: asyncio.Task[None] | None = None
+        self._kernel_events: KernelEventStage | None = None
+        self._idle_flush_task: asyncio.Task[None] | None = None
         self._status_server: StatusServer | None = None
         self.started_reading = False
 
@@ -113,12 +117,14 @@ class Server:
         if drift is not None:
             self.emit.boot_clock_offset_checked(drift)
         self._clock_offset = offset
+        identity = Identity(self.config.host, boot_id, offset)
         router = Router(
-            Identity(self.config.host, boot_id, offset),
+            identity,
             checkpoints,
             min_level=self.config.source.min_level,
             now_ns=time.time_ns,
         )
+        self._kernel_events = self._kernel_event_stage(identity, checkpoints)
         retry = RetryPolicy(self.config.retry)
         for name, sink in self._sinks.items():
             table = self.config.sinks.get(name)
@@ -149,6 +155,7 @@ class Server:
             bad_input=self._bad_input,
             encode=self._encode,
             stop_requested=self._stop_requested,
+            kernel_events=self._kernel_events,
         )
         self.emit.started(
             source=str(self.config.source.path),
@@ -159,6 +166,26 @@ class Server:
                 n: (c.seq if c and c.boot_id == boot_id else None) for n, c in checkpoints.items()
             },
         )
+
+    def _kernel_event_stage(
+        self, identity: Identity, checkpoints: Mapping[str, Checkpoint | None]
+    ) -> KernelEventStage:
+        """The classifier for this run: each sink's resume point and event selection."""
+        resume = {
+            name: None if c is None else c.seq if c.boot_id == identity.boot_id else -1
+            for name, c in checkpoints.items()
+        }
+        selections = {
+            name: EventSelection.of(table.events, table.kernel_event_classes)
+            for name, table in self.config.sinks.items()
+            if name in self._sinks
+        }
+        return KernelEventStage(self.config.kernel_events, identity, resume, selections, self.emit)
+
+    def _live_source(self) -> bool:
+        """A device or FIFO, or a followed file: reports may wait for records that never come."""
+        source = self.config.source
+        return source.follow or not source.path.is_file()
 
     # -- run -------------------------------------------------------------------------
 
@@ -221,6 +248,9 @@ class Server:
             )
             self._sampler_task = asyncio.create_task(sampler.run(), name="gauges")
         self._reader_task = asyncio.create_task(self._reader.run(), name="reader")
+        if self._kernel_events is not None and self._live_source():
+            flush = self._kernel_events.flush_when_idle(self._reader.put, list(self._workers))
+            self._idle_flush_task = asyncio.create_task(flush, name="kernel-events-idle")
         self.started_reading = True
 
     async def _start_status_server(self, listen: str) -> None:
@@ -279,7 +309,7 @@ class Server:
 
     async def _shutdown(self) -> None:
         """Cancel what runs (workers close their sinks), end capture by its pid, stop serving."""
-        tasks = [self._sampler_task, self._reader_task, *self._worker_tasks]
+        tasks = [self._sampler_task, self._idle_flush_task, self._reader_task, *self._worker_tasks]
         running = [task for task in tasks if task is not None]
         for task in running:
             task.cancel()
