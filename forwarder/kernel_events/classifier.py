@@ -56,6 +56,7 @@ class KernelEventClassifier:
         self._idle_budget = MAX_IDLE_RECORDS
         self._quiet_deadline_usec = 0
         self._heads: tuple[str, ...] | None = None
+        self._raw_heads: tuple[bytes, ...] | None = None
         self._previous_text = ""
         self._last_seq = 0
         self.ambiguous_fragments = 0
@@ -81,6 +82,29 @@ class KernelEventClassifier:
         self._previous_text = text
         return events
 
+    def pass_over(self, raw: bytes, seq: int, ts_usec: int) -> bool:
+        """Count the kern record ``raw`` without parsing it, if no open report could take it.
+
+        For a record that opens nothing (``might_open`` says so) while reports are open:
+        True means feeding it would only have counted it as an idle record of each, which
+        is done; False means it must be fed. ``raw`` must be a record ``parse_record`` takes.
+        """
+        if self._bounds_stale:
+            self._compute_bounds()
+        heads = self._raw_heads
+        if (
+            heads is None
+            or not self._open
+            or self._pending_idle >= self._idle_budget
+            or ts_usec > self._quiet_deadline_usec
+            # A head is printable ASCII without a backslash: never escaped in the raw text.
+            or raw.startswith(heads, raw.find(b";") + 1)
+        ):
+            return False
+        self._pending_idle += 1
+        self._last_seq = seq
+        return True
+
     def flush(self) -> list[KernelEvent]:
         """Close every open report (end of input, shutdown)."""
         events: list[KernelEvent] = []
@@ -105,10 +129,7 @@ class KernelEventClassifier:
         """
         if self._bounds_stale:
             self._compute_bounds()
-        if (
-            self._pending_idle >= self._idle_budget
-            or record.ts_usec > self._quiet_deadline_usec
-        ):
+        if self._pending_idle >= self._idle_budget or record.ts_usec > self._quiet_deadline_usec:
             self._catch_up()
             for report in list(self._open):
                 if (
@@ -118,9 +139,7 @@ class KernelEventClassifier:
                     self._close(report, record.seq, events)
         heads = self._heads
         member = None
-        if (heads is None or text.startswith(heads)) and not self._ambiguous_fragment(
-            record, text
-        ):
+        if (heads is None or text.startswith(heads)) and not self._ambiguous_fragment(record, text):
             member = self._offer_in_turn(record, text, events)
         if member is None:
             self._pending_idle += 1
@@ -153,6 +172,7 @@ class KernelEventClassifier:
         )
         heads = tuple(report.head for report in self._open if report.head is not None)
         self._heads = heads if len(heads) == len(self._open) else None
+        self._raw_heads = None if self._heads is None else tuple(h.encode() for h in heads)
 
     def _offer_in_turn(self, record: Record, text: str, events: list[KernelEvent]) -> Report | None:
         for report in reversed(self._open):

@@ -177,7 +177,9 @@ class KernelEventStage:
 
         Kern records only (every record when a user rule takes another facility). While no
         report is open, only records that might open one are parsed and fed: the others
-        change nothing (:func:`might_open_at` finds them in the whole window at once).
+        change nothing (:func:`might_open_at` finds them in the whole window at once). While
+        reports are open, such a record that none of them could take is not parsed either
+        (:meth:`KernelEventClassifier.pass_over`).
         """
         classifier = self._classifier
         assert classifier is not None
@@ -189,8 +191,10 @@ class KernelEventStage:
         if not wanted:
             return completed
         window = raws if len(raws) == len(chunk) else _aligned(chunk, raws)
-        openers = None if self._rules else _kern_openers(window, wanted)
+        may_open = None if self._rules else might_open_at(window)
+        openers = None if may_open is None else _kern_openers(may_open, wanted)
         seqs, count, position, next_opener = chunk.seqs, len(wanted), 0, 0
+        stamps = chunk.ts_usec
         while position < count:
             if openers is not None and not classifier.open_reports:
                 while next_opener < len(openers) and openers[next_opener] < wanted[position]:
@@ -204,7 +208,15 @@ class KernelEventStage:
             if seq <= self._fed_seq:
                 continue  # a dump may repeat records; the sinks skip them too
             self._fed_seq = seq
-            record = _parse(window[index])
+            raw = window[index]
+            if (
+                may_open is not None
+                and index not in may_open
+                and raw
+                and classifier.pass_over(raw, seq, stamps[index])
+            ):
+                continue  # no open report could take it: it only counts as their idle record
+            record = _parse(raw)
             if record is None:
                 continue
             try:
@@ -277,7 +289,6 @@ def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:
     return window
 
 
-def _kern_openers(window: Sequence[bytes], wanted: list[int]) -> list[int]:
+def _kern_openers(may_open: set[int], wanted: list[int]) -> list[int]:
     """The indices among ``wanted`` whose raw record might open a report, in order."""
-    openers = might_open_at(window)
-    return [index for index in wanted if index in openers] if openers else []
+    return [index for index in wanted if index in may_open] if may_open else []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forwarder.kernel_events import KernelEventClassifier
 from forwarder.kernel_events.classifier import ReferenceClassifier
+from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.source.parser import parse_record
 from tests.kernel_events.test_fuzz import KNOWN_LINES
+from tests.kernel_events.test_stage import BOOT, IDENTITY, Harness
 
 USB_LINES = [
     "usb {path}: new high-speed USB device number 3 using xhci_hcd",
@@ -36,12 +38,19 @@ records = st.tuples(
     st.sampled_from(["-", "-", "c"]),
     st.sampled_from([None, None, "T1", "T2"]),
     texts,
-    st.sampled_from([1, 1, 1, 120]),  # how many times the record repeats (idle reports)
+    st.sampled_from([1, 1, 1, 70, 120]),  # how many times the record repeats (idle reports)
 )
+# A USB connect waiting for its product lines, then more than 200 records it cannot take.
+IDLE_USB = [
+    (6, 50, "-", None, USB_LINES[0].format(path="1-1"), 1),
+    (6, 50, "-", None, NOISE[0], 150),
+    (6, 0, "-", None, NOISE[1], 100),
+]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(records, max_size=40))
+@example(IDLE_USB)
 def test_offering_only_what_open_reports_can_take_groups_like_the_reference(
     items: list[tuple[int, int, str, str | None, str, int]],
 ) -> None:
@@ -63,3 +72,46 @@ def test_offering_only_what_open_reports_can_take_groups_like_the_reference(
     want.extend((e.to_dict(), e.completed_by_seq) for e in reference.flush())
     assert got == want
     assert fast.ambiguous_fragments == reference.ambiguous_fragments
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, max_size=30), st.lists(st.integers(1, 400), min_size=1, max_size=4))
+@example(IDLE_USB, [64])
+def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
+    items: list[tuple[int, int, str, str | None, str, int]], reads: list[int]
+) -> None:
+    """Records left unparsed while reports are open change no event, position or place."""
+    raws: list[bytes] = []
+    seq, ts = 0, 0
+    for prefix, step, flags, caller, text, repeat in items:
+        for _ in range(repeat):
+            seq, ts = seq + 1, ts + step
+            header = f"{prefix},{seq},{ts},{flags}" + (f",caller={caller}" if caller else "")
+            escaped = text.replace("\\", "\\x5c").replace("\n", "\\x0a")
+            raws.append(f"{header};{escaped}\n".encode())
+    harness = Harness({"out": None})
+    got: list[tuple[int, int, bytes]] = []
+    start, last = 0, -1
+    while True:
+        size = reads[len(got) % len(reads)]
+        chunk, start = raws[start : start + size], start + size
+        for item in harness.route(chunk, end=start >= len(raws))["out"]:
+            if item.kind == "kernel_event":
+                got.append((last, item.checkpoint_seq, item.json))
+            else:
+                last = item.checkpoint_seq
+        if start >= len(raws):
+            break
+    reference = ReferenceClassifier(
+        host="node-1", boot_id=BOOT, clock_offset_ns=IDENTITY.clock_offset_ns
+    )
+    want: list[tuple[int, int, bytes]] = []
+    for raw in raws:
+        record = parse_record(raw)
+        if record.facility_code == 0:
+            want.extend(
+                (record.seq, record.seq, encode_kernel_event(e, record.seq).json)
+                for e in reference.feed(record)
+            )
+    want.extend((seq, seq, encode_kernel_event(e, seq).json) for e in reference.flush())
+    assert got == want
