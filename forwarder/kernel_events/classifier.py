@@ -163,13 +163,13 @@ class KernelEventClassifier:
     def _compute_bounds(self) -> None:
         """What the open reports let pass before one may close, and the heads they take."""
         self._bounds_stale = False
-        self._idle_budget = min(
-            (MAX_IDLE_RECORDS - report.idle_records for report in self._open),
-            default=MAX_IDLE_RECORDS,
-        )
-        self._quiet_deadline_usec = min(
-            (report.last_ts_usec + report.quiet_usec for report in self._open), default=0
-        )
+        budget, deadline_usec = MAX_IDLE_RECORDS, None
+        for report in self._open:
+            budget = min(budget, MAX_IDLE_RECORDS - report.idle_records)
+            ends_usec = report.last_ts_usec + report.quiet_usec
+            if deadline_usec is None or ends_usec < deadline_usec:
+                deadline_usec = ends_usec
+        self._idle_budget, self._quiet_deadline_usec = budget, deadline_usec or 0
         heads = tuple(report.head for report in self._open if report.head is not None)
         self._heads = heads if len(heads) == len(self._open) else None
         self._raw_heads = None if self._heads is None else tuple(h.encode() for h in heads)

@@ -88,7 +88,8 @@ def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
             seq, ts = seq + 1, ts + step
             header = f"{prefix},{seq},{ts},{flags}" + (f",caller={caller}" if caller else "")
             escaped = text.replace("\\", "\\x5c").replace("\n", "\\x0a")
-            raws.append(f"{header};{escaped}\n".encode())
+            dictionary = "\n SUBSYSTEM=usb\n DEVICE=c189:1" if seq % 3 == 0 else ""
+            raws.append(f"{header};{escaped}{dictionary}\n".encode())
     harness = Harness({"out": None})
     got: list[tuple[int, int, bytes]] = []
     start, last = 0, -1
