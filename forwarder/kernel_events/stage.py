@@ -38,7 +38,7 @@ from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.model import KernelEvent
 from forwarder.kernel_events.rules import UserRule
 from forwarder.routing import Gap, Item, Router
-from forwarder.source.parser import Record, parse_record
+from forwarder.source.parser import Record, parse_record, unescape
 from forwarder.telemetry.events import Emitter
 
 _position = operator.attrgetter("checkpoint_seq")
@@ -216,7 +216,7 @@ class KernelEventStage:
                 and classifier.pass_over(raw, seq, stamps[index])
             ):
                 continue  # no open report could take it: it only counts as their idle record
-            record = _parse(raw)
+            record = parse_for_classification(raw, chunk.prefixes[index], seq, stamps[index])
             if record is None:
                 continue
             try:
@@ -269,17 +269,33 @@ class KernelEventStage:
 
 
 def _parse(raw: bytes) -> Record | None:
-    """The record without its dictionary, or None: the encoder already counted a bad one.
-
-    Classification reads no dictionary field (SUBSYSTEM, DEVICE, ...), so the dictionary
-    lines are left out: they are the costly part of the parse, and never make it fail.
-    """
+    """The record, or None: the encoder already counted, logged or set aside a bad one."""
     try:
-        return parse_record(raw.partition(b"\n")[0])
+        return parse_record(raw)
     except RecordParseError:
         return None
     except Exception:  # the safety net: the encoder already set this record aside and counted it
         return None
+
+
+def parse_for_classification(raw: bytes, prefix: int, seq: int, ts_usec: int) -> Record | None:
+    """``parse_record(raw)`` without the dictionary, for a record the encoder took.
+
+    The header's numbers come from the chunk's columns (the encoder checked them), so only
+    the flags, the caller id and the text are read; classification reads no dictionary
+    field. None for a record the parser would refuse (the encoder already counted it).
+    """
+    header, semicolon, body = raw.partition(b";")
+    parts = header.split(b",")
+    if not semicolon or len(parts) < 3:
+        return None
+    flags = parts[3].decode("ascii", "replace") if len(parts) > 3 and parts[3] else "-"
+    caller = None
+    for extra in parts[4:]:
+        if extra.startswith(b"caller="):
+            caller = extra[7:].decode("ascii", "replace")
+    message = unescape(body.partition(b"\n")[0])
+    return Record(prefix >> 3, prefix & 7, seq, ts_usec, flags, message, caller)
 
 
 def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:

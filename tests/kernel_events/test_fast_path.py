@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import MappingProxyType
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forwarder.kernel_events import KernelEventClassifier
 from forwarder.kernel_events.classifier import ReferenceClassifier
 from forwarder.kernel_events.envelope import encode_kernel_event
+from forwarder.kernel_events.stage import parse_for_classification
 from forwarder.source.parser import parse_record
 from tests.kernel_events.test_fuzz import KNOWN_LINES
 from tests.kernel_events.test_stage import BOOT, IDENTITY, Harness
 
+_EMPTY: MappingProxyType[str, str] = MappingProxyType({})
 USB_LINES = [
     "usb {path}: new high-speed USB device number 3 using xhci_hcd",
     "usb {path}: New USB device found, idVendor=046d, idProduct=c52b, bcdDevice=12.03",
@@ -116,3 +121,25 @@ def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
             )
     want.extend((seq, seq, encode_kernel_event(e, seq).json) for e in reference.flush())
     assert got == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.integers(0, 191),
+    st.integers(0, 2**40),
+    st.sampled_from(["", "-", "c", "+", "-,caller=T42", "c,caller=C1,x=y", "-,junk"]),
+    st.text(max_size=80),
+    st.sampled_from(["", "\n SUBSYSTEM=usb\n DEVICE=c189:1", "\n odd"]),
+)
+def test_the_classification_parse_matches_the_parser(
+    prefix: int, ts_usec: int, rest: str, text: str, dictionary: str
+) -> None:
+    """Without its dictionary, a record reads the same through both parses."""
+    escaped = (
+        text.encode("utf-8", "surrogatepass").replace(b"\\", b"\\x5c").replace(b"\n", b"\\x0a")
+    )
+    raw = f"{prefix},7,{ts_usec},{rest}".encode() + b";" + escaped + dictionary.encode() + b"\n"
+    full = parse_record(raw)
+    cheap = parse_for_classification(raw, full.facility_code << 3 | full.level_code, 7, ts_usec)
+    assert cheap is not None
+    assert cheap == replace(full, subsystem=None, device=None, fields=_EMPTY)
