@@ -1,14 +1,15 @@
-"""The reader: frames from the capture process become chunks routed to every sink's batcher.
+"""The reader: windows of the capture stream become chunks routed to every sink's batcher.
 
-Each group of frames read from the pipe is encoded once (``ChunkEncoder``) and routed
-(``Router``) into per-sink lists that go to each sink's batcher; control frames (overrun,
+Each window read from the pipe (raw records, split in one call) is encoded once
+(``ChunkEncoder``) and routed (``Router``) into per-sink lists of chunk slices, standalone
+events and filtered positions that go to each sink's batcher; control frames (overrun,
 rejected, too large, end, error) are counted or end the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.chunk import ChunkEncoder
@@ -17,7 +18,7 @@ from forwarder.errors import ForwarderError, RecordParseError
 from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item, Router
 from forwarder.source.bad_input import BadInput
-from forwarder.source.capture import Capture, Frame
+from forwarder.source.capture import Capture, Frame, Window
 from forwarder.source.capture_process import FrameKind
 from forwarder.source.parser import Record
 from forwarder.telemetry.events import Emitter
@@ -65,8 +66,8 @@ class Reader:
             self._emit.gap_emitted(sink, reason)
         sink_names = list(self._workers)
         while True:
-            frames = await self._capture.read_frames()
-            if not frames:
+            window = await self._capture.read_window()
+            if not (window.records or window.controls):
                 await self._kernel_events.close()
                 if not (self._stop_requested.is_set() or self.source_ended):
                     raise ForwarderError(
@@ -76,7 +77,7 @@ class Reader:
                 return
             async with self._kernel_events.handing_out():
                 out: dict[str, list[Item]] = {name: [] for name in sink_names}
-                self._route_frames(frames, router, out)
+                self._route_window(window, router, out)
                 await self.put(out)
 
     async def put(self, out: dict[str, list[Item]]) -> None:
@@ -85,15 +86,10 @@ class Reader:
             if items:
                 await self._workers[name].batcher.put(items)
 
-    def _route_frames(
-        self, frames: Sequence[Frame], router: Router, out: dict[str, list[Item]]
-    ) -> None:
-        raws: list[bytes] = []
-        for frame in frames:
-            if frame.kind is FrameKind.RECORD:
-                raws.append(frame.payload)
-            else:
-                self._control_frame(frame)
+    def _route_window(self, window: Window, router: Router, out: dict[str, list[Item]]) -> None:
+        for frame in window.controls:
+            self._control_frame(frame)
+        raws = window.records
         if self._encoder is None or self._encoder.identity is not router.identity:
             self._encoder = ChunkEncoder(router.identity, self._encode)
         chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from forwarder.encoding.chunk import Slice
 from forwarder.encoding.reference import Event, EventKind
 from forwarder.kernel_events.envelope import class_of
 from forwarder.routing import Item, Position
@@ -44,10 +45,23 @@ class EventSelection:
         return class_of(event) in self.classes
 
     def apply(self, items: Sequence[Item]) -> list[Item]:
-        """``items`` with every event the sink does not take turned into a Position marker."""
-        return [
-            item
-            if not isinstance(item, Event) or self.takes(item)
-            else Position(item.boot_id, item.checkpoint_seq)
-            for item in items
-        ]
+        """``items`` with every event the sink does not take turned into a Position marker.
+
+        A slice holds kmsg records only: a sink without ``kmsg`` gets a marker per record.
+        """
+        selected: list[Item] = []
+        takes_records = "kmsg" in self.kinds
+        for item in items:
+            if isinstance(item, Slice):
+                if takes_records:
+                    selected.append(item)
+                else:
+                    boot_id = item.boot_id
+                    selected.extend(
+                        Position(boot_id, seq) for seq in item.chunk.seqs[item.start : item.stop]
+                    )
+            elif isinstance(item, Event) and not self.takes(item):
+                selected.append(Position(item.boot_id, item.checkpoint_seq))
+            else:
+                selected.append(item)
+        return selected

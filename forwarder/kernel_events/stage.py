@@ -28,8 +28,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from forwarder.delivery.selection import EventSelection
-from forwarder.encoding.chunk import Chunk
-from forwarder.encoding.reference import Identity
+from forwarder.encoding.chunk import Chunk, Slice
+from forwarder.encoding.reference import Event, Identity
 from forwarder.errors import RecordParseError
 from forwarder.kernel_events.catalogue import CLASSES, might_open_at
 from forwarder.kernel_events.classifier import KernelEventClassifier
@@ -252,10 +252,10 @@ class KernelEventStage:
             if resume is not None and position <= resume:
                 continue
             items = out[sink]
-            at = len(items)
-            if starts is not None:
-                at = bisect.bisect_right(items, position, lo=starts[sink], key=_position)
-            items[at:at] = encoded
+            if starts is None:
+                items.extend(encoded)
+            else:
+                _insert_after(items, position, encoded, lo=starts[sink])
 
     def _count(self, event: KernelEvent) -> None:
         builtin = event.class_name in CLASSES
@@ -266,6 +266,23 @@ class KernelEventStage:
             kind if isinstance(kind, str) else "",
             severity if isinstance(severity, str) else "",
         )
+
+
+def _insert_after(items: list[Item], position: int, events: list[Event], *, lo: int) -> None:
+    """Put ``events`` right after the record at ``position`` in ``items`` (from ``lo`` on).
+
+    Positions never decrease along a stream: the events go before the first item past
+    ``position``; a slice that holds ``position`` and later records is cut in two around them.
+    """
+    at = bisect.bisect_right(items, position, lo=lo, key=_position)
+    if at < len(items):
+        item = items[at]
+        if isinstance(item, Slice):
+            cut = bisect.bisect_right(item.chunk.seqs, position, item.start, item.stop) - item.start
+            if cut > 0:
+                items[at : at + 1] = [item.part(0, cut), *events, item.part(cut, len(item))]
+                return
+    items[at:at] = events
 
 
 def _parse(raw: bytes) -> Record | None:
