@@ -8,13 +8,14 @@ from types import MappingProxyType
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from forwarder.encoding.reference import Event
 from forwarder.kernel_events import KernelEventClassifier
 from forwarder.kernel_events.classifier import ReferenceClassifier
 from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.stage import parse_for_classification
 from forwarder.source.parser import parse_record
 from tests.kernel_events.test_fuzz import KNOWN_LINES
-from tests.kernel_events.test_stage import BOOT, IDENTITY, Harness
+from tests.kernel_events.test_stage import BOOT, IDENTITY, Harness, _expanded
 
 _EMPTY: MappingProxyType[str, str] = MappingProxyType({})
 USB_LINES = [
@@ -101,8 +102,8 @@ def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
     while True:
         size = reads[len(got) % len(reads)]
         chunk, start = raws[start : start + size], start + size
-        for item in harness.route(chunk, end=start >= len(raws))["out"]:
-            if item.kind == "kernel_event":
+        for item in _expanded(harness.route(chunk, end=start >= len(raws))["out"]):
+            if isinstance(item, Event) and item.kind == "kernel_event":
                 got.append((last, item.checkpoint_seq, item.json))
             else:
                 last = item.checkpoint_seq
