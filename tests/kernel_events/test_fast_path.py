@@ -86,7 +86,11 @@ def test_offering_only_what_open_reports_can_take_groups_like_the_reference(
 def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
     items: list[tuple[int, int, str, str | None, str, int]], reads: list[int]
 ) -> None:
-    """Records left unparsed while reports are open change no event, position or place."""
+    """Records left unparsed while reports are open change no event, position or place.
+
+    The reference feeds every kern record and, as the stage does, lets each read's newest
+    record (kern or not) end quiet windows.
+    """
     raws: list[bytes] = []
     seq, ts = 0, 0
     for prefix, step, flags, caller, text, repeat in items:
@@ -97,29 +101,33 @@ def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
             dictionary = "\n SUBSYSTEM=usb\n DEVICE=c189:1" if seq % 3 == 0 else ""
             raws.append(f"{header};{escaped}{dictionary}\n".encode())
     harness = Harness({"out": None})
+    reference = ReferenceClassifier(
+        host="node-1", boot_id=BOOT, clock_offset_ns=IDENTITY.clock_offset_ns
+    )
     got: list[tuple[int, int, bytes]] = []
-    start, last = 0, -1
-    while True:
-        size = reads[len(got) % len(reads)]
-        chunk, start = raws[start : start + size], start + size
+    want: list[tuple[int, int, bytes]] = []
+    start, last, read = 0, -1, 0
+    while start < len(raws):
+        size = reads[read % len(reads)]
+        chunk, start, read = raws[start : start + size], start + size, read + 1
         for item in _expanded(harness.route(chunk, end=start >= len(raws))["out"]):
             if isinstance(item, Event) and item.kind == "kernel_event":
                 got.append((last, item.checkpoint_seq, item.json))
             else:
                 last = item.checkpoint_seq
-        if start >= len(raws):
-            break
-    reference = ReferenceClassifier(
-        host="node-1", boot_id=BOOT, clock_offset_ns=IDENTITY.clock_offset_ns
-    )
-    want: list[tuple[int, int, bytes]] = []
-    for raw in raws:
-        record = parse_record(raw)
-        if record.facility_code == 0:
-            want.extend(
-                (record.seq, record.seq, encode_kernel_event(e, record.seq).json)
-                for e in reference.feed(record)
-            )
+        # The reference: every kern record fed; the read's newest record moves time on.
+        for raw in chunk:
+            record = parse_record(raw)
+            if record.facility_code == 0:
+                want.extend(
+                    (record.seq, record.seq, encode_kernel_event(e, record.seq).json)
+                    for e in reference.feed(record)
+                )
+        newest = parse_record(chunk[-1])
+        want.extend(
+            (newest.seq, newest.seq, encode_kernel_event(e, newest.seq).json)
+            for e in reference.advance(newest.seq, newest.ts_usec)
+        )
     want.extend((seq, seq, encode_kernel_event(e, seq).json) for e in reference.flush())
     assert got == want
 
