@@ -49,6 +49,14 @@ class KernelEventClassifier:
         self._rules = tuple(rules)
         self._clock = clock
         self._open: list[Report] = []
+        # Kern records since the open reports' idle_records were last brought up to date
+        # (no report took them), and what the open reports let pass before that matters.
+        self._pending_idle = 0
+        self._bounds_stale = False
+        self._idle_budget = MAX_IDLE_RECORDS
+        self._quiet_deadline_usec = 0
+        self._heads: tuple[str, ...] | None = None
+        self._raw_heads: tuple[bytes, ...] | None = None
         self._previous_text = ""
         self._last_seq = 0
         self.ambiguous_fragments = 0
@@ -75,6 +83,29 @@ class KernelEventClassifier:
                 self._start(report, record, events)
         self._previous_text = text
         return events
+
+    def pass_over(self, raw: bytes, seq: int, ts_usec: int) -> bool:
+        """Count the kern record ``raw`` without parsing it, if no open report could take it.
+
+        For a record that opens nothing (``might_open`` says so) while reports are open:
+        True means feeding it would only have counted it as an idle record of each, which
+        is done; False means it must be fed. ``raw`` must be a record ``parse_record`` takes.
+        """
+        if self._bounds_stale:
+            self._compute_bounds()
+        heads = self._raw_heads
+        if (
+            heads is None
+            or not self._open
+            or self._pending_idle >= self._idle_budget
+            or ts_usec > self._quiet_deadline_usec
+            # A head is printable ASCII without a backslash: never escaped in the raw text.
+            or raw.startswith(heads, raw.find(b";") + 1)
+        ):
+            return False
+        self._pending_idle += 1
+        self._last_seq = seq
+        return True
 
     def advance(self, seq: int, ts_usec: int) -> list[KernelEvent]:
         """Close the reports whose quiet window (2 s of ``ts_usec``) a later record ended.
@@ -107,19 +138,58 @@ class KernelEventClassifier:
         return events
 
     def _offer(self, record: Record, text: str, events: list[KernelEvent]) -> bool:
-        for report in list(self._open):
-            if (
-                record.ts_usec - report.last_ts_usec > report.quiet_usec
-                or report.idle_records >= MAX_IDLE_RECORDS
-            ):
-                self._close(report, record.seq, events)
+        """Close what is over, offer ``record`` to the open reports: whether one took it.
+
+        :class:`ReferenceClassifier` is the obvious form. Here a record no open report can
+        take (their :attr:`~Report.head`) is offered to none, and the open reports' idle
+        counts are brought up to date only when a report takes a record or may close.
+        """
+        if self._bounds_stale:
+            self._compute_bounds()
+        if self._pending_idle >= self._idle_budget or record.ts_usec > self._quiet_deadline_usec:
+            self._catch_up()
+            for report in list(self._open):
+                if (
+                    record.ts_usec - report.last_ts_usec > report.quiet_usec
+                    or report.idle_records >= MAX_IDLE_RECORDS
+                ):
+                    self._close(report, record.seq, events)
+        heads = self._heads
         member = None
-        if not self._ambiguous_fragment(record, text):
+        if (heads is None or text.startswith(heads)) and not self._ambiguous_fragment(record, text):
             member = self._offer_in_turn(record, text, events)
+        if member is None:
+            self._pending_idle += 1
+            return False
+        idle = self._pending_idle + 1
         for report in self._open:
             if report is not member:
-                report.idle_records += 1
-        return member is not None
+                report.idle_records += idle
+        self._pending_idle = 0
+        self._bounds_stale = True
+        return True
+
+    def _catch_up(self) -> None:
+        """Charge the records no report took to every open report's idle count."""
+        if self._pending_idle:
+            for report in self._open:
+                report.idle_records += self._pending_idle
+            self._pending_idle = 0
+            self._bounds_stale = True
+
+    def _compute_bounds(self) -> None:
+        """What the open reports let pass before one may close, and the heads they take."""
+        self._bounds_stale = False
+        budget, deadline_usec = MAX_IDLE_RECORDS, None
+        for report in self._open:
+            budget = min(budget, MAX_IDLE_RECORDS - report.idle_records)
+            ends_usec = report.last_ts_usec + report.quiet_usec
+            if deadline_usec is None or ends_usec < deadline_usec:
+                deadline_usec = ends_usec
+        self._idle_budget, self._quiet_deadline_usec = budget, deadline_usec or 0
+        heads = tuple(report.head for report in self._open if report.head is not None)
+        self._heads = heads if len(heads) == len(self._open) else None
+        self._raw_heads = None if self._heads is None else tuple(h.encode() for h in heads)
 
     def _offer_in_turn(self, record: Record, text: str, events: list[KernelEvent]) -> Report | None:
         for report in reversed(self._open):
@@ -158,19 +228,23 @@ class KernelEventClassifier:
         if report.done:
             self._close(report, record.seq, events)
         else:
+            self._catch_up()  # the records before this one are not its idle records
             self._open.append(report)
+            self._bounds_stale = True
 
     def _absorb_cut_here(self, oops: OopsReport, record: Record) -> None:
         """``cut here`` right before ``kernel BUG at`` belongs to the oops, not a warning."""
         for old in self._open:
             if isinstance(old, WarningReport) and old.only_cut_here and old.accepts_caller(record):
                 self._open.remove(old)
+                self._bounds_stale = True
                 oops.absorb_cut_here(old)
                 return
 
     def _close(self, report: Report, completed_by_seq: int, events: list[KernelEvent]) -> None:
         if report in self._open:
             self._open.remove(report)
+            self._bounds_stale = True
         report.finish()
         events.append(
             KernelEvent(
@@ -205,3 +279,22 @@ class KernelEventClassifier:
                     )
                 )
         return events
+
+
+class ReferenceClassifier(KernelEventClassifier):
+    """The slow, obvious grouping (for tests): every open report is offered every record."""
+
+    def _offer(self, record: Record, text: str, events: list[KernelEvent]) -> bool:
+        for report in list(self._open):
+            if (
+                record.ts_usec - report.last_ts_usec > report.quiet_usec
+                or report.idle_records >= MAX_IDLE_RECORDS
+            ):
+                self._close(report, record.seq, events)
+        member = None
+        if not self._ambiguous_fragment(record, text):
+            member = self._offer_in_turn(record, text, events)
+        for report in self._open:
+            if report is not member:
+                report.idle_records += 1
+        return member is not None

@@ -54,7 +54,7 @@ class UsbDevice(Report):
     def __init__(self, record: Record, fields: Fields, *, done: bool) -> None:
         super().__init__(record, fields, key=fields["path"], done=done)
         self.strings_left: set[str] | None = None
-        self._head = f"usb {self.key}: "  # every line of this device starts so
+        self.head = self._head = f"usb {self.key}: "  # every line of this device starts so
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
         """The same path's ``New USB device ...``, Product, Manufacturer, SerialNumber lines."""

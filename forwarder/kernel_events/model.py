@@ -58,18 +58,20 @@ class KernelEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The event's JSON object."""
+        seqs = self.member_seqs
+        first_seq, last_seq, count = seqs[0], seqs[-1], len(seqs)
         document: dict[str, Any] = {
             "event": "kernel_event",
             "class": self.class_name,
-            "id": self.id,
+            "id": f"{self.boot_id}-{first_seq}-{self.class_name}",
             "host": self.host,
             "boot_id": self.boot_id,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "record_count": len(self.member_seqs),
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "record_count": count,
         }
-        if not self.contiguous:
-            document["member_seqs"] = list(self.member_seqs)
+        if last_seq - first_seq + 1 != count:
+            document["member_seqs"] = list(seqs)
         document["complete"] = self.complete
         document["@timestamp"] = format_timestamp(self.timestamp_ns)
         document["level"] = level_name(self.level_code)

@@ -39,6 +39,10 @@ class Report:
 
     class_name: ClassVar[str] = ""
     quiet_usec: ClassVar[int] = QUIET_USEC
+    # Every record this report can take starts so (None: any record may join). Offered a
+    # record that does not, ``offer`` says REJECT and ``wants_fragment`` False, and the
+    # report never reads ``previous_text``: the classifier need not offer it at all.
+    head: str | None = None
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.model import KernelEvent
 from forwarder.kernel_events.rules import UserRule
 from forwarder.routing import Gap, Item, Router
-from forwarder.source.parser import Record, parse_record
+from forwarder.source.parser import Record, parse_record, unescape
 from forwarder.telemetry.events import Emitter
 
 _position = operator.attrgetter("checkpoint_seq")
@@ -196,7 +196,9 @@ class KernelEventStage:
 
         Kern records only (every record when a user rule takes another facility). While no
         report is open, only records that might open one are parsed and fed: the others
-        change nothing (:func:`might_open_at` finds them in the whole window at once).
+        change nothing (:func:`might_open_at` finds them in the whole window at once). While
+        reports are open, such a record that none of them could take is not parsed either
+        (:meth:`KernelEventClassifier.pass_over`).
         """
         classifier = self._classifier
         assert classifier is not None
@@ -208,8 +210,10 @@ class KernelEventStage:
         if not wanted:
             return completed
         window = raws if len(raws) == len(chunk) else _aligned(chunk, raws)
-        openers = None if self._rules else _kern_openers(window, wanted)
+        may_open = None if self._rules else might_open_at(window)
+        openers = None if may_open is None else _kern_openers(may_open, wanted)
         seqs, count, position, next_opener = chunk.seqs, len(wanted), 0, 0
+        stamps = chunk.ts_usec
         while position < count:
             if openers is not None and not classifier.open_reports:
                 while next_opener < len(openers) and openers[next_opener] < wanted[position]:
@@ -223,7 +227,15 @@ class KernelEventStage:
             if seq <= self._fed_seq:
                 continue  # a dump may repeat records; the sinks skip them too
             self._fed_seq = seq
-            record = _parse(window[index])
+            raw = window[index]
+            if (
+                may_open is not None
+                and index not in may_open
+                and raw
+                and classifier.pass_over(raw, seq, stamps[index])
+            ):
+                continue  # no open report could take it: it only counts as their idle record
+            record = parse_for_classification(raw, chunk.prefixes[index], seq, stamps[index])
             if record is None:
                 continue
             try:
@@ -302,6 +314,26 @@ def _parse(raw: bytes) -> Record | None:
         return None
 
 
+def parse_for_classification(raw: bytes, prefix: int, seq: int, ts_usec: int) -> Record | None:
+    """``parse_record(raw)`` without the dictionary, for a record the encoder took.
+
+    The header's numbers come from the chunk's columns (the encoder checked them), so only
+    the flags, the caller id and the text are read; classification reads no dictionary
+    field. None for a record the parser would refuse (the encoder already counted it).
+    """
+    header, semicolon, body = raw.partition(b";")
+    parts = header.split(b",")
+    if not semicolon or len(parts) < 3:
+        return None
+    flags = parts[3].decode("ascii", "replace") if len(parts) > 3 and parts[3] else "-"
+    caller = None
+    for extra in parts[4:]:
+        if extra.startswith(b"caller="):
+            caller = extra[7:].decode("ascii", "replace")
+    message = unescape(body.partition(b"\n")[0])
+    return Record(prefix >> 3, prefix & 7, seq, ts_usec, flags, message, caller)
+
+
 def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:
     """The raw record of each chunk index (b"" if none): the parser left some out (rare)."""
     index_of = {seq: index for index, seq in enumerate(chunk.seqs)}
@@ -313,7 +345,6 @@ def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:
     return window
 
 
-def _kern_openers(window: Sequence[bytes], wanted: list[int]) -> list[int]:
+def _kern_openers(may_open: set[int], wanted: list[int]) -> list[int]:
     """The indices among ``wanted`` whose raw record might open a report, in order."""
-    openers = might_open_at(window)
-    return [index for index in wanted if index in openers] if openers else []
+    return [index for index in wanted if index in may_open] if may_open else []
