@@ -32,6 +32,7 @@ import orjson
 from aiohttp import ClientSession, web
 
 from forwarder.encoding.reference import Event, Identity, encode_record
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.http.sink import HttpSink, HttpSinkConfig
@@ -166,41 +167,41 @@ def sinks(url: str) -> list[tuple[str, Sink]]:
     http = {"type": "http", "endpoint": url + "/ingest"}
     otlp = {"type": "otlp", "endpoint": url}
     return [
-        ("loki protobuf+snappy", LokiSink("b", LokiSinkConfig.model_validate(loki))),
-        ("loki json", LokiSink("b", LokiSinkConfig.model_validate(loki | {"encoding": "json"}))),
+        ("loki protobuf+snappy", LokiSink("b", parse_table(loki, LokiSinkConfig))),
+        ("loki json", LokiSink("b", parse_table(loki | {"encoding": "json"}, LokiSinkConfig))),
         (
             "loki json+gzip",
             LokiSink(
                 "b",
-                LokiSinkConfig.model_validate(loki | {"encoding": "json", "compression": "gzip"}),
+                parse_table(loki | {"encoding": "json", "compression": "gzip"}, LokiSinkConfig),
             ),
         ),
-        ("elasticsearch", ElasticsearchSink("b", ElasticsearchSinkConfig.model_validate(es))),
+        ("elasticsearch", ElasticsearchSink("b", parse_table(es, ElasticsearchSinkConfig))),
         (
             "elasticsearch gzip",
             ElasticsearchSink(
-                "b", ElasticsearchSinkConfig.model_validate(es | {"compression": "gzip"})
+                "b", parse_table(es | {"compression": "gzip"}, ElasticsearchSinkConfig)
             ),
         ),
-        ("http ndjson", HttpSink("b", HttpSinkConfig.model_validate(http))),
+        ("http ndjson", HttpSink("b", parse_table(http, HttpSinkConfig))),
         (
             "http ndjson+gzip",
-            HttpSink("b", HttpSinkConfig.model_validate(http | {"compression": "gzip"})),
+            HttpSink("b", parse_table(http | {"compression": "gzip"}, HttpSinkConfig)),
         ),
-        ("otlp protobuf+gzip", OtlpSink("b", OtlpSinkConfig.model_validate(otlp), host="b")),
+        ("otlp protobuf+gzip", OtlpSink("b", parse_table(otlp, OtlpSinkConfig), host="b")),
         (
             "otlp protobuf",
-            OtlpSink("b", OtlpSinkConfig.model_validate(otlp | {"compression": "none"}), host="b"),
+            OtlpSink("b", parse_table(otlp | {"compression": "none"}, OtlpSinkConfig), host="b"),
         ),
         (
             "otlp json+gzip",
-            OtlpSink("b", OtlpSinkConfig.model_validate(otlp | {"encoding": "json"}), host="b"),
+            OtlpSink("b", parse_table(otlp | {"encoding": "json"}, OtlpSinkConfig), host="b"),
         ),
         (
             "otlp json",
             OtlpSink(
                 "b",
-                OtlpSinkConfig.model_validate(otlp | {"encoding": "json", "compression": "none"}),
+                parse_table(otlp | {"encoding": "json", "compression": "none"}, OtlpSinkConfig),
                 host="b",
             ),
         ),

@@ -19,6 +19,7 @@ import orjson
 from forwarder.config import Config, load_config
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.errors import ConfigError, ForwarderError, StartupError
+from forwarder.options import as_builtins
 from forwarder.server import Server
 from forwarder.source.boot import read_boot_id
 from forwarder.source.ring import ring_bounds
@@ -73,7 +74,7 @@ def _fail(code: int, message: str) -> int:
 def _check(config: Config) -> int:
     """Print the effective config with secrets masked."""
     sys.stdout.buffer.write(
-        orjson.dumps(_masked(config.model_dump(mode="json")), option=orjson.OPT_INDENT_2) + b"\n"
+        orjson.dumps(_masked(as_builtins(config)), option=orjson.OPT_INDENT_2) + b"\n"
     )
     return EXIT_OK
 

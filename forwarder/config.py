@@ -3,7 +3,9 @@
 Unknown keys are errors naming their path (``sinks.kafka.acks``). Every option has a
 default, so no file at all means: read /dev/kmsg, print JSON lines on stdout. String
 values may reference the environment as ``${NAME}``; secrets also come from ``*_file``
-options. Sink tables are validated by the model each sink module declares.
+options. Tables are msgspec Structs (``forwarder.options``); each sink table is converted
+on its own, so that an error inside it names the sink (msgspec's locations leave dict keys
+out), into the type its module declares for its ``type`` tag.
 """
 
 from __future__ import annotations
@@ -13,64 +15,64 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+import msgspec
 
+from forwarder.config_errors import FieldError
 from forwarder.errors import ConfigError
 from forwarder.kernel_events.catalogue import CLASSES
 from forwarder.kernel_events.config import KernelEventsConfig
-from forwarder.options import BatchConfig, StrictModel
+from forwarder.options import (
+    BatchConfig,
+    Level,
+    NonNegativeFloat,
+    NonNegativeInt,
+    StrictModel,
+    check_host_port,
+    parse_table,
+)
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
 from forwarder.source.capture_process import DEFAULT_BUFFER_BYTES
-from forwarder.source.parser import parse_level
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SINK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-class SourceConfig(StrictModel):
+class SourceConfig(StrictModel, frozen=True, kw_only=True):
     """``[source]``: where records come from."""
 
     path: Path = Path("/dev/kmsg")
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     start_at: Literal["oldest", "newest"] = "oldest"
-    min_level: int = 7
-    buffer_bytes: int = Field(default=DEFAULT_BUFFER_BYTES, ge=1 << 20)
-    buffer_records: int | None = Field(default=None, ge=16)
+    min_level: Level = Level(7)
+    buffer_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = DEFAULT_BUFFER_BYTES
+    buffer_records: Annotated[int, msgspec.Meta(ge=16)] | None = None
     follow: bool = False
-    spin_us: int = Field(default=2_000, ge=0)
+    spin_us: NonNegativeInt = 2_000
     capture_priority: Literal["realtime", "normal"] = "realtime"
 
-    @field_validator("min_level", mode="before")
-    @classmethod
-    def _level(cls, value: Any) -> int:
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return parse_level(value)
-        raise ValueError("min_level must be a level name (e.g. 'warning') or 0..7")
 
-
-class RetryConfig(StrictModel):
+class RetryConfig(StrictModel, frozen=True, kw_only=True):
     """``[retry]``: capped exponential backoff with full jitter; 0 budget = forever."""
 
-    initial_backoff_ms: int = Field(default=500, ge=1)
-    max_backoff_ms: int = Field(default=60_000, ge=1)
-    budget_s: float = Field(default=0, ge=0)
+    initial_backoff_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
+    max_backoff_ms: Annotated[int, msgspec.Meta(ge=1)] = 60_000
+    budget_s: NonNegativeFloat = 0.0
 
 
-class MetricsConfig(StrictModel):
+class MetricsConfig(StrictModel, frozen=True, kw_only=True):
     """``[metrics]``: Prometheus and health endpoints; off unless ``listen`` is set."""
 
     listen: str | None = None
-    ready_after_failing_s: float = Field(default=0, ge=0)
+    ready_after_failing_s: NonNegativeFloat = 0.0
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, _, port = value.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("listen must be HOST:PORT, e.g. '127.0.0.1:9108'")
-        return value
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            try:
+                check_host_port(self.listen)
+            except ValueError as error:
+                raise FieldError("listen", f"{error}, e.g. '127.0.0.1:9108'") from None
 
 
 def default_state_dir() -> Path:
@@ -97,11 +99,14 @@ def load_config(path: Path | None) -> Config:
 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate an already-parsed config mapping."""
-    try:
-        config = Config.model_validate(_expand_env(raw, ()))
-    except ValidationError as error:
-        problems = [f"{_key_path(issue['loc'])}: {issue['msg']}" for issue in error.errors()]
-        raise ConfigError("invalid config: " + "; ".join(problems)) from error
+    expanded: dict[str, Any] = _expand_env(raw, ())
+    if isinstance(sinks := expanded.get("sinks"), dict):
+        # One at a time: msgspec's error locations would leave the sink's name out.
+        expanded["sinks"] = {
+            name: parse_table(table, SinkConfig, ("sinks", name))  # type: ignore[arg-type]
+            for name, table in sinks.items()
+        }
+    config = parse_table(expanded, Config)
     if problems := _event_selection_problems(config):
         raise ConfigError("invalid config: " + "; ".join(problems))
     return config
@@ -135,8 +140,8 @@ def _event_selection_problems(config: Config) -> list[str]:
     return problems
 
 
-def _default_sink() -> SinkConfig:
-    return StdoutSinkConfig(type="stdout")
+def _default_sinks() -> dict[str, SinkConfig]:
+    return {"stdout": StdoutSinkConfig()}
 
 
 def _expand_env(value: Any, where: tuple[str, ...]) -> Any:
@@ -156,33 +161,22 @@ def _expand_env(value: Any, where: tuple[str, ...]) -> Any:
     return value
 
 
-def _key_path(location: tuple[int | str, ...]) -> str:
-    parts = [str(part) for part in location]
-    # A sink table's error carries its type tag after the name: sinks.NAME.kafka.key
-    if len(parts) > 2 and parts[0] == "sinks":
-        parts = parts[:2] + parts[3:]
-    return ".".join(parts) or "(top level)"
-
-
-class Config(StrictModel):
+class Config(StrictModel, frozen=True, kw_only=True):
     """The whole configuration file."""
 
-    host: str = Field(default_factory=socket.gethostname)
-    state_dir: Path = Field(default_factory=default_state_dir)
-    shutdown_timeout_s: float = Field(default=10, gt=0)
+    host: str = msgspec.field(default_factory=socket.gethostname)
+    state_dir: Path = msgspec.field(default_factory=default_state_dir)
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     source: SourceConfig = SourceConfig()
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     kernel_events: KernelEventsConfig = KernelEventsConfig()
-    sinks: dict[str, SinkConfig] = Field(default_factory=lambda: {"stdout": _default_sink()})
+    sinks: dict[str, SinkConfig] = msgspec.field(default_factory=_default_sinks)
 
-    @field_validator("sinks")
-    @classmethod
-    def _sink_names(cls, sinks: dict[str, SinkConfig]) -> dict[str, SinkConfig]:
-        for name in sinks:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise ValueError(f"sink name {name!r} may use only letters, digits, _ . -")
-        if not sinks:
-            raise ValueError("at least one sink is needed")
-        return sinks
+    def __post_init__(self) -> None:
+        for name in self.sinks:
+            if not _SINK_NAME.fullmatch(name):
+                raise FieldError("sinks", f"sink name {name!r} may use only letters, digits, _ . -")
+        if not self.sinks:
+            raise FieldError("sinks", "at least one sink is needed")

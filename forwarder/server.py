@@ -121,7 +121,8 @@ class Server:
         router = Router(
             identity,
             checkpoints,
-            min_level=self.config.source.min_level,
+            # a plain int: the router compares it per record, where an int subclass is slower
+            min_level=int(self.config.source.min_level),
             now_ns=time.time_ns,
         )
         self._kernel_events = self._kernel_event_stage(identity, checkpoints)

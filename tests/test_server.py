@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from forwarder.config import Config
+from forwarder.config import Config, parse_config
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.server import Server
 from forwarder.sinks.outcome import Outcome
@@ -34,7 +34,7 @@ def make_config(tmp_path: Path, *, follow: bool = True, **options: object) -> Co
     )
     boot_id = tmp_path / "boot_id"
     boot_id.write_text(BOOT_ID + "\n")
-    return Config.model_validate(
+    return parse_config(
         {
             "state_dir": str(tmp_path / "state"),
             "retry": {"initial_backoff_ms": 1, "max_backoff_ms": 5},

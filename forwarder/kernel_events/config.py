@@ -19,9 +19,11 @@ Regexes are compiled here, so ``check`` reports a broken one with its rule's pat
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import ConfigDict, Field, field_validator
+import msgspec
 
+from forwarder.config_errors import FieldError
 from forwarder.kernel_events.catalogue import CLASSES
 from forwarder.kernel_events.report import QUIET_USEC
 from forwarder.kernel_events.rules import UserRule
@@ -32,47 +34,34 @@ ANY_FACILITY = "any"
 IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 
 
-class UserRuleConfig(StrictModel):
+class UserRuleConfig(StrictModel, frozen=True, kw_only=True):
     """``[[kernel_events.rules]]``: one record whose text the regex finds is one event."""
 
-    # ``check`` prints the key a user writes: class, not class_name.
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    class_name: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")] = msgspec.field(
+        name="class"
     )
-
-    class_name: str = Field(alias="class", pattern=r"^[a-z][a-z0-9_]{0,63}$")
     regex: str
     max_level: str | int = "debug"
     facility: str = "kern"
 
-    @field_validator("class_name")
-    @classmethod
-    def _not_builtin(cls, value: str) -> str:
-        if value in CLASSES:
-            raise ValueError(f"class {value!r} is built in: give the rule a name of its own")
-        return value
-
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
+    def __post_init__(self) -> None:
+        if self.class_name in CLASSES:
+            raise FieldError(
+                "class", f"class {self.class_name!r} is built in: give the rule a name of its own"
+            )
         try:
-            re.compile(value)
+            re.compile(self.regex)
         except re.error as error:
-            raise ValueError(f"invalid regex {value!r}: {error}") from error
-        return value
-
-    @field_validator("max_level")
-    @classmethod
-    def _level(cls, value: str | int) -> str | int:
-        parse_level(value)
-        return value
-
-    @field_validator("facility")
-    @classmethod
-    def _facility(cls, value: str) -> str:
-        if value != ANY_FACILITY and value not in FACILITY_NAMES:
-            raise ValueError(f"unknown facility {value!r}: use one of {', '.join(FACILITY_NAMES)}")
-        return value
+            raise FieldError("regex", f"invalid regex {self.regex!r}: {error}") from None
+        try:
+            parse_level(self.max_level)
+        except ValueError as error:
+            raise FieldError("max_level", str(error)) from None
+        if self.facility != ANY_FACILITY and self.facility not in FACILITY_NAMES:
+            raise FieldError(
+                "facility",
+                f"unknown facility {self.facility!r}: use one of {', '.join(FACILITY_NAMES)}",
+            )
 
     def compile(self) -> UserRule:
         """The rule the classifier runs."""
@@ -85,21 +74,19 @@ class UserRuleConfig(StrictModel):
         )
 
 
-class KernelEventsConfig(StrictModel):
+class KernelEventsConfig(StrictModel, frozen=True, kw_only=True):
     """``[kernel_events]``."""
 
     enabled: bool = True
     disabled_classes: tuple[str, ...] = ()
-    idle_flush_s: float = Field(default=IDLE_FLUSH_S, ge=IDLE_FLUSH_S)
+    idle_flush_s: Annotated[float, msgspec.Meta(ge=IDLE_FLUSH_S)] = IDLE_FLUSH_S
     rules: tuple[UserRuleConfig, ...] = ()
 
-    @field_validator("disabled_classes")
-    @classmethod
-    def _known_classes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(CLASSES))
-        if unknown:
-            raise ValueError(f"unknown classes {unknown}: use some of {', '.join(CLASSES)}")
-        return value
+    def __post_init__(self) -> None:
+        if unknown := sorted(set(self.disabled_classes) - set(CLASSES)):
+            raise FieldError(
+                "disabled_classes", f"unknown classes {unknown}: use some of {', '.join(CLASSES)}"
+            )
 
     def compiled_rules(self) -> tuple[UserRule, ...]:
         """Every user rule, compiled."""

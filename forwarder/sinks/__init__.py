@@ -1,16 +1,13 @@
 """Sink registry: every sink type's config model, discriminated by ``type``.
 
-Each sink type declares ``<Name>SinkConfig`` (a StrictModel with ``type: Literal[...]``
-and ``build(name, context) -> Sink``); adding a sink type means adding it here. Config
+Each sink type declares ``<Name>SinkConfig`` (a ``SinkConfigBase`` Struct tagged with its
+``type``, and ``build(name, context) -> Sink``); adding a sink type means adding it to the
+``SinkConfig`` union here, which msgspec decodes by the ``type`` tag. Config
 modules import no client library: ``build`` imports the sink's own module (aiohttp,
 aiokafka, cramjam), so a process loads only what its config uses.
 """
 
 from __future__ import annotations
-
-from typing import Annotated
-
-from pydantic import Field
 
 from forwarder.sinks.base import Batch, Sink, SinkContext
 from forwarder.sinks.elasticsearch.config import ElasticsearchSinkConfig
@@ -22,16 +19,15 @@ from forwarder.sinks.otlp.config import OtlpSinkConfig
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 
-SinkConfig = Annotated[
+SinkConfig = (
     StdoutSinkConfig
     | FileSinkConfig
     | KafkaSinkConfig
     | LokiSinkConfig
     | ElasticsearchSinkConfig
     | HttpSinkConfig
-    | OtlpSinkConfig,
-    Field(discriminator="type"),
-]
+    | OtlpSinkConfig
+)
 
 __all__ = [
     "Batch",

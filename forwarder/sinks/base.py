@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import ClassVar, get_args, overload
+from typing import Annotated, ClassVar, get_args, overload
 
-from pydantic import Field, model_validator
+import msgspec
 
 from forwarder.encoding.chunk import Slice
 from forwarder.encoding.reference import Event, EventKind
@@ -182,25 +182,25 @@ class SinkContext:
     state_dir: Path
 
 
-class SinkConfigBase(StrictModel):
+class SinkConfigBase(StrictModel, tag_field="type", frozen=True, kw_only=True):
     """Options every ``[sinks.NAME]`` table has besides its own.
 
-    ``batch`` overrides the top-level ``[batch]`` for this sink only. ``events`` lists the
-    kinds the sink takes (default all) and ``kernel_event_classes`` narrows its kernel
+    Each sink type subclasses it with ``tag="<type>"``: the table's ``type`` key picks the
+    class. ``batch`` overrides the top-level ``[batch]`` for this sink only. ``events`` lists
+    the kinds the sink takes (default all) and ``kernel_event_classes`` narrows its kernel
     events to some classes; whatever it does not take still moves its checkpoint.
     """
 
     batch: BatchConfig | None = None
     events: tuple[EventKind, ...] = get_args(EventKind)
-    kernel_event_classes: tuple[str, ...] | None = Field(default=None, min_length=1)
+    kernel_event_classes: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] | None = None
 
-    @model_validator(mode="after")
-    def _selection(self) -> SinkConfigBase:
+    def __post_init__(self) -> None:
+        """Checks across this table's options; each sink type's own call this first (super)."""
         if not self.events:
             raise ValueError(f"events must name at least one of {list(get_args(EventKind))}")
         if self.kernel_event_classes is not None and "kernel_event" not in self.events:
             raise ValueError("kernel_event_classes needs 'kernel_event' in events")
-        return self
 
     def build(self, name: str, context: SinkContext) -> Sink:
         """Create the sink this table describes."""

@@ -11,16 +11,15 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from forwarder.sinks.base import Batch, Sink, SinkConfigBase, SinkContext
 from forwarder.sinks.outcome import Outcome, describe
 
 
-class FileSinkConfig(SinkConfigBase):
+class FileSinkConfig(SinkConfigBase, tag="file", frozen=True, kw_only=True):
     """``type = "file"``: ``path`` of the NDJSON file (created, appended to)."""
 
-    type: Literal["file"]
     path: Path
     fsync: bool = True
 

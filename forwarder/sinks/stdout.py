@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import BinaryIO, ClassVar, Literal
+from typing import BinaryIO, ClassVar
 
 from forwarder.errors import OutputClosedError
 from forwarder.sinks.base import Batch, Sink, SinkConfigBase, SinkContext
 from forwarder.sinks.outcome import Outcome
 
 
-class StdoutSinkConfig(SinkConfigBase):
+class StdoutSinkConfig(SinkConfigBase, tag="stdout", frozen=True, kw_only=True):
     """``type = "stdout"``: no options of its own."""
-
-    type: Literal["stdout"]
 
     def build(self, name: str, context: SinkContext) -> Sink:  # noqa: ARG002 - interface
         """Create the stdout sink."""

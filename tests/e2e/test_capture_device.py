@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from forwarder.config import SourceConfig
+from forwarder.options import parse_table
 from forwarder.source.capture import Capture
 from tests.support.kernel import KMSG, requires_kernel
 
@@ -44,7 +45,7 @@ def test_capture_scheduling_policy(source: dict[str, object], policy: int, tmp_p
         dump = tmp_path / "kmsg.dump"
         dump.write_bytes(b"6,1,100,-;hello\n")
         source = {"path": dump}
-    capture = Capture(SourceConfig.model_validate(source), seek_newest=source["path"] == KMSG)
+    capture = Capture(parse_table(source, SourceConfig), seek_newest=source["path"] == KMSG)
     capture.open()
     try:
         assert capture.pid is not None

@@ -271,7 +271,7 @@ def password_file_unreadable(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("sink", "expected"),
     [
-        ({"topic": "t"}, "sinks.kafka.bootstrap_servers: Field required"),
+        ({"topic": "t"}, "sinks.kafka.bootstrap_servers: missing required key"),
         ({"topic": "t", "bootstrap_servers": ["b:9092"], "compression": "brotli"}, "compression"),
         (
             {"topic": "t", "bootstrap_servers": ["b:9092"], "sasl": {"username": "u"}},

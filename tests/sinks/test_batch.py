@@ -10,6 +10,7 @@ import pytest
 
 from forwarder.encoding.chunk import Slice
 from forwarder.encoding.reference import Identity
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.file import FileSink
@@ -105,8 +106,9 @@ async def test_http_bodies_of_slices_are_those_of_the_events(body_format):
     """The http sink sends the same body (and idempotency key) for slices as for events."""
     bodies = []
     async with HttpReceiver(body_format=body_format) as receiver:
-        config = HttpSinkConfig.model_validate(
-            {"type": "http", "endpoint": receiver.url + receiver.path, "format": body_format}
+        config = parse_table(
+            {"type": "http", "endpoint": receiver.url + receiver.path, "format": body_format},
+            HttpSinkConfig,
         )
         for batch in two_ways():
             await check(HttpSink("http", config), batch)
@@ -119,8 +121,9 @@ async def test_http_bodies_of_slices_are_those_of_the_events(body_format):
 async def test_bulk_bodies_of_slices_are_those_of_the_events(action):
     """The elasticsearch sink writes the same action lines and documents for slices."""
     async with ElasticsearchReceiver(index="kmsg" if action == "index" else "logs-kmsg") as es:
-        config = ElasticsearchSinkConfig.model_validate(
-            {"type": "elasticsearch", "endpoint": es.url, "index": es.index, "action": action}
+        config = parse_table(
+            {"type": "elasticsearch", "endpoint": es.url, "index": es.index, "action": action},
+            ElasticsearchSinkConfig,
         )
         for batch in two_ways():
             es.docs.clear()
@@ -147,7 +150,7 @@ LOKI_OPTIONS: list[dict[str, Any]] = [
 async def test_loki_pushes_of_slices_are_those_of_the_events(options, gap):
     """Labels, metadata and lines read from the chunk's columns equal the decoded events'."""
     async with LokiReceiver() as loki:
-        config = LokiSinkConfig.model_validate({"type": "loki", "endpoint": loki.url, **options})
+        config = parse_table({"type": "loki", "endpoint": loki.url, **options}, LokiSinkConfig)
         for batch in two_ways(gap=gap):
             await check(LokiSink("loki", config), batch)
         bodies = [request.body for request in loki.requests]
@@ -161,8 +164,8 @@ async def test_loki_refuses_and_ignores_the_same_records_of_slices_as_of_events(
     answers = []
     async with LokiReceiver() as loki:
         loki.ignore_lines_containing = {"plain"}
-        config = LokiSinkConfig.model_validate(
-            {"type": "loki", "endpoint": loki.url, "max_line_bytes": 10}
+        config = parse_table(
+            {"type": "loki", "endpoint": loki.url, "max_line_bytes": 10}, LokiSinkConfig
         )
         for batch in two_ways(gap=gap):
             sink = LokiSink("loki", config)
@@ -187,7 +190,7 @@ async def test_loki_slices_of_a_boot_with_a_long_id_push_like_the_events():
         Batch([chunk.event(index) for index in range(len(chunk))]),
     ]
     async with LokiReceiver() as loki:
-        config = LokiSinkConfig.model_validate({"type": "loki", "endpoint": loki.url})
+        config = parse_table({"type": "loki", "endpoint": loki.url}, LokiSinkConfig)
         for batch in batches:
             await check(LokiSink("loki", config), batch)
         bodies = [request.body for request in loki.requests]

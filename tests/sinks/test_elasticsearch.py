@@ -9,6 +9,7 @@ import pytest
 
 from forwarder.config import parse_config
 from forwarder.errors import ConfigError
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.outcome import Outcome, Verdict
@@ -19,8 +20,9 @@ from tests.support.events import identity, make_events, make_kernel_event
 
 def es_config(receiver: ElasticsearchReceiver, **options: Any) -> ElasticsearchSinkConfig:
     """An elasticsearch sink table pointing at the receiver."""
-    return ElasticsearchSinkConfig.model_validate(
-        {"type": "elasticsearch", "endpoint": receiver.url, "index": receiver.index, **options}
+    return parse_table(
+        {"type": "elasticsearch", "endpoint": receiver.url, "index": receiver.index, **options},
+        ElasticsearchSinkConfig,
     )
 
 
@@ -161,8 +163,8 @@ async def test_wrong_credentials_are_a_configuration_error():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"index": "Logs"}, "index must be lowercase"),
-        ({"index": "_x"}, "index must be lowercase"),
+        ({"index": "Logs"}, r"sinks\.es\.index: must be lowercase"),
+        ({"index": "_x"}, r"sinks\.es\.index: must be lowercase"),
         ({"api_key": "k", "bearer_token": "t"}, "one kind of authentication"),
         ({"headers": {"Content-Type": "text/plain"}}, "set by the sink"),
         ({"action": "update"}, "action"),

@@ -15,6 +15,7 @@ import pytest
 
 from forwarder.config import parse_config
 from forwarder.errors import ConfigError
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.http.client import parse_retry_after
 from forwarder.sinks.http.sink import HttpSink, HttpSinkConfig, idempotency_key
@@ -26,8 +27,9 @@ from tests.support.events import make_events
 
 def http_config(receiver: HttpReceiver, **options: Any) -> HttpSinkConfig:
     """An http sink table pointing at the receiver's path."""
-    return HttpSinkConfig.model_validate(
-        {"type": "http", "endpoint": receiver.url + receiver.path, **options}
+    return parse_table(
+        {"type": "http", "endpoint": receiver.url + receiver.path, **options},
+        HttpSinkConfig,
     )
 
 
@@ -179,12 +181,13 @@ def test_config_errors(options, message):
 
 def test_unreadable_ca_file_is_a_config_error(tmp_path: Path):
     """A tls.ca_file that cannot be loaded fails when the sink is built, naming TLS."""
-    config = HttpSinkConfig.model_validate(
+    config = parse_table(
         {
             "type": "http",
             "endpoint": "https://127.0.0.1:1/x",
             "tls": {"ca_file": str(tmp_path / "no")},
-        }
+        },
+        HttpSinkConfig,
     )
     with pytest.raises(ConfigError, match="TLS options"):
         HttpSink("h", config)
@@ -193,7 +196,6 @@ def test_unreadable_ca_file_is_a_config_error(tmp_path: Path):
 def test_missing_secret_file_is_a_config_error(tmp_path: Path):
     """A password_file that cannot be read fails when the sink is built."""
     config = HttpSinkConfig(
-        type="http",
         endpoint="http://127.0.0.1:1/x",
         username="u",
         password_file=tmp_path / "missing",

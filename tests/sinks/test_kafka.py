@@ -105,7 +105,7 @@ def test_defaults_are_the_durable_ones() -> None:
 @pytest.mark.parametrize(
     ("table", "expected"),
     [
-        ({"topic": "t"}, "sinks.k.bootstrap_servers: Field required"),
+        ({"topic": "t"}, "sinks.k.bootstrap_servers: missing required key"),
         ({"topic": "t", "bootstrap_servers": []}, "sinks.k.bootstrap_servers"),
         ({"topic": "t", "bootstrap_servers": "b:9092", "compression": "brotli"}, "compression"),
         ({"topic": "t", "bootstrap_servers": "nohost"}, "must be HOST:PORT"),

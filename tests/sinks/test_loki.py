@@ -16,6 +16,7 @@ from forwarder.encoding.reference import format_timestamp
 from forwarder.errors import (
     ConfigError,
 )
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.loki.push import Entry, Stream, protobuf_body, rejected_entries
 from forwarder.sinks.loki.sink import LokiSink, LokiSinkConfig
@@ -33,7 +34,7 @@ ENCODINGS = [
 
 def loki_config(receiver: LokiReceiver, **options: Any) -> LokiSinkConfig:
     """A loki sink table pointing at the receiver."""
-    return LokiSinkConfig.model_validate({"type": "loki", "endpoint": receiver.url, **options})
+    return parse_table({"type": "loki", "endpoint": receiver.url, **options}, LokiSinkConfig)
 
 
 async def send(config: LokiSinkConfig, events: list[Any], **kwargs: Any) -> Outcome:
@@ -259,8 +260,8 @@ def test_config_rejects_what_loki_would_refuse(options, message):
 
 def test_endpoint_without_path_gets_the_push_path():
     """A bare endpoint gets /loki/api/v1/push; an endpoint with a path is kept."""
-    bare = LokiSinkConfig(type="loki", endpoint="http://loki:3100")
-    proxied = LokiSinkConfig(type="loki", endpoint="https://gw/tenant/loki/api/v1/push")
+    bare = LokiSinkConfig(endpoint="http://loki:3100")
+    proxied = LokiSinkConfig(endpoint="https://gw/tenant/loki/api/v1/push")
     assert str(bare.push_url()) == "http://loki:3100/loki/api/v1/push"
     assert str(proxied.push_url()) == "https://gw/tenant/loki/api/v1/push"
 

@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from forwarder.config import parse_config
 from forwarder.errors import ConfigError
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch, outcome_of
 from forwarder.sinks.http.client import HttpReply
 from forwarder.sinks.otlp.config import OtlpSinkConfig
@@ -33,7 +34,7 @@ ENCODING_IDS = ["protobuf-gzip", "protobuf", "json-gzip", "json"]
 
 def otlp_config(url: str, **options: Any) -> OtlpSinkConfig:
     """An otlp sink table pointing at ``url``."""
-    return OtlpSinkConfig.model_validate({"type": "otlp", "endpoint": url, **options})
+    return parse_table({"type": "otlp", "endpoint": url, **options}, OtlpSinkConfig)
 
 
 def make_sink(config: OtlpSinkConfig, tmp_path: Path | None = None, **kwargs: Any) -> OtlpSink:

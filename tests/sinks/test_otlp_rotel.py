@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from forwarder.encoding.reference import Event, encode_record
+from forwarder.options import parse_table
 from forwarder.sinks.base import Batch
 from forwarder.sinks.otlp.config import OtlpSinkConfig
 from forwarder.sinks.otlp.sink import OtlpSink
@@ -129,8 +130,9 @@ async def test_every_field_survives_a_real_collector(options: dict[str, Any], tm
         rotel = RotelAgent(tmp_path, downstream.url)
         try:
             await asyncio.to_thread(rotel.start)
-            config = OtlpSinkConfig.model_validate(
-                {"type": "otlp", "endpoint": rotel.url, "resource": {"cluster": "c1"}, **options}
+            config = parse_table(
+                {"type": "otlp", "endpoint": rotel.url, "resource": {"cluster": "c1"}, **options},
+                OtlpSinkConfig,
             )
             sink = OtlpSink(
                 "otlp", config, host="node-7", clock_ns=lambda: OBSERVED_NS,
@@ -170,8 +172,9 @@ async def test_rotel_refuses_what_is_not_otlp(tmp_path: Path):
         rotel = RotelAgent(tmp_path, downstream.url)
         try:
             await asyncio.to_thread(rotel.start)
-            config = OtlpSinkConfig.model_validate(
-                {"type": "otlp", "endpoint": rotel.url, "encoding": "json", "compression": "none"}
+            config = parse_table(
+                {"type": "otlp", "endpoint": rotel.url, "encoding": "json", "compression": "none"},
+                OtlpSinkConfig,
             )
             client = config.client(config.logs_url())
             await client.start()

@@ -7,7 +7,7 @@ import base64
 import orjson
 from structlog.testing import capture_logs
 
-from forwarder.config import Config
+from forwarder.config import parse_config
 from forwarder.delivery.dead_letters import SourceDeadLetterFile
 from forwarder.encoding.reference import encode_record
 from forwarder.server import Server
@@ -37,7 +37,7 @@ def make_config(tmp_path, dump):
     """A dump source and one file sink in tmp_path."""
     boot_id = tmp_path / "boot_id"
     boot_id.write_text("0f0f0f0f-0000-4000-8000-000000000001\n")
-    return Config.model_validate(
+    return parse_config(
         {
             "state_dir": str(tmp_path / "state"),
             "source": {"path": str(dump), "boot_id_path": str(boot_id)},

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
-from pydantic import Field, SecretStr, field_validator
+import msgspec
 
+from forwarder.config_errors import FieldError
 from forwarder.errors import ConfigError
-from forwarder.options import read_secret
+from forwarder.options import Secret, read_secret
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.sinks.http.config import HttpSinkConfigBase, endpoint_url
 
@@ -24,31 +25,30 @@ if TYPE_CHECKING:
 _INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 
 
-class ElasticsearchSinkConfig(HttpSinkConfigBase):
+class ElasticsearchSinkConfig(HttpSinkConfigBase, tag="elasticsearch", frozen=True, kw_only=True):
     """``type = "elasticsearch"``: cluster URL, target index or data stream, action."""
 
-    type: Literal["elasticsearch"]
     index: str = "logs-kmsg-default"
     action: Literal["create", "index"] = "create"
-    max_bulk_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    api_key: SecretStr | None = None
+    max_bulk_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 10 * 1024 * 1024
+    api_key: Secret | None = None
     api_key_file: Path | None = None
 
-    @field_validator("index")
-    @classmethod
-    def _index(cls, value: str) -> str:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        index = self.index
         if (
-            not value
-            or _INDEX_FORBIDDEN.search(value)
-            or value[0] in "-_+"
-            or value in {".", ".."}
-            or len(value.encode()) > 255
+            not index
+            or _INDEX_FORBIDDEN.search(index)
+            or index[0] in "-_+"
+            or index in {".", ".."}
+            or len(index.encode()) > 255
         ):
-            raise ValueError(
-                'index must be lowercase, without \\ / * ? " < > | space , # :, '
-                "not start with - _ +, at most 255 bytes"
+            raise FieldError(
+                "index",
+                'must be lowercase, without \\ / * ? " < > | space , # :, '
+                "not start with - _ +, at most 255 bytes",
             )
-        return value
 
     def _has_api_key(self) -> bool:
         return self.api_key is not None or self.api_key_file is not None

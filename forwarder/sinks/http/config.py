@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import msgspec
 
+from forwarder.config_errors import FieldError
 from forwarder.errors import ConfigError
-from forwarder.options import TlsConfig, read_secret
+from forwarder.options import Secret, TlsConfig, read_secret
 from forwarder.sinks.base import Sink, SinkConfigBase, SinkContext
 
 if TYPE_CHECKING:
@@ -31,38 +32,34 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
-class HttpSinkConfigBase(SinkConfigBase):
+class HttpSinkConfigBase(SinkConfigBase, frozen=True, kw_only=True):
     """Options of every HTTP-based sink: where, how long, how to authenticate, TLS."""
 
     endpoint: str
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     compression: Compression = "none"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     password_file: Path | None = None
-    bearer_token: SecretStr | None = None
+    bearer_token: Secret | None = None
     bearer_token_file: Path | None = None
     tls: TlsConfig = TlsConfig()
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        url = endpoint_url(value)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            url = endpoint_url(self.endpoint)
+        except ValueError as error:
+            raise FieldError("endpoint", f"not a URL: {error}") from None
         if url.scheme not in {"http", "https"} or not url.host:
-            raise ValueError("endpoint must be an http:// or https:// URL with a host")
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
+            raise FieldError("endpoint", "must be an http:// or https:// URL with a host")
+        for name in self.headers:
             if name.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by the sink itself")
-        return value
+                raise FieldError("headers", f"header {name!r} is set by the sink itself")
+        self._check_auth()
 
-    @model_validator(mode="after")
-    def _auth(self) -> HttpSinkConfigBase:
+    def _check_auth(self) -> None:
         basic = self.username is not None or self.password is not None or self.password_file
         bearer = self.bearer_token is not None or self.bearer_token_file is not None
         if basic and self.username is None:
@@ -72,7 +69,6 @@ class HttpSinkConfigBase(SinkConfigBase):
         header = any(name.lower() == "authorization" for name in self.headers)
         if header and (basic or bearer or self._has_api_key()):
             raise ValueError("an Authorization header and auth options exclude each other")
-        return self
 
     def _has_api_key(self) -> bool:
         """Whether an API key is configured (only the Elasticsearch sink has one)."""
@@ -104,10 +100,9 @@ class HttpSinkConfigBase(SinkConfigBase):
         return HttpClient(url, headers=headers, tls=tls, timeout_s=self.timeout_s, session=session)
 
 
-class HttpSinkConfig(HttpSinkConfigBase):
+class HttpSinkConfig(HttpSinkConfigBase, tag="http", frozen=True, kw_only=True):
     """``type = "http"``: the full URL, method and body format."""
 
-    type: Literal["http"]
     method: Literal["POST", "PUT"] = "POST"
     format: Literal["ndjson", "json_array"] = "ndjson"
 

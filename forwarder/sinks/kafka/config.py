@@ -16,11 +16,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+import msgspec
 
-from forwarder.options import StrictModel, TlsConfig, read_secret
+from forwarder.config_errors import FieldError
+from forwarder.errors import ConfigError
+from forwarder.options import (
+    HostPorts,
+    NonNegativeInt,
+    Secret,
+    StrictModel,
+    TlsConfig,
+    read_secret,
+)
 from forwarder.sinks.base import Sink, SinkConfigBase, SinkContext
 
 Compression = Literal["zstd", "lz4", "snappy", "gzip", "none"]
@@ -28,6 +37,8 @@ HeaderName = Literal[
     "boot_id", "seq", "id", "event", "class", "host", "level", "facility", "content-type"
 ]  # fmt: skip
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+Bytes = Annotated[int, msgspec.Meta(ge=1024)]
+Timeout = Annotated[int, msgspec.Meta(ge=100)]
 
 
 def codec_installed(compression: Compression) -> bool:
@@ -52,88 +63,66 @@ def _default_headers() -> list[HeaderName]:
     return ["boot_id", "seq", "event", "content-type"]
 
 
-class SaslConfig(StrictModel):
+class SaslConfig(StrictModel, frozen=True, kw_only=True):
     """``[sinks.NAME.sasl]``: SASL authentication; the password inline (``${ENV}``) or in a file."""
 
     mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
-    username: str = Field(min_length=1)
-    password: SecretStr | None = None
+    username: Annotated[str, msgspec.Meta(min_length=1)]
+    password: Secret | None = None
     password_file: Path | None = None
-    _secret: str = PrivateAttr(default="")
 
-    @model_validator(mode="after")
-    def _resolve_password(self) -> SaslConfig:
-        secret = read_secret(self.password, self.password_file, "password")
-        if not secret:
-            raise ValueError("sasl needs password (e.g. '${KAFKA_PASSWORD}') or password_file")
-        self._secret = secret
-        return self
+    def __post_init__(self) -> None:
+        self._resolve()  # a missing, unreadable or doubly given password is a config error
 
     @property
     def secret(self) -> str:
-        """The resolved password."""
-        return self._secret
+        """The password, read now (from ``password_file`` if given)."""
+        try:
+            return self._resolve()
+        except ValueError as error:
+            raise ConfigError(f"sasl: {error}") from error
+
+    def _resolve(self) -> str:
+        secret = read_secret(self.password, self.password_file, "password")
+        if not secret:
+            raise ValueError("sasl needs password (e.g. '${KAFKA_PASSWORD}') or password_file")
+        return secret
 
 
-class KafkaSinkConfig(SinkConfigBase):
+class KafkaSinkConfig(SinkConfigBase, tag="kafka", frozen=True, kw_only=True):
     """``type = "kafka"``: produce every event to ``topic`` (README: each default's reason)."""
 
-    type: Literal["kafka"]
-    bootstrap_servers: list[str] = Field(min_length=1)
+    bootstrap_servers: HostPorts
     topic: str
     client_id: str = "kmsg-forwarder"
     acks: Literal["all", 1, 0] = "all"
     enable_idempotence: bool = True
-    compression: Compression = Field(default_factory=best_compression)
-    linger_ms: int = Field(default=5, ge=0)
-    max_batch_bytes: int = Field(default=524_288, ge=1024)
-    max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    request_timeout_ms: int = Field(default=10_000, ge=100)
-    delivery_timeout_ms: int = Field(default=30_000, ge=100)
-    key: str | None = Field(default=None, min_length=1)
-    headers: list[HeaderName] = Field(default_factory=_default_headers)
+    compression: Compression = msgspec.field(default_factory=best_compression)
+    linger_ms: NonNegativeInt = 5
+    max_batch_bytes: Bytes = 524_288
+    max_request_bytes: Bytes = 1_048_576
+    request_timeout_ms: Timeout = 10_000
+    delivery_timeout_ms: Timeout = 30_000
+    key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    headers: list[HeaderName] = msgspec.field(default_factory=_default_headers)
     tls: TlsConfig | None = None
     sasl: SaslConfig | None = None
 
-    @field_validator("bootstrap_servers", mode="before")
-    @classmethod
-    def _split_servers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _servers(cls, servers: list[str]) -> list[str]:
-        for server in servers:
-            host, _, port = server.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"bootstrap server {server!r} must be HOST:PORT")
-        return servers
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, topic: str) -> str:
-        if not _TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
-            raise ValueError("topic must be 1-249 characters of letters, digits, '.', '_', '-'")
-        return topic
-
-    @field_validator("compression")
-    @classmethod
-    def _codec(cls, compression: Compression) -> Compression:
-        if compression != "none" and not codec_installed(compression):
-            raise ValueError(f"the {compression} codec is not installed (cramjam provides it)")
-        return compression
-
-    @model_validator(mode="after")
-    def _consistent(self) -> KafkaSinkConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _TOPIC_NAME.fullmatch(self.topic) or self.topic in {".", ".."}:
+            raise FieldError("topic", "must be 1-249 characters of letters, digits, '.', '_', '-'")
+        if self.compression != "none" and not codec_installed(self.compression):
+            raise FieldError(
+                "compression",
+                f"the {self.compression} codec is not installed (cramjam provides it)",
+            )
         if self.enable_idempotence and self.acks != "all":
             raise ValueError("enable_idempotence needs acks = 'all'")
         if self.delivery_timeout_ms < self.request_timeout_ms + self.linger_ms:
             raise ValueError("delivery_timeout_ms must be >= request_timeout_ms + linger_ms")
         if self.max_batch_bytes > self.max_request_bytes:
             raise ValueError("max_batch_bytes must not exceed max_request_bytes")
-        return self
 
     def producer_options(self) -> dict[str, Any]:
         """The keyword arguments of ``AIOKafkaProducer`` these options describe."""

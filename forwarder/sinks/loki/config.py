@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+import msgspec
 
+from forwarder.config_errors import FieldError
+from forwarder.options import NonNegativeFloat, PositiveInt
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.sinks.http.config import HttpSinkConfigBase, endpoint_url
 
@@ -29,54 +31,56 @@ _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _MAX_LABEL_NAME_BYTES: Final = 1024
 
 
-class LokiSinkConfig(HttpSinkConfigBase):
+def _default_label_fields() -> list[str]:
+    return ["host", "facility", "level"]
+
+
+def _default_metadata() -> list[str]:
+    return ["seq", "boot_id", "id", "subsystem", "device"]
+
+
+class LokiSinkConfig(HttpSinkConfigBase, tag="loki", frozen=True, kw_only=True):
     """``type = "loki"``: where and how to push; limits mirror Loki's defaults."""
 
-    type: Literal["loki"]
     tenant_id: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    label_fields: list[str] = Field(default_factory=lambda: ["host", "facility", "level"])
-    structured_metadata: list[str] = Field(
-        default_factory=lambda: ["seq", "boot_id", "id", "subsystem", "device"]
-    )
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    label_fields: list[str] = msgspec.field(default_factory=_default_label_fields)
+    structured_metadata: list[str] = msgspec.field(default_factory=_default_metadata)
     line: Literal["message", "json"] = "message"
     encoding: Literal["json", "protobuf"] = "protobuf"
-    max_line_bytes: int = Field(default=256 * 1024, ge=1)
-    max_label_names: int = Field(default=15, ge=1)
-    max_age_s: float = Field(default=7 * 24 * 3600, ge=0)
-    max_future_s: float = Field(default=600, ge=0)
+    max_line_bytes: PositiveInt = 256 * 1024
+    max_label_names: PositiveInt = 15
+    max_age_s: NonNegativeFloat = 7 * 24 * 3600.0
+    max_future_s: NonNegativeFloat = 600.0
 
-    @field_validator("labels")
-    @classmethod
-    def _static_labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        for name, value in labels.items():
-            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
-                raise ValueError(f"label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*, no __")
-            if len(name.encode()) > _MAX_LABEL_NAME_BYTES:
-                raise ValueError(f"label name {name[:32]!r}... is over 1024 bytes")
-            if not value or len(value.encode()) > MAX_LABEL_VALUE_BYTES:
-                raise ValueError(f"label {name!r} needs a value of 1 to 2048 bytes")
-        return labels
-
-    @field_validator("label_fields")
-    @classmethod
-    def _label_fields(cls, names: list[str]) -> list[str]:
-        if unknown := [name for name in names if name not in LABEL_FIELDS]:
-            raise ValueError(
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_labels()
+        if unknown := [name for name in self.label_fields if name not in LABEL_FIELDS]:
+            raise FieldError(
+                "label_fields",
                 f"{unknown} cannot be labels (high cardinality or unknown); "
-                f"use some of {sorted(LABEL_FIELDS)}, and structured_metadata for the rest"
+                f"use some of {sorted(LABEL_FIELDS)}, and structured_metadata for the rest",
             )
-        return names
+        if unknown := [name for name in self.structured_metadata if name not in METADATA_FIELDS]:
+            raise FieldError(
+                "structured_metadata",
+                f"unknown record fields {unknown}: use {sorted(METADATA_FIELDS)}",
+            )
+        self._check_consistent()
 
-    @field_validator("structured_metadata")
-    @classmethod
-    def _metadata_fields(cls, names: list[str]) -> list[str]:
-        if unknown := [name for name in names if name not in METADATA_FIELDS]:
-            raise ValueError(f"unknown record fields {unknown}: use {sorted(METADATA_FIELDS)}")
-        return names
+    def _check_labels(self) -> None:
+        for name, value in self.labels.items():
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise FieldError(
+                    "labels", f"label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*, no __"
+                )
+            if len(name.encode()) > _MAX_LABEL_NAME_BYTES:
+                raise FieldError("labels", f"label name {name[:32]!r}... is over 1024 bytes")
+            if not value or len(value.encode()) > MAX_LABEL_VALUE_BYTES:
+                raise FieldError("labels", f"label {name!r} needs a value of 1 to 2048 bytes")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> LokiSinkConfig:
+    def _check_consistent(self) -> None:
         if overlap := self.labels.keys() & set(self.label_fields):
             raise ValueError(f"labels {sorted(overlap)} are both static and from records")
         if len(self.labels) + len(self.label_fields) > self.max_label_names:
@@ -85,7 +89,6 @@ class LokiSinkConfig(HttpSinkConfigBase):
             raise ValueError("every stream needs a label: set labels or keep host in label_fields")
         if self.encoding == "protobuf" and self.compression != "none":
             raise ValueError("protobuf bodies are always snappy-compressed: drop compression")
-        return self
 
     def push_url(self) -> URL:
         """The push URL: the endpoint itself if it has a path, else ``/loki/api/v1/push``."""

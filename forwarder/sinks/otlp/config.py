@@ -8,10 +8,11 @@ encoders) loads when ``build`` creates it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
-from pydantic import Field, field_validator
+import msgspec
 
+from forwarder.config_errors import FieldError
 from forwarder.sinks.base import Sink, SinkContext
 from forwarder.sinks.http.config import Compression, HttpSinkConfigBase, endpoint_url
 
@@ -26,36 +27,31 @@ _NEVER_RETRIED: Final = frozenset({400, 413})  # split by the worker instead
 ResourceValue = str | bool | int | float
 
 
-class OtlpSinkConfig(HttpSinkConfigBase):
+class OtlpSinkConfig(HttpSinkConfigBase, tag="otlp", frozen=True, kw_only=True):
     """``type = "otlp"``: the endpoint, encoding, resource and statuses to retry."""
 
-    type: Literal["otlp"]
     encoding: Literal["protobuf", "json"] = "protobuf"
     compression: Compression = "gzip"
-    service_name: str = Field(default="kernel", min_length=1)
-    resource: dict[str, ResourceValue] = Field(default_factory=dict)
-    retry_statuses: list[int] = Field(default_factory=list)
+    service_name: Annotated[str, msgspec.Meta(min_length=1)] = "kernel"
+    resource: dict[str, ResourceValue] = msgspec.field(default_factory=dict)
+    retry_statuses: list[int] = msgspec.field(default_factory=list)
 
-    @field_validator("resource")
-    @classmethod
-    def _resource(cls, value: dict[str, ResourceValue]) -> dict[str, ResourceValue]:
-        if "" in value:
-            raise ValueError("resource attribute names must not be empty")
-        if "service.name" in value:
-            raise ValueError("set service_name instead of resource.service.name")
-        return value
-
-    @field_validator("retry_statuses")
-    @classmethod
-    def _retry_statuses(cls, value: list[int]) -> list[int]:
-        for status in value:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "" in self.resource:
+            raise FieldError("resource", "resource attribute names must not be empty")
+        if "service.name" in self.resource:
+            raise FieldError("resource", "set service_name instead of resource.service.name")
+        for status in self.retry_statuses:
             if not 400 <= status <= 599:
-                raise ValueError(f"{status} is not an HTTP error status (400-599)")
-            if status in _NEVER_RETRIED:
-                raise ValueError(f"{status} is never re-sent as the same request: it is split")
-            if status in CONFIG_STATUSES:
-                raise ValueError(f"{status} is already retried, as a configuration problem")
-        return value
+                problem = f"{status} is not an HTTP error status (400-599)"
+            elif status in _NEVER_RETRIED:
+                problem = f"{status} is never re-sent as the same request: it is split"
+            elif status in CONFIG_STATUSES:
+                problem = f"{status} is already retried, as a configuration problem"
+            else:
+                continue
+            raise FieldError("retry_statuses", problem)
 
     def retryable(self) -> frozenset[int]:
         """Statuses retried with backoff: the spec's 429, 502, 503, 504 and ``retry_statuses``."""
