@@ -119,9 +119,11 @@ def replay_rows(records: int, workdir: Path) -> list[Row]:
     write_dump(dump, records)
     output = workdir / "replay.ndjson"
     config = workdir / "replay.toml"
+    # The naive loop ships records only: kernel events (one per two records of this dump, by
+    # construction) are measured beside it in bench/kernel_events_cost_bench.py.
     config.write_text(
         f'host = "bench-node"\nstate_dir = "{workdir / "state"}"\n[source]\npath = "{dump}"\n'
-        f'[sinks.out]\ntype = "file"\npath = "{output}"\n'
+        f'[kernel_events]\nenabled = false\n[sinks.out]\ntype = "file"\npath = "{output}"\n'
     )
     before = children_cpu_s()
     forwarder = subprocess.Popen(
