@@ -13,8 +13,8 @@ from forwarder.spool.format import HEADER_SIZE
 
 MIB = 1_048_576
 MAX_SEGMENT_BYTES = 8 * MIB
-# A segment holds at least a header and a few ordinary records, whatever max_bytes says.
-MIN_SEGMENT_BYTES = HEADER_SIZE + 512
+# A segment holds at least a header and an ordinary record or two, whatever max_bytes says.
+MIN_SEGMENT_BYTES = HEADER_SIZE + 128
 
 
 class SpoolConfig(StrictModel):

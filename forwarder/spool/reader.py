@@ -168,6 +168,11 @@ class SpoolReader:
                     floor = frames[-1].seq
                 offset += used
                 self._hint = (segment, offset, floor)
+            if offset >= end and segment.last_seq is not None and floor < segment.last_seq:
+                # The next segment's header says this one went further: it was cut short.
+                self.spool._quarantine(segment, "truncated")  # noqa: SLF001
+                self._hint = None
+                return None
         except OSError:
             self.spool._quarantine(segment, "read_error")  # noqa: SLF001
             return None

@@ -161,11 +161,11 @@ class Spool:
         if marker is not None and marker["boot_id"] == boot.boot_id:
             boot.evicted = (int(str(marker["first_seq"])), int(str(marker["last_seq"])))
         boot.segments = [s for s in segments if not self._evicted_leftover(boot, s)]
-        good = boot.good()
-        for position, segment in enumerate(good[:-1]):
-            following = headers.get(good[position + 1].first_seq)
-            if following is not None and following.prev_last_seq is not None:
+        for segment, after in zip(boot.segments, boot.segments[1:], strict=False):
+            following = None if after.bad else headers.get(after.first_seq)
+            if not segment.bad and following is not None:
                 segment.last_seq = following.prev_last_seq
+        good = boot.good()
         if good:
             self._recover_tail(good[-1], headers[good[-1].first_seq])
         tail = max(
@@ -378,8 +378,12 @@ class Spool:
         boot.directory.mkdir(parents=True, exist_ok=True)
         if boot.segments and boot.segments[-1].first_seq == first_seq and not boot.segments[-1].bad:
             boot.segments.pop()  # an empty segment (a failed write, a restart) is replaced
+        # The last seq on disk before this segment (not boot.tail_seq: that counts records
+        # still held in memory): readers learn from it where the previous segment ended.
+        previous = [segment.last_seq for segment in boot.segments if not segment.bad]
+        prev_last = previous[-1] if previous else None
         header = SegmentHeader(
-            boot.boot_id, boot.clock_offset_ns, first_seq, boot.tail_seq, boot.created_ns
+            boot.boot_id, boot.clock_offset_ns, first_seq, prev_last, boot.created_ns
         )
         path = boot.directory / segment_name(first_seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
@@ -393,7 +397,7 @@ class Spool:
                 path.unlink()
             raise
         segment = Segment(first_seq, path, HEADER_SIZE, sealed=False, synced_size=HEADER_SIZE)
-        segment.last_seq = boot.tail_seq if boot.tail_seq is not None else first_seq - 1
+        segment.last_seq = first_seq - 1
         boot.segments.append(segment)
         self._fd = fd
         self._active = segment
