@@ -7,7 +7,7 @@ from typing import Any
 
 from forwarder.spool.config import SpoolConfig
 from forwarder.spool.format import HEADER_SIZE, decode_frames
-from forwarder.spool.reader import SpoolEntry, SpoolGap, SpooledRecord, SpoolReader
+from forwarder.spool.reader import SpooledRecord, SpoolEntry, SpoolGap, SpoolReader
 from forwarder.spool.spool import Spool
 
 BOOT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

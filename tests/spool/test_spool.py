@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forwarder.spool.config import SpoolConfig
-from forwarder.spool.reader import SpoolGap, SpooledRecord, SpoolReader
+from forwarder.spool.reader import SpooledRecord, SpoolGap, SpoolReader
 from tests.spool.helpers import (
     BOOT,
     disk_bytes,
