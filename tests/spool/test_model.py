@@ -49,7 +49,7 @@ class SpoolMachine(RuleBasedStateMachine):
         self.corrupted = False
         self.spool = self._open()
         self.readers = {name: SpoolReader(self.spool, "boot-0", -1) for name in SINKS}
-        self.owed_from = {name: ("boot-0", -1) for name in SINKS}
+        self.owed_from = dict.fromkeys(SINKS, ("boot-0", -1))
         self.seen: dict[str, set[tuple[str, int]]] = {name: set() for name in SINKS}
 
     def _open(self) -> Spool:
@@ -92,7 +92,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
     @rule()
     def sync(self) -> None:
-        """fsync now."""
+        """Sync the active segment now."""
         self.spool.sync()
 
     @precondition(lambda self: any(len(b.good()) > 1 for b in self.spool.boots))
