@@ -21,6 +21,7 @@ from forwarder.errors import ConfigError
 from forwarder.options import BatchConfig, StrictModel
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
 from forwarder.source.parser import parse_level
+from forwarder.spool.config import SpoolConfig
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -139,6 +140,7 @@ class Config(StrictModel):
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    spool: SpoolConfig = SpoolConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=lambda: {"stdout": _default_sink()})
 
     @field_validator("sinks")
@@ -150,3 +152,8 @@ class Config(StrictModel):
         if not sinks:
             raise ValueError("at least one sink is needed")
         return sinks
+
+    @property
+    def spool_path(self) -> Path:
+        """Where the spool lives: ``[spool] path``, else ``<state_dir>/spool``."""
+        return self.spool.path if self.spool.path is not None else self.state_dir / "spool"
