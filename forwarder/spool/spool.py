@@ -133,7 +133,7 @@ class Spool:
             self.boots.remove(current)
         self.boots.append(current)
         self.current = current
-        log.info(
+        log.debug(
             "spool_opened",
             path=str(self.directory),
             bytes=self.total_bytes(),
