@@ -41,6 +41,7 @@ CLOCK_CHECK_INTERVAL_S = 30.0
 CLOCK_DRIFT_WARN_NS = 1_000_000_000
 CLOSE_TIMEOUT_S = 5.0
 CATCH_UP_RECORDS = 2048
+LAG_BATCHES = 4  # a failing sink with this many batches queued reads from the spool instead
 CATCH_UP_IDLE_S = 0.05
 SPOOL_FULL_WAIT_S = 0.1
 
@@ -100,6 +101,7 @@ class Pipeline:
         self._spool: Spool | None = None
         self._catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks: reading the spool
         self._catch_up_tasks: dict[str, asyncio.Task[None]] = {}
+        self._lag_records: dict[str, int] = {}
         self._queued: dict[str, tuple[str, int]] = {}  # per sink: last position queued live
         self._fresh: set[str] = set()  # sinks with no position yet (persisted at first record)
         self._reading_done = False
@@ -139,6 +141,7 @@ class Pipeline:
         for name, sink in self._sinks.items():
             table = self.config.sinks.get(name)
             batch_config = table.batch if table is not None and table.batch else self.config.batch
+            self._lag_records[name] = LAG_BATCHES * batch_config.max_records
             self._workers[name] = SinkWorker(
                 sink,
                 batch_config,
@@ -464,8 +467,11 @@ class Pipeline:
         for name, items in out.items():
             if not items:
                 continue
-            batcher = self._workers[name].batcher
-            if batcher.queue.full():
+            worker = self._workers[name]
+            batcher = worker.batcher
+            # A failing sink lags after a few batches (its records wait in the spool, not in
+            # memory); a healthy one only when its queue is full.
+            if batcher.queue.full() or self._backed_up(name):
                 router.detach(name)
                 position = self._queued.get(name)
                 self._catch_ups[name] = self._new_catch_up(name, position, None)
@@ -474,6 +480,12 @@ class Pipeline:
                 continue
             await batcher.put(items)  # returns at once: the queue has room
             self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
+
+    def _backed_up(self, name: str) -> bool:
+        """A failing sink with a few batches queued: more records wait in the spool."""
+        worker = self._workers[name]
+        failing = worker.health.failing_since is not None
+        return failing and worker.batcher.depth >= self._lag_records[name]
 
     def _start_catch_up(self, name: str) -> None:
         self._catch_up_tasks[name] = asyncio.create_task(
@@ -496,6 +508,9 @@ class Pipeline:
         router = self._router
         assert isinstance(router, SharedRouter)
         while True:
+            if self._backed_up(name):
+                await asyncio.sleep(CATCH_UP_IDLE_S)  # the sink is down: read no further
+                continue
             items = catch_up.next_items(CATCH_UP_RECORDS)
             self._count_gaps(name, catch_up)
             if items:
