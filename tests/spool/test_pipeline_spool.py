@@ -111,34 +111,38 @@ async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(tmp_path:
         run = ForwarderProcess(workdir, config).start()
         writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # the forwarder opens it
         try:
-            for first in range(0, 5_000, 5):
-                await asyncio.to_thread(os.write, writer, _lines(first, 5).encode())
-            await _file_has(tmp_path / "out.ndjson", 4_000)
-
             def lagging() -> bool:
                 return "sink_lagging" in {line.get("event") for line in run.stderr_lines()}
 
-            await wait_until_async(lagging, timeout_s=WAIT_S, interval_s=0.2, what="lagging")
+            # Small writes until the failing sink has queued enough to be detached (it is
+            # detached when records for it arrive while it is failing and backed up).
+            written = 0
+            while written < 5_000 or not lagging():
+                assert written < 50_000, "the failing sink was never detached"
+                await asyncio.to_thread(os.write, writer, _lines(written, 5).encode())
+                written += 5
+            await _file_has(tmp_path / "out.ndjson", written - 200)
             receiver._script.clear()
 
             def attached() -> bool:
                 return "sink_caught_up" in {line.get("event") for line in run.stderr_lines()}
 
             await wait_until_async(attached, timeout_s=WAIT_S, interval_s=0.2, what="attached")
-            await asyncio.to_thread(os.write, writer, _lines(5_000, 10).encode())
+            await asyncio.to_thread(os.write, writer, _lines(written, 10).encode())
+            written += 10
         finally:
             os.close(writer)  # the end of input: the last records are framed
 
         def all_arrived() -> bool:
             kmsg = [e for e in receiver.events.values() if e.get("event") == "kmsg"]
-            return len(kmsg) >= 5_010
+            return len(kmsg) >= written
 
         await wait_until_async(all_arrived, timeout_s=WAIT_S, interval_s=0.2, what="all")
-        await _file_has(tmp_path / "out.ndjson", 5_010)
+        await _file_has(tmp_path / "out.ndjson", written)
         assert run.process is not None
         assert await asyncio.to_thread(run.process.wait, 30) == 0  # input ended, all delivered
     web = sorted(
         (e for e in receiver.events.values() if e.get("event") == "kmsg"), key=lambda e: e["seq"]
     )
-    assert [e["seq"] for e in web] == list(range(5_010))
+    assert [e["seq"] for e in web] == list(range(written))
     assert [e for e in receiver.events.values() if e.get("event") == "gap"] == []
