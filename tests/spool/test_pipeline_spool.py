@@ -111,6 +111,7 @@ async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(tmp_path:
         run = ForwarderProcess(workdir, config).start()
         writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # the forwarder opens it
         try:
+
             def lagging() -> bool:
                 return "sink_lagging" in {line.get("event") for line in run.stderr_lines()}
 
