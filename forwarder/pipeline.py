@@ -461,7 +461,12 @@ class Pipeline:
         self._fresh.clear()
 
     async def _deliver(self, out: dict[str, list[Item]]) -> None:
-        """Queue each caught-up sink's items; a sink whose queue is full starts lagging."""
+        """Queue each caught-up sink's items; a failing sink that is backed up starts lagging.
+
+        A healthy sink that is only slower than the reader (a replay, a burst) still holds the
+        reader back, as without a spool: sending it from the spool would parse and encode
+        every record twice for no gain. A sink that fails never holds anyone back.
+        """
         router = self._router
         assert isinstance(router, SharedRouter)
         for name, items in out.items():
@@ -471,21 +476,22 @@ class Pipeline:
             batcher = worker.batcher
             # A failing sink lags after a few batches (its records wait in the spool, not in
             # memory); a healthy one only when its queue is full.
-            if batcher.queue.full() or self._backed_up(name):
+            if self._backed_up(name):
                 router.detach(name)
                 position = self._queued.get(name)
                 self._catch_ups[name] = self._new_catch_up(name, position, None)
                 self._start_catch_up(name)
                 log.info("sink_lagging", sink=name, position=position)
                 continue
-            await batcher.put(items)  # returns at once: the queue has room
+            await batcher.put(items)
             self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
 
     def _backed_up(self, name: str) -> bool:
-        """A failing sink with a few batches queued: more records wait in the spool."""
+        """A failing sink with a few batches (or a full queue) waiting: the rest waits in the spool."""
         worker = self._workers[name]
+        batcher = worker.batcher
         failing = worker.health.failing_since is not None
-        return failing and worker.batcher.depth >= self._lag_records[name]
+        return failing and (batcher.depth >= self._lag_records[name] or batcher.queue.full())
 
     def _start_catch_up(self, name: str) -> None:
         self._catch_up_tasks[name] = asyncio.create_task(

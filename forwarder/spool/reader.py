@@ -164,7 +164,6 @@ class SpoolReader:
                     if frame.seq > after
                 )
                 if frames:
-                    segment.note(frames[0].seq, offset)
                     floor = frames[-1].seq
                 offset += used
                 self._hint = (segment, offset, floor)

@@ -25,20 +25,23 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import structlog
 
 from forwarder.spool.config import SpoolConfig
 from forwarder.spool.format import (
+    BLOCK_HEAD_SIZE,
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
     SegmentHeader,
     decode_frames,
     decode_header,
-    encode_frames,
+    encode_block,
     encode_header,
 )
 from forwarder.spool.segments import (
@@ -54,7 +57,7 @@ from forwarder.spool.segments import (
 log = structlog.get_logger("forwarder.spool")
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0
-INDEX_EVERY = 64
+INDEX_EVERY = 256
 
 
 @dataclass(slots=True)
@@ -241,7 +244,8 @@ class Spool:
         segment.size = segment.synced_size = end
         for position in range(0, len(frames), INDEX_EVERY):
             start = HEADER_SIZE if position == 0 else frames[position - 1].end
-            segment.note(frames[position].seq, start)
+            if position == 0 or frames[position - 1].end != frames[position].end:
+                segment.note(frames[position].seq, start)  # blocks start there
         segment.last_seq = frames[-1].seq if frames else header.prev_last_seq
         if segment.last_seq is None:
             segment.last_seq = header.first_seq - 1
@@ -327,15 +331,18 @@ class Spool:
 
     def _write(self, seqs: list[int], raws: list[bytes]) -> int:
         """Write records to segments (rolling and evicting as needed); how many were written."""
-        boot = self.current
-        assert boot is not None
         written = 0
         count = len(seqs)
+        # Cumulative frame bytes, computed in C: the room check is a bisect, not a loop.
+        ends = list(accumulate(map(FRAME_HEAD_SIZE.__add__, map(len, raws))))
         while written < count:
             if self._active is not None and self._active.size >= self.segment_bytes:
                 self._seal()
-            sizes_fit = self._fit(raws, written)
-            if sizes_fit == 0:  # not even one frame fits the active segment: roll
+            used = self._active.size if self._active is not None else HEADER_SIZE
+            before = ends[written - 1] if written else 0
+            room = self.segment_bytes - used - BLOCK_HEAD_SIZE
+            end = bisect_right(ends, before + room, written)
+            if end == written:  # not even one record fits the active segment: roll
                 if self._active is None or self._active.size == HEADER_SIZE:
                     # One record larger than the whole spool: it can only be evicted.
                     self._evict_all_and(seqs[written])
@@ -343,8 +350,7 @@ class Spool:
                     continue
                 self._seal()
                 continue
-            end = written + sizes_fit
-            needed = sum(FRAME_HEAD_SIZE + len(raw) for raw in raws[written:end])
+            needed = ends[end - 1] - before + BLOCK_HEAD_SIZE
             if self._active is None:
                 needed += HEADER_SIZE
             if not self._make_room(needed):
@@ -352,25 +358,12 @@ class Spool:
             try:
                 if self._active is None:
                     self._new_segment(seqs[written])
-                self._write_frames(seqs[written:end], raws[written:end])
+                self._write_block(seqs[written:end], raws[written:end])
             except OSError as error:
                 self._degrade(error)
                 return written + self._hold(seqs[written:], raws[written:])
             written = end
         return written
-
-    def _fit(self, raws: list[bytes], start: int) -> int:
-        """How many records from ``start`` fit in the active (or a new) segment."""
-        used = self._active.size if self._active is not None else HEADER_SIZE
-        room = self.segment_bytes - used
-        count = 0
-        for raw in raws[start:]:
-            size = FRAME_HEAD_SIZE + len(raw)
-            if size > room:
-                break
-            room -= size
-            count += 1
-        return count
 
     def _new_segment(self, first_seq: int) -> None:
         boot = self.current
@@ -381,7 +374,9 @@ class Spool:
         # The last seq on disk before this segment (not boot.tail_seq: that counts records
         # still held in memory): readers learn from it where the previous segment ended.
         previous = [segment.last_seq for segment in boot.segments if not segment.bad]
-        prev_last = previous[-1] if previous else None
+        prev_last = previous[-1] if previous and previous[-1] is not None else None
+        if prev_last is not None and prev_last < 0:
+            prev_last = None  # the previous segment was empty and began at seq 0
         header = SegmentHeader(
             boot.boot_id, boot.clock_offset_ns, first_seq, prev_last, boot.created_ns
         )
@@ -402,10 +397,10 @@ class Spool:
         self._fd = fd
         self._active = segment
 
-    def _write_frames(self, seqs: list[int], raws: list[bytes]) -> None:
+    def _write_block(self, seqs: list[int], raws: list[bytes]) -> None:
         segment = self._active
         assert segment is not None
-        data = b"".join(encode_frames(seqs, raws))
+        data = encode_block(seqs, raws)
         try:
             _write_all(self._fd, data)
         except OSError:
@@ -414,9 +409,8 @@ class Spool:
             except OSError:
                 self._abandon_active()
             raise
-        offset = segment.size
-        if len(segment.index) == 0 or seqs[-1] - segment.index[-1][0] >= INDEX_EVERY:
-            segment.note(seqs[0], offset)
+        if not segment.index or seqs[0] - segment.index[-1][0] >= INDEX_EVERY:
+            segment.note(seqs[0], segment.size)  # sparse: a few entries per segment
         segment.size += len(data)
         segment.last_seq = seqs[-1]
         self._dirty = True
