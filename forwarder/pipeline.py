@@ -487,7 +487,7 @@ class Pipeline:
             self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
 
     def _backed_up(self, name: str) -> bool:
-        """A failing sink with a few batches (or a full queue) waiting: the rest waits in the spool."""
+        """A failing sink with a few batches (or a full queue) waiting: the rest waits spooled."""
         worker = self._workers[name]
         batcher = worker.batcher
         failing = worker.health.failing_since is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
 from forwarder.encoding.chunk import ChunkEncoder, Encode, FailureHook, ParseErrorHook
@@ -45,8 +46,8 @@ class SharedRouter(Router):
 class CheckpointTracker(CheckpointStore):
     """The checkpoint store, remembering each sink's last saved position (for release)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
         self.positions: dict[str, tuple[str, int]] = {}
 
     def load(self, sink: str) -> Checkpoint | None:

@@ -117,9 +117,7 @@ class Frame:
     end: int
 
 
-def decode_frames(
-    data: bytes, start: int = 0, after_seq: int = -1
-) -> tuple[list[Frame], int, str]:
+def decode_frames(data: bytes, start: int = 0, after_seq: int = -1) -> tuple[list[Frame], int, str]:
     """Every record of the complete valid blocks from ``start`` on, each seq above the last.
 
     Returns (frames, offset after the last good block, how the scan ended): ``"end"`` (every
