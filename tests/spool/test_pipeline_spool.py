@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,60 @@ async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(tmp_path:
     )
     assert [e["seq"] for e in web] == list(range(written))
     assert [e for e in receiver.events.values() if e.get("event") == "gap"] == []
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted in a temp dir, unmounted afterwards (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        check=True,
+        timeout=10,
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True, timeout=10)
+
+
+async def test_a_full_spool_disk_shows_on_readyz_and_never_stops_the_forwarder(
+    tmp_path: Path, small_fs: Path
+) -> None:
+    """ENOSPC on the spool: /readyz says degraded, sinks still get every record; freed space heals it."""
+    filler = small_fs / "filler"
+    filler.write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
+    dump = tmp_path / "kmsg.dump"
+    dump.write_text(_lines(0, 5_000))
+    async with HttpReceiver(path="/in") as receiver:
+        config = _config(tmp_path, receiver, dump)
+        config["spool"] = {"path": small_fs / "spool"}
+        run = await asyncio.to_thread(_start, tmp_path, "run", config)
+        await _file_has(tmp_path / "out.ndjson", 5_000)
+
+        def kmsg_received() -> int:
+            return sum(1 for e in receiver.events.values() if e.get("event") == "kmsg")
+
+        await wait_until_async(
+            lambda: kmsg_received() >= 5_000, timeout_s=WAIT_S, interval_s=0.2, what="web"
+        )
+        status, body = await asyncio.to_thread(run.http_get, "/readyz")
+        assert status == 503
+        assert b'"degraded": true' in body or b'"degraded":true' in body
+
+        async def degraded_metric() -> bool:  # the gauges follow about once a second
+            return await asyncio.to_thread(run.metric, "kmsg_forwarder_spool_degraded") == 1
+
+        await wait_until_async(degraded_metric, timeout_s=WAIT_S, interval_s=0.2, what="gauge")
+        assert await asyncio.to_thread(run.metric, "kmsg_forwarder_spool_write_errors_total") >= 1
+        filler.unlink()
+
+        async def ready() -> bool:
+            code, _ = await asyncio.to_thread(run.http_get, "/readyz")
+            return code == 200
+
+        await wait_until_async(ready, timeout_s=WAIT_S, interval_s=0.5, what="/readyz 200 again")
+        assert await asyncio.to_thread(run.stop) == 0
