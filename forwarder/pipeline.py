@@ -106,6 +106,7 @@ class Pipeline:
         self._fresh: set[str] = set()  # sinks with no position yet (persisted at first record)
         self._reading_done = False
         self._spool_lost_counted = 0
+        self._corrupt_counted: set[tuple[str, int, int]] = set()
         self._workers: dict[str, SinkWorker] = {}
         self._router: Router | None = None
         self._capture: Capture | None = None
@@ -549,12 +550,15 @@ class Pipeline:
         return self._spool.boot(boot_id) is not self._spool.current
 
     def _count_gaps(self, name: str, catch_up: SinkCatchUp) -> None:
-        for reason, _lost in catch_up.gap_reports:
+        for reason, lost_range in catch_up.gap_reports:
             self.metrics.gap_events.labels(name, reason).inc()
-        if any(reason == "spool_corrupt" for reason, _ in catch_up.gap_reports):
-            for reason, lost in catch_up.gap_reports:
-                if reason == "spool_corrupt" and lost:
-                    self.metrics.records_lost.labels(reason).inc(lost)
+            # A quarantined range is counted once, however many sinks are told about it
+            # (spool_full is counted when evicted, from the spool's own figure).
+            if reason == "spool_corrupt" and lost_range not in self._corrupt_counted:
+                assert lost_range is not None
+                self._corrupt_counted.add(lost_range)
+                _, first, last = lost_range
+                self.metrics.records_lost.labels(reason).inc(last - first + 1)
         catch_up.gap_reports.clear()
 
     def _release_spool(self) -> None:

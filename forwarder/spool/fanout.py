@@ -93,7 +93,8 @@ class SinkCatchUp:
         self._fresh = position is None
         self._router: Router | None = None
         self._encoder: ChunkEncoder | None = None
-        self.gap_reports: list[tuple[str, int | None]] = []  # (reason, lost) per gap event
+        # (reason, seq range or None) of every gap event emitted, for the metrics
+        self.gap_reports: list[tuple[str, tuple[str, int, int] | None]] = []
 
     @property
     def position(self) -> tuple[str, int]:
@@ -197,7 +198,7 @@ class SinkCatchUp:
     def _gap(
         self, identity: Identity, first: int, last: int, reason: GapReason, timestamp_ns: int
     ) -> Event:
-        self.gap_reports.append((reason, last - first + 1))
+        self.gap_reports.append((reason, (identity.boot_id, first, last)))
         return encode_gap(
             host=identity.host,
             boot_id=identity.boot_id,
