@@ -9,6 +9,7 @@ sleep between records, not spin), and an idle dump file in follow mode.
 
     .venv/bin/python bench/idle_bench.py
     .venv/bin/python bench/idle_bench.py --settle-s 10 --window-s 10
+    .venv/bin/python bench/idle_bench.py --scenarios default,metrics,follow
 
 Needs root (reads and writes /dev/kmsg). A measurement, not a test: the figures depend on
 the machine, the Python build and the libraries installed, so they belong in the README,
@@ -144,13 +145,22 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=4.0, help="time to start and settle")
     parser.add_argument("--window-s", type=float, default=5.0, help="time watched")
     parser.add_argument("--runs", type=int, default=1, help="runs per scenario (worst kept)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (trickle writes to /dev/kmsg)",
+    )
     args = parser.parse_args()
+    chosen = args.scenarios.split(",")
+    if unknown := set(chosen) - set(SCENARIOS):
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     print(f"CPU s: used in a {args.window_s:g} s window after {args.settle_s:g} s of settling")
     print(
         f"{'scenario':<19}{'process':<9}{'VmRSS MiB':>10}{'VmHWM MiB':>10}"
         f"{'Pss MiB':>9}{'CPU s':>7}"
     )
-    for scenario, label in SCENARIOS.items():
+    for scenario in chosen:
+        label = SCENARIOS[scenario]
         runs = [measure(scenario, args.settle_s, args.window_s) for _ in range(args.runs)]
         worst = {
             name: tuple(max(run[name][i] for run in runs) for i in range(4)) for name in runs[0]

@@ -2,7 +2,8 @@
 
 The packages follow the data flow::
 
-    source/ (capture, parse) -> encoding/ -> routing -> delivery/ (batch, retry,
-    checkpoint) -> sinks/; telemetry/ (metrics, logs, status server) watches every
-    stage, and pipeline wires them together.
+    source/ (capture, parse) -> reader (encoding/, routing: one chunk per window, fanned
+    out) -> delivery/ (batch, retry, checkpoint) -> sinks/; telemetry/ (named events,
+    metrics, logs, health, status server) watches every stage, and server (prepare, run,
+    drain, shut down) wires them together.
 """

@@ -3,28 +3,25 @@
 Each branch of the error tree maps to an exit code and one line a person can act on:
 config errors exit 2, start-up problems (device, state dir, checkpoint) exit 3, other
 forwarder errors exit 1; ``spool check`` exits 4 when a spool file is damaged. The first
-SIGTERM/SIGINT drains and exits 0; a second one exits at once.
+SIGTERM/SIGINT drains and exits 0; a second one cuts the drain short and exits 128 + its
+number once the capture process is ended.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
-import uvloop
 
 from forwarder.config import Config, load_config
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.errors import ConfigError, ForwarderError, StartupError
-from forwarder.pipeline import Pipeline, read_boot_id
+from forwarder.server import Server
+from forwarder.source.boot import read_boot_id
 from forwarder.source.ring import ring_bounds
 from forwarder.spool.check import SpoolReport, inspect_spool
 from forwarder.telemetry.logs import configure_logging
@@ -36,8 +33,6 @@ EXIT_STARTUP = 3
 EXIT_SPOOL_DAMAGED = 4
 SECRET_KEY_PARTS = ("password", "token", "secret", "api_key")
 _URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]*@")  # scheme://user:PASSWORD@host
-
-log = structlog.get_logger("forwarder.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,34 +175,15 @@ def _spool_check(config: Config) -> int:
 
 
 def _run(config: Config) -> int:
-    pipeline = Pipeline(config)
-    pipeline.prepare()
+    server = Server(config)
+    server.prepare()
     try:
-        uvloop.run(_serve(pipeline))
+        return server.run()
     except StartupError as error:
-        if pipeline.started_reading:
+        if server.started_reading:
             # e.g. a checkpoint that can no longer be written: a runtime failure.
             raise ForwarderError(f"stopped: {error}") from error
         raise
-    return EXIT_OK
-
-
-async def _serve(pipeline: Pipeline) -> None:
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("second_signal_exit_now", signal=signal.Signals(signum).name)
-            os._exit(128 + signum)
-        pipeline.request_stop()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    await pipeline.run()
-    log.info("stopped", source_ended=pipeline.source_ended)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import structlog
-
 from forwarder.delivery.batcher import Batcher, PendingBatch
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.delivery.dead_letters import DeadLetterFile
@@ -32,9 +30,7 @@ from forwarder.errors import ForwarderError
 from forwarder.options import BatchConfig
 from forwarder.sinks.base import Batch, Sink, outcome_of
 from forwarder.sinks.outcome import Outcome, Verdict
-from forwarder.telemetry.metrics import Metrics
-
-log = structlog.get_logger("forwarder.delivery.worker")
+from forwarder.telemetry.events import Emitter
 
 
 @dataclass(slots=True)
@@ -61,7 +57,7 @@ class SinkWorker:
         store: CheckpointStore,
         retry: RetryPolicy,
         dead_letters: DeadLetterFile,
-        metrics: Metrics,
+        emit: Emitter,
         clock_offset_ns: int,
     ) -> None:
         self.sink = sink
@@ -72,7 +68,7 @@ class SinkWorker:
         self._store = store
         self._retry = retry
         self._dead_letters = dead_letters
-        self._metrics = metrics
+        self._emit = emit
         self._clock_offset_ns = clock_offset_ns
         self._recovered = asyncio.Event()
 
@@ -124,9 +120,9 @@ class SinkWorker:
         finally:
             slots.release()
         self.health.checkpoint_seq = batch.checkpoint_seq
-        self._metrics.checkpoint_seq.labels(self.sink.name).set(batch.checkpoint_seq)
+        self._emit.checkpoint(self.sink.name, batch.checkpoint_seq)
         if batch.filtered:
-            self._metrics.records_filtered.labels(self.sink.name).inc(batch.filtered)
+            self._emit.records_filtered(self.sink.name, batch.filtered)
 
     async def _start(self) -> None:
         """Start the sink through the retry policy; give up only with the retry budget."""
@@ -152,15 +148,13 @@ class SinkWorker:
             started = time.monotonic()
             unsent, outcome = await self._send_with_retry(part)
             if not unsent:
-                self._metrics.batch_latency.labels(self.sink.name).observe(
-                    time.monotonic() - started
-                )
+                self._emit.batch_delivered(self.sink.name, time.monotonic() - started)
             elif outcome.verdict is not Verdict.TOO_LARGE:  # the retry budget is spent
                 self._dead_letter(unsent, "retry_budget_exhausted", _problem(outcome, len(unsent)))
             elif len(unsent) == 1:
                 self._dead_letter(unsent, "too_large", outcome.detail)
             else:
-                self._metrics.batch_splits.labels(self.sink.name).inc()
+                self._emit.batch_split(self.sink.name)
                 half = len(unsent) // 2
                 parts.extendleft((unsent[half:], unsent[:half]))
 
@@ -190,19 +184,11 @@ class SinkWorker:
             self._dead_letters.write(
                 [(events[r.index], r.reason, r.detail) for r in outcome.rejected]
             )
-            for rejection in outcome.rejected:
-                self._metrics.records_dead_lettered.labels(self.sink.name, rejection.reason).inc()
-            log.error(
-                "rejected_by_receiver",
-                sink=self.sink.name,
-                events=len(outcome.rejected),
-                reasons=sorted({r.reason for r in outcome.rejected}),
-                first_detail=outcome.rejected[0].detail,
-            )
+            self._emit.rejected_by_receiver(self.sink.name, outcome.rejected)
         if outcome.duplicates:
-            self._metrics.records_duplicate.labels(self.sink.name).inc(outcome.duplicates)
+            self._emit.records_duplicate(self.sink.name, outcome.duplicates)
         settled = len(outcome.rejected) + len(outcome.retry) + outcome.duplicates
-        self._metrics.records_sent.labels(self.sink.name).inc(max(len(events) - settled, 0))
+        self._emit.records_sent(self.sink.name, max(len(events) - settled, 0))
         return [events[index] for index in outcome.retry]
 
     def _note_health(self, outcome: Outcome, *, items: int) -> None:
@@ -217,35 +203,27 @@ class SinkWorker:
             self.health.failing_since = now
         self.health.last_error = _problem(outcome, items)
         self.health.config_problem = outcome.verdict is Verdict.OPERATOR_NEEDED
-        self._metrics.sink_up.labels(self.sink.name).set(0)
+        self._emit.sink_failing(self.sink.name)
 
     def _on_retry(self, outcome: Outcome, wait_s: float) -> None:
-        self._metrics.sink_retries.labels(self.sink.name).inc()
-        log.warning(
-            "sink_retry",
-            sink=self.sink.name,
-            verdict=outcome.verdict.value,
-            error=_problem(outcome, None),
-            wait_s=round(wait_s, 3),
+        self._emit.sink_retry(
+            self.sink.name, outcome.verdict.value, _problem(outcome, None), wait_s
         )
 
     def _on_success(self) -> None:
-        if self.health.failing_since is not None:
-            log.info("sink_recovered", sink=self.sink.name)
+        recovered = self.health.failing_since is not None
+        if recovered:
             # Batches still backing off retry now instead of after their full wait.
             self._recovered.set()
             self._recovered.clear()
         self.health.failing_since = None
         self.health.last_error = None
         self.health.config_problem = False
-        self._metrics.sink_up.labels(self.sink.name).set(1)
+        self._emit.sink_delivering(self.sink.name, recovered=recovered)
 
     def _dead_letter(self, events: list[Event], reason: str, detail: str) -> None:
         self._dead_letters.write([(event, reason, detail) for event in events])
-        self._metrics.records_dead_lettered.labels(self.sink.name, reason).inc(len(events))
-        log.error(
-            "dead_lettered", sink=self.sink.name, reason=reason, detail=detail, events=len(events)
-        )
+        self._emit.dead_lettered(self.sink.name, reason, detail, len(events))
 
 
 def _problem(outcome: Outcome, items: int | None) -> str:

@@ -17,12 +17,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
-import structlog
-
 from forwarder.delivery.dead_letters import SourceDeadLetterFile
-from forwarder.telemetry.metrics import Metrics
+from forwarder.telemetry.events import Emitter
 
-log = structlog.get_logger("forwarder.source.bad_input")
 REJECT_LOG_INTERVAL_S: Final = 10.0
 
 
@@ -31,12 +28,12 @@ class BadInput:
 
     def __init__(
         self,
-        metrics: Metrics,
+        emit: Emitter,
         dead_letters: SourceDeadLetterFile,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._metrics = metrics
+        self._emit = emit
         self._dead_letters = dead_letters
         self._clock = clock
         self._unlogged: Counter[str] = Counter()
@@ -45,7 +42,7 @@ class BadInput:
     def rejected(self, reason: bytes) -> None:
         """Count one record the capture process rejected; log if the interval has passed."""
         name = reason.decode("ascii", "replace")
-        self._metrics.records_rejected.labels(name).inc()
+        self._emit.record_rejected(name)
         self._unlogged[name] += 1
         now = self._clock()
         if self._logged_at is None or now - self._logged_at >= REJECT_LOG_INTERVAL_S:
@@ -55,23 +52,11 @@ class BadInput:
     def flush_log(self) -> None:
         """Log the rejections counted since the last warning, if any."""
         if self._unlogged:
-            log.warning(
-                "records_rejected",
-                counts=dict(self._unlogged),
-                hint="the dump holds lines no kernel writes (a raw NUL byte, or longer than "
-                "8192 bytes); they are dropped",
-            )
+            self._emit.records_rejected(self._unlogged)
             self._unlogged.clear()
 
     def failed(self, raw: bytes, error: Exception, seq: int | None) -> None:
         """Dead-letter one record whose handling raised ``error``, count and log it."""
         detail = f"{type(error).__name__}: {error}"
         self._dead_letters.write(raw, "record_failed", detail, seq)
-        self._metrics.records_failed.inc()
-        log.error(
-            "record_failed",
-            seq=seq,
-            error=detail,
-            dead_letter=str(self._dead_letters.path),
-            hint="the record is set aside and the forwarder goes on; please report this bug",
-        )
+        self._emit.record_failed(seq, detail, str(self._dead_letters.path))

@@ -25,6 +25,7 @@ import structlog
 
 from forwarder.config import SourceConfig
 from forwarder.errors import DeviceError, ForwarderError
+from forwarder.source import capture_process
 from forwarder.source.capture_process import CONTROL, SEPARATOR, FrameKind
 
 log = structlog.get_logger("forwarder.source.capture")
@@ -67,6 +68,26 @@ def open_source(path: Path, *, seek_newest: bool) -> tuple[int, bool]:
     return fd, is_device
 
 
+def capture_command(source: SourceConfig, fd: int, *, is_device: bool) -> list[str]:
+    """The command line of the capture process reading ``fd``.
+
+    ``-I``: no PYTHON* variables, user site or script directory. By path, not ``-m``: the
+    capture process needs only the standard library, so no package ``__init__`` runs.
+    """
+    command = [
+        sys.executable,
+        "-I",
+        capture_process.__file__,
+        f"--fd={fd}",
+        f"--kind={'device' if is_device else 'dump'}",
+        f"--buffer-records={source.buffer_records}",
+        f"--spin-us={source.spin_us}",
+    ]
+    if source.follow:
+        command.append("--follow")
+    return command
+
+
 class Capture:
     """Runs the capture process for one source and yields its frames."""
 
@@ -99,17 +120,7 @@ class Capture:
     def open(self) -> None:
         """Open the source and start the capture process (raises DeviceError)."""
         fd, is_device = open_source(self._source.path, seek_newest=self._seek_newest)
-        command = [
-            sys.executable,
-            "-m",
-            "forwarder.source.capture_process",
-            f"--fd={fd}",
-            f"--kind={'device' if is_device else 'dump'}",
-            f"--buffer-records={self._source.buffer_records}",
-            f"--spin-us={self._source.spin_us}",
-        ]
-        if self._source.follow:
-            command.append("--follow")
+        command = capture_command(self._source, fd, is_device=is_device)
         try:
             self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(fd,)

@@ -22,8 +22,6 @@ kernel escapes it, so the framing survives any input.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -36,7 +34,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Final
+
+# This process starts lean (``capture.py`` runs this file with ``python -I``, not ``-m``) and
+# imports only what it uses: typing (for Final) and argparse cost more memory than the rest
+# of the process (bench/idle_bench.py). Annotations are never evaluated at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 SEPARATOR: Final = b"\x00"
 CONTROL: Final = b"\x01"
@@ -374,13 +378,11 @@ def _stop_reading(_signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the capture process."""
-    parser = argparse.ArgumentParser(prog="kmsg-forwarder-capture")
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--kind", choices=("device", "dump"), required=True)
-    parser.add_argument("--buffer-records", type=int, required=True)
-    parser.add_argument("--spin-us", type=int, default=2000)
-    parser.add_argument("--follow", action="store_true")
-    args = parser.parse_args(argv)
+    try:
+        args = _Options(sys.argv[1:] if argv is None else argv)
+    except (KeyError, ValueError) as error:
+        print(f"kmsg-forwarder-capture: bad arguments: {error}", file=sys.stderr)  # noqa: T201
+        return 2
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the forwarder decides when we stop
     signal.signal(signal.SIGTERM, _stop_reading)
@@ -416,8 +418,36 @@ def _die_with_parent() -> None:
 
 def _grow_pipe(fd: int) -> None:
     # Not a pipe, or above pipe-max-size: the default size works, only slower.
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - contextlib is one more import for this one call
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+
+
+class _Options:
+    """The command line ``capture.py`` builds.
+
+    ``--fd=N --kind=device|dump --buffer-records=N [--spin-us=N] [--follow]``, parsed by
+    hand: argparse and its imports would cost this process more memory than its own code.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        values: dict[str, str] = {}
+        for arg in argv:
+            name, _, value = arg.partition("=")
+            if name not in _OPTION_NAMES:
+                raise ValueError(f"unknown option {arg!r}")
+            values[name] = value
+        self.fd = int(values["--fd"])
+        self.kind = values["--kind"]
+        if self.kind not in {"device", "dump"}:
+            raise ValueError(f"--kind must be device or dump, not {self.kind!r}")
+        self.buffer_records = int(values["--buffer-records"])
+        self.spin_us = int(values.get("--spin-us", "2000"))
+        self.follow = "--follow" in values
+
+
+_OPTION_NAMES: Final = frozenset({"--fd", "--kind", "--buffer-records", "--spin-us", "--follow"})
 
 
 if __name__ == "__main__":

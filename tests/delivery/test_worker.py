@@ -23,6 +23,7 @@ from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.file import FileSink
 from forwarder.sinks.outcome import Outcome, Rejection
 from forwarder.sinks.stdout import StdoutSink
+from forwarder.telemetry.events import Emitter
 from forwarder.telemetry.metrics import Metrics
 from tests.support.events import identity, make_events
 from tests.support.wait import wait_until_async
@@ -139,7 +140,7 @@ class Harness:
                 RetryConfig(initial_backoff_ms=1, max_backoff_ms=5, budget_s=budget_s)
             ),
             dead_letters=self.dead_letters,
-            metrics=self.metrics,
+            emit=Emitter(self.metrics),
             clock_offset_ns=WHO.clock_offset_ns,
         )
 

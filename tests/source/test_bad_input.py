@@ -10,9 +10,10 @@ from structlog.testing import capture_logs
 from forwarder.config import Config
 from forwarder.delivery.dead_letters import SourceDeadLetterFile
 from forwarder.encoding.reference import encode_record
-from forwarder.pipeline import Pipeline
+from forwarder.server import Server
 from forwarder.source.bad_input import REJECT_LOG_INTERVAL_S, BadInput
 from forwarder.source.parser import Record, render_record
+from forwarder.telemetry.events import Emitter
 from forwarder.telemetry.metrics import Metrics
 from tests.support.forwarder import read_ndjson
 
@@ -47,10 +48,11 @@ def make_config(tmp_path, dump):
 
 async def run_once(config, encode):
     """Run the whole pipeline over the dump until it ends; return its metrics."""
-    pipeline = Pipeline(config, encode=encode)
-    pipeline.prepare()
-    await pipeline.run()
-    return pipeline.metrics
+    metrics = Metrics()
+    server = Server(config, encode=encode, metrics=metrics)
+    server.prepare()
+    assert await server.serve() == 0
+    return metrics
 
 
 def dead_letters(config):
@@ -102,7 +104,7 @@ def test_rejections_are_counted_each_but_logged_in_aggregate(tmp_path):
     """Every rejected record is counted by reason; one warning per interval carries the counts since the last."""
     metrics = Metrics()
     now = [100.0]
-    bad_input = BadInput(metrics, SourceDeadLetterFile(tmp_path), clock=lambda: now[0])
+    bad_input = BadInput(Emitter(metrics), SourceDeadLetterFile(tmp_path), clock=lambda: now[0])
     with capture_logs() as logs:
         for _ in range(50):
             bad_input.rejected(b"nul_byte")
