@@ -1,6 +1,7 @@
-"""Loki, Elasticsearch and HTTP sinks: 1,000,000 kmsg records into a receiver that answers at once.
+"""Loki, Elasticsearch, OTLP and HTTP sinks: 1,000,000 kmsg records into a receiver that answers at once.
 
     .venv/bin/python bench/http_sinks_bench.py [--records N] [--batch N] [--dump PATH]
+        [--forwarder] [--only PREFIX]   (e.g. --only otlp: just the otlp rows)
 
 Writes a kmsg dump (records rendered with forwarder.source.parser.render_record, one per line
 group, like /dev/kmsg reads), reads it back through the real parser and encoder in
@@ -35,6 +36,8 @@ from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchSinkConfig
 from forwarder.sinks.http.sink import HttpSink, HttpSinkConfig
 from forwarder.sinks.loki.sink import LokiSink, LokiSinkConfig
+from forwarder.sinks.otlp.config import OtlpSinkConfig
+from forwarder.sinks.otlp.sink import OtlpSink
 from forwarder.sinks.outcome import Outcome
 from forwarder.source.parser import Record, parse_record, render_record
 
@@ -123,7 +126,7 @@ def receiver(port: int, ready: Any) -> None:
     asyncio.run(serve())
 
 
-async def forwarder_table(dump: Path, url: str, count: int) -> None:
+async def forwarder_table(dump: Path, url: str, count: int, only: str) -> None:
     """Whole forwarder, dump to receiver, one row per sink configuration."""
     tables = {
         "loki protobuf+snappy": {"type": "loki", "endpoint": url, "max_age_s": 0},
@@ -134,7 +137,12 @@ async def forwarder_table(dump: Path, url: str, count: int) -> None:
         "elasticsearch gzip": {"type": "elasticsearch", "endpoint": url, "compression": "gzip"},
         "http ndjson": {"type": "http", "endpoint": url + "/ingest"},
         "http ndjson+gzip": {"type": "http", "endpoint": url + "/ingest", "compression": "gzip"},
+        "otlp protobuf+gzip": {"type": "otlp", "endpoint": url},
+        "otlp protobuf": {"type": "otlp", "endpoint": url, "compression": "none"},
+        "otlp json+gzip": {"type": "otlp", "endpoint": url, "encoding": "json"},
+        "otlp json": {"type": "otlp", "endpoint": url, "encoding": "json", "compression": "none"},
     }  # fmt: skip
+    tables = {name: table for name, table in tables.items() if name.startswith(only)}
     print(
         f"whole forwarder (kmsg-forwarder run, [source] path = dump, default batching), {count:,} records"
     )
@@ -156,6 +164,7 @@ def sinks(url: str) -> list[tuple[str, Sink]]:
     loki = {"type": "loki", "endpoint": url, "max_age_s": 0, "max_future_s": 0}
     es = {"type": "elasticsearch", "endpoint": url}
     http = {"type": "http", "endpoint": url + "/ingest"}
+    otlp = {"type": "otlp", "endpoint": url}
     return [
         ("loki protobuf+snappy", LokiSink("b", LokiSinkConfig.model_validate(loki))),
         ("loki json", LokiSink("b", LokiSinkConfig.model_validate(loki | {"encoding": "json"}))),
@@ -177,6 +186,23 @@ def sinks(url: str) -> list[tuple[str, Sink]]:
         (
             "http ndjson+gzip",
             HttpSink("b", HttpSinkConfig.model_validate(http | {"compression": "gzip"})),
+        ),
+        ("otlp protobuf+gzip", OtlpSink("b", OtlpSinkConfig.model_validate(otlp), host="b")),
+        (
+            "otlp protobuf",
+            OtlpSink("b", OtlpSinkConfig.model_validate(otlp | {"compression": "none"}), host="b"),
+        ),
+        (
+            "otlp json+gzip",
+            OtlpSink("b", OtlpSinkConfig.model_validate(otlp | {"encoding": "json"}), host="b"),
+        ),
+        (
+            "otlp json",
+            OtlpSink(
+                "b",
+                OtlpSinkConfig.model_validate(otlp | {"encoding": "json", "compression": "none"}),
+                host="b",
+            ),
         ),
     ]
 
@@ -242,6 +268,7 @@ async def main() -> None:
     parser.add_argument(
         "--forwarder", action="store_true", help="replay the dump through kmsg-forwarder run too"
     )
+    parser.add_argument("--only", default="", help="measure only the rows whose name starts so")
     args = parser.parse_args()
     dump = args.dump or Path(tempfile.gettempdir()) / f"kmsg-dump-{args.records}.bin"
     if not dump.exists():
@@ -266,12 +293,14 @@ async def main() -> None:
     )
     try:
         if args.forwarder:
-            await forwarder_table(dump, url, args.records)
+            await forwarder_table(dump, url, args.records, args.only)
         print("sinks alone: send() only, one batch in flight")
         print(
             f"{'sink':<22} {'records/s':>10} {'CPU s/M':>8} {'requests':>9} {'wire MB':>8} {'B/record':>9}"
         )
         for name, sink in sinks(url):
+            if not name.startswith(args.only):
+                continue
             row = await measure(sink, dump, args.batch, who, url)
             per_million = row["cpu"] / row["records"] * 1e6
             print(

@@ -86,8 +86,9 @@ def _imported(
             {"loki": {"type": "loki", "endpoint": "http://127.0.0.1:9"}},
             {"aiohttp", "yarl", "cramjam", "forwarder.sinks.loki.push"},
         ),
+        ({"otel": {"type": "otlp", "endpoint": "http://127.0.0.1:9"}}, {"aiohttp", "yarl"}),
     ],
-    ids=["stdout", "file", "kafka", "http", "elasticsearch", "loki"],
+    ids=["stdout", "file", "kafka", "http", "elasticsearch", "loki", "otlp"],
 )
 def test_only_the_configured_sinks_libraries_are_imported(
     sinks: dict[str, Any], expected: set[str], tmp_path: Path

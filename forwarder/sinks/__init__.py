@@ -18,6 +18,7 @@ from forwarder.sinks.file import FileSinkConfig
 from forwarder.sinks.http.config import HttpSinkConfig
 from forwarder.sinks.kafka.config import KafkaSinkConfig
 from forwarder.sinks.loki.config import LokiSinkConfig
+from forwarder.sinks.otlp.config import OtlpSinkConfig
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict
 from forwarder.sinks.stdout import StdoutSinkConfig
 
@@ -27,7 +28,8 @@ SinkConfig = Annotated[
     | KafkaSinkConfig
     | LokiSinkConfig
     | ElasticsearchSinkConfig
-    | HttpSinkConfig,
+    | HttpSinkConfig
+    | OtlpSinkConfig,
     Field(discriminator="type"),
 ]
 
@@ -38,6 +40,7 @@ __all__ = [
     "HttpSinkConfig",
     "KafkaSinkConfig",
     "LokiSinkConfig",
+    "OtlpSinkConfig",
     "Outcome",
     "Rejection",
     "Sink",

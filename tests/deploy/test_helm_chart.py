@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from forwarder.sinks import SinkConfig
 from forwarder.telemetry.metrics import Metrics
 from tests.deploy.conftest import CHART, forwarder_check
 from tests.support.helm import helm_sdkpy, lint_errors, render_chart
@@ -71,6 +73,15 @@ def chart_copy(tmp_path: Path) -> Path:
 def test_chart_lints_clean() -> None:
     """Helm's lint (templates rendered with the chart's values, schema applied) finds no error."""
     assert lint_errors(CHART) == []
+
+
+def test_the_schema_lists_exactly_the_forwarders_sink_types() -> None:
+    """values.schema.json accepts every sink type the forwarder has, and no other."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    listed = set(schema["definitions"]["sink"]["properties"]["type"]["enum"])
+    (union, *_) = get_args(SinkConfig)
+    types = {get_args(model.model_fields["type"].annotation)[0] for model in get_args(union)}
+    assert listed == types
 
 
 def test_lint_fails_on_a_broken_template(chart_copy: Path) -> None:

@@ -28,7 +28,7 @@ class Reply:
     """A scripted answer for the next request."""
 
     status: int
-    body: str = ""
+    body: str | bytes = ""  # bytes are sent as they are (a protobuf error body)
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
 
@@ -109,9 +109,11 @@ class Receiver:
         if self._script:
             reply = self._script.popleft()
             await asyncio.sleep(reply.delay_s)
-            return self._reply(
-                web.Response(status=reply.status, text=reply.body, headers=reply.headers)
-            )
+            if isinstance(reply.body, bytes):
+                response = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            else:
+                response = web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+            return self._reply(response)
         if self.authorization is not None and headers.get("Authorization") != self.authorization:
             return self._reply(web.Response(status=401, text="unauthorized"))
         if self.max_body_bytes is not None and len(wire) > self.max_body_bytes:

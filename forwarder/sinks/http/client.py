@@ -44,6 +44,8 @@ class HttpReply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    truncated: bool = False
+    """The body is only the first ``max_reply_bytes`` the sender asked to read."""
 
     @property
     def retry_after_s(self) -> float | None:
@@ -94,8 +96,9 @@ class HttpClient:
         headers: Mapping[str, str],
         *,
         method: str = "POST",
+        max_reply_bytes: int | None = None,
     ) -> HttpReply:
-        """Send ``body`` and read the whole answer (``start()`` first)."""
+        """Send ``body`` and read the answer (``start()`` first), at most ``max_reply_bytes``."""
         if self._session is None:
             raise RuntimeError(f"HTTP client for {self.url} was not started")
         merged = CIMultiDict(self._headers)
@@ -108,7 +111,16 @@ class HttpClient:
             timeout=self._timeout,
             allow_redirects=False,  # a redirected POST turns into a bodyless GET
         ) as response:
-            return HttpReply(response.status, response.headers, await response.read())
+            if max_reply_bytes is None:
+                return HttpReply(response.status, response.headers, await response.read())
+            read = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                read += chunk
+                if len(read) > max_reply_bytes:
+                    # The rest is left unread; aiohttp closes such a connection.
+                    body = bytes(read[:max_reply_bytes])
+                    return HttpReply(response.status, response.headers, body, truncated=True)
+            return HttpReply(response.status, response.headers, bytes(read))
 
     async def close(self) -> None:
         """Close the session if this client made it."""

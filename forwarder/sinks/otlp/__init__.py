@@ -1,0 +1,1 @@
+"""The otlp sink: config (light, no client library), mapping, encoders and sink."""
