@@ -38,10 +38,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from forwarder.source.ring import ring_bounds
 
@@ -57,6 +59,7 @@ READY_TIMEOUT_S = 30.0
 DELIVERY_TIMEOUT_S = 180.0
 TEXT_BYTES = 60  # a short kernel line; the 128 KiB ring then holds ~1,800 records
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TRACE_PERIOD_S = 0.5
 
 
 @dataclass
@@ -269,10 +272,11 @@ FORWARDER_CONFIG = """\
 state_dir = "{state}"
 [source]
 start_at = "newest"
-buffer_records = {buffer_records}
+{buffer}
 [sinks.out]
 type = "file"
 path = "{output}"
+{sink_options}
 """
 
 RSYSLOG_CONFIG = """\
@@ -288,9 +292,20 @@ def run_ours(args: argparse.Namespace, rate: int, tag: str, workdir: Path) -> Ru
     run = Run("ours", rate)
     output = workdir / "out.ndjson"
     config = workdir / "forwarder.toml"
+    buffer = "\n".join(
+        f"{key} = {value}"
+        for key, value in (
+            ("buffer_records", args.buffer_records),
+            ("buffer_bytes", args.buffer_bytes),
+        )
+        if value is not None
+    )
     config.write_text(
         FORWARDER_CONFIG.format(
-            state=workdir / "state", buffer_records=args.buffer_records, output=output
+            state=workdir / "state",
+            buffer=buffer,
+            output=output,
+            sink_options=getattr(args, "sink_options", ""),
         )
     )
     with (workdir / "forwarder.log").open("wb") as log:
@@ -310,8 +325,9 @@ def run_ours(args: argparse.Namespace, rate: int, tag: str, workdir: Path) -> Ru
             run.notes.append(f"expected one capture process, found {len(pids) - 1}")
         cpu_before = cpu_seconds(pids)
         capture_before = cpu_seconds(pids[1:])
-        inject(run, tag, args.records, pids, realtime=args.injector_rt)
-        wait_for_delivery(output, f"{tag}-{args.records - 1:08d}".encode(), args.idle_s)
+        with Timeline(getattr(args, "trace", None), pids, output):
+            inject(run, tag, args.records, pids, realtime=args.injector_rt)
+            wait_for_delivery(output, f"{tag}-{args.records - 1:08d}".encode(), args.idle_s)
         run.cpu_s = cpu_seconds(pids) - cpu_before
         run.capture_cpu_s = cpu_seconds(pids[1:]) - capture_before
         run.peak_rss_kib = peak_rss_kib(pids)
@@ -322,6 +338,68 @@ def run_ours(args: argparse.Namespace, rate: int, tag: str, workdir: Path) -> Ru
     run.received = len(tagged_seen(output, tag) & set(range(args.records)))
     run.gap_lost = gap_lost(output)
     return run
+
+
+class Timeline:
+    """Samples both processes every ``TRACE_PERIOD_S`` into a CSV file (nothing without a path).
+
+    Columns: seconds since the start, CPU seconds of the forwarder and of its capture
+    process, the seconds their threads waited for a CPU while runnable (schedstat: a process
+    starved of CPU waits here, one waiting for fsync does not), their RSS in MiB (the
+    capture buffer's memory comes and goes with its backlog), and the output file's size in
+    MB (what the forwarder has delivered).
+    """
+
+    def __init__(self, path: Path | None, pids: list[int], output: Path) -> None:
+        self._path, self._pids, self._output = path, pids, output
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Self:
+        if self._path is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        if self._path is not None:
+            self._thread.join(timeout=10)
+
+    def _sample(self) -> None:
+        assert self._path is not None
+        started = time.monotonic()
+        with self._path.open("w") as trace:
+            trace.write(
+                "t_s,main_cpu_s,capture_cpu_s,main_runq_wait_s,capture_runq_wait_s,"
+                "main_rss_mib,capture_rss_mib,output_mb\n"
+            )
+            while not self._done.wait(TRACE_PERIOD_S):
+                size = self._output.stat().st_size if self._output.exists() else 0
+                cells = [time.monotonic() - started]
+                cells += [cpu_seconds([pid]) for pid in self._pids]
+                cells += [runqueue_wait_s(pid) for pid in self._pids]
+                cells += [rss_kib(pid) / 1024 for pid in self._pids]
+                trace.write(",".join(f"{cell:.2f}" for cell in [*cells, size / 1e6]) + "\n")
+                trace.flush()
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but not running (/proc/PID/task/*/schedstat)."""
+    waited_ns = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                waited_ns += int((task / "schedstat").read_text().split()[1])
+    return waited_ns / 1e9
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of the process (0 once it is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _until_started(log_path: Path, process: subprocess.Popen[bytes]) -> None:
@@ -445,7 +523,8 @@ def main() -> int:
     parser.add_argument("--rates", default="30k,100k,300k,1M", help="records/s, e.g. 30k,1M")
     parser.add_argument("--runs", type=int, default=5, help=f"runs at {REQUIRED_RATE:,}/s")
     parser.add_argument("--records", type=int, default=200_000, help="records per run")
-    parser.add_argument("--buffer-records", type=int, default=262_144)
+    parser.add_argument("--buffer-records", type=int, default=None, help="default: no bound")
+    parser.add_argument("--buffer-bytes", type=int, default=None, help="default: the forwarder's")
     parser.add_argument("--idle-s", type=float, default=3.0, help="a reader idle this long is done")
     parser.add_argument("--no-rsyslog", action="store_true")
     parser.add_argument(
@@ -463,7 +542,8 @@ def main() -> int:
         print("rsyslogd unavailable: comparing nothing", flush=True)
     print(
         f"kernel {os.uname().release}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-        f"{args.records:,} records per run, buffer_records={args.buffer_records:,}, "
+        f"{args.records:,} records per run, buffer_records={args.buffer_records}, "
+        f"buffer_bytes={args.buffer_bytes or 'default'}, "
         f"injector {'SCHED_RR 1' if args.injector_rt else 'normal priority'}",
         flush=True,
     )

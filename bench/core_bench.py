@@ -14,6 +14,9 @@ so it measures whatever the internals are. Rows:
 - flood: a sleeping SCHED_RR 1 writer (bench/inject.c built with -DSLEEP_BETWEEN_GROUPS)
   at 100,000 records/s for 30 s into /dev/kmsg, the forwarder with a file sink, then
   rsyslog imkmsg on the same flood (bench/capture_bench.py's runners); lost = written - seen.
+  The forwarder's capture buffer is its default (--buffer-bytes/--buffer-records to change
+  it); flood-timeline.csv in the work directory samples both processes every 0.5 s (CPU,
+  run-queue wait, RSS, output size: who is the bottleneck, how full the buffer gets).
 - capture, kafka, loki: bench/capture_bench.py, bench/kafka_bench.py and
   bench/http_sinks_bench.py --forwarder run as they are; their output is printed after the table.
 """
@@ -232,13 +235,20 @@ def build_sleeping_injector(workdir: Path) -> Path:
     return binary
 
 
-def flood_rows(rate: int, seconds: int, workdir: Path) -> list[Row]:
+def flood_rows(flags: argparse.Namespace, workdir: Path) -> list[Row]:
     """The sustained flood, ours then rsyslog imkmsg, with printk_devkmsg=on meanwhile."""
+    rate, seconds = flags.flood_rate, flags.flood_s
     capture.INJECTOR = build_sleeping_injector(workdir)
     args = argparse.Namespace(
-        records=rate * seconds, buffer_records=262_144, idle_s=5.0, injector_rt=True
+        records=rate * seconds,
+        buffer_records=flags.buffer_records,
+        buffer_bytes=flags.buffer_bytes,
+        idle_s=5.0,
+        injector_rt=True,
+        trace=workdir / "flood-timeline.csv",
+        sink_options=flags.flood_sink_options,
     )
-    rsyslogd = capture.find_rsyslogd()
+    rsyslogd = None if flags.flood_without_rsyslog else capture.find_rsyslogd()
     with capture.devkmsg_on():
         (workdir / "flood-ours").mkdir()
         ours = capture.run_ours(args, rate, capture.record_tag("floodours"), workdir / "flood-ours")
@@ -298,6 +308,12 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000, help="replay records")
     parser.add_argument("--flood-rate", type=int, default=100_000)
     parser.add_argument("--flood-s", type=int, default=30)
+    parser.add_argument("--buffer-records", type=int, default=None, help="flood: default no bound")
+    parser.add_argument("--buffer-bytes", type=int, default=None, help="flood: default 128 MiB")
+    parser.add_argument(
+        "--flood-sink-options", default="", help='flood: e.g. "fsync = false" (diagnosis only)'
+    )
+    parser.add_argument("--flood-without-rsyslog", action="store_true", help="diagnosis only")
     parser.add_argument("--sibling-records", type=int, default=None, help="kafka/loki records")
     args = parser.parse_args()
     chosen = args.rows.split(",")
@@ -312,7 +328,7 @@ def main() -> int:
     if "idle" in chosen:
         rows += idle_rows(workdir)
     if "flood" in chosen:
-        rows += flood_rows(args.flood_rate, args.flood_s, workdir)
+        rows += flood_rows(args, workdir)
     if "capture" in chosen:
         rows.append(sibling_bench("capture_bench", ["--rates", "300k", "--runs", "5"], workdir))
     if "kafka" in chosen:

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 from forwarder.errors import ConfigError
 from forwarder.options import BatchConfig, StrictModel
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
+from forwarder.source.capture_process import DEFAULT_BUFFER_BYTES
 from forwarder.source.parser import parse_level
 from forwarder.spool.config import SpoolConfig
 
@@ -33,7 +34,8 @@ class SourceConfig(StrictModel):
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     start_at: Literal["oldest", "newest"] = "oldest"
     min_level: int = 7
-    buffer_records: int = Field(default=262_144, ge=16)
+    buffer_bytes: int = Field(default=DEFAULT_BUFFER_BYTES, ge=1 << 20)
+    buffer_records: int | None = Field(default=None, ge=16)
     follow: bool = False
     spin_us: int = Field(default=2_000, ge=0)
     capture_priority: Literal["realtime", "normal"] = "realtime"

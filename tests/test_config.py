@@ -113,12 +113,20 @@ def test_unknown_key_error_names_its_path(raw, key):
         ({"batch": {"max_records": 0}}, "batch.max_records"),
         ({"source": {"start_at": "middle"}}, "source.start_at"),
         ({"source": {"buffer_records": 3}}, "source.buffer_records"),
+        ({"source": {"buffer_bytes": 4096}}, "source.buffer_bytes"),
     ],
 )
 def test_invalid_values_name_their_key(raw, words):
     """Wrong sink types, missing fields and out-of-range numbers name the key at fault."""
     with pytest.raises(ConfigError, match=words):
         parse_config(raw)
+
+
+def test_capture_buffer_is_bounded_in_bytes_by_default():
+    """Without settings the capture buffer holds 128 MiB of raw records, however many that is."""
+    source = parse_config({}).source
+    assert source.buffer_bytes == 128 << 20
+    assert source.buffer_records is None
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ Runs as its own process (``python -m forwarder.source.capture_process``) so that
 forwarder (encoding, compression, a sink's retries, the GIL) can ever stall the read
 loop: the kernel ring lasts ~2 ms in a flood (FACTS.md). It reads the inherited source
 fd and writes framed raw records to stdout (a pipe to the forwarder), buffering up to
-``--buffer-records`` when the forwarder is slow; only then does it stop reading.
+``--buffer-bytes`` of frames (and ``--buffer-records`` frames, if given) when the forwarder
+is slow; only then does it stop reading.
 
 In a flood, after the ring runs dry it keeps reading it every 100 µs (short hrtimer naps)
 for ``--spin-us`` after the last record before sleeping in ``poll()``: a reader sleeping in
@@ -13,7 +14,9 @@ it sleeps in ``poll()`` at once (no CPU spent).
 The forwarder runs this process at real-time priority when allowed (``capture.py``).
 
 Frames are separated by a NUL byte, which no record contains (the kernel escapes every byte
-below 0x20), so a record from the device costs nothing but its read. A frame starting with 0x01
+below 0x20), so a record from the device costs nothing but its read: it is read in place into
+zeroed memory, right after the previous one and its NUL, and written to the pipe from there
+(``_Output``). A frame starting with 0x01
 (records start with a digit) is a control frame: 0x01, its ``FrameKind``, then its payload.
 A dump may hold anything: a record with a raw NUL or longer than any kernel record is rejected
 (a ``REJECTED`` frame naming the reason, never the bytes), and a raw 0x01 is escaped the way the
@@ -25,6 +28,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import io
+import mmap
 import os
 import select
 import signal
@@ -32,8 +37,9 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
+from itertools import islice
 
 # This process starts lean (``capture.py`` runs this file with ``python -I``, not ``-m``) and
 # imports only what it uses: typing (for Final) and argparse cost more memory than the rest
@@ -41,6 +47,7 @@ from enum import IntEnum
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
+
 
 SEPARATOR: Final = b"\x00"
 CONTROL: Final = b"\x01"
@@ -51,7 +58,13 @@ FILE_CHUNK: Final = 1 << 16
 # record in a dump was not written by any kernel.
 MAX_RECORD_BYTES: Final = 8192
 PIPE_SIZE: Final = 1 << 20
-FLUSH_RECORDS: Final = 256
+# Frames read between two writes to the pipe (~350 short records): one write per chunk.
+CHUNK_BYTES: Final = 32 << 10
+SEGMENT_BYTES: Final = 1 << 20  # the buffer grows and shrinks by this much
+WRITEV_CHUNKS: Final = 64  # a pipe write takes up to 2 MiB when the forwarder catches up
+# Bounded in bytes, not records: 128 MiB hold ~1.4M short records (~20 s of the
+# forwarder falling 70k/s behind a flood) and cost nothing until a backlog builds.
+DEFAULT_BUFFER_BYTES: Final = 128 << 20
 FLUSH_INTERVAL_S: Final = 0.005  # while spinning, a few records still reach the forwarder soon
 # Fewer records read since the last wake-up means a rate (< ~60k/s with a 4 ms late
 # wake-up) that the ring outlasts many times over: sleep at once, spin only in a flood.
@@ -62,6 +75,7 @@ FOLLOW_POLL_S: Final = 0.2
 _PR_SET_PDEATHSIG: Final = 1
 _TERM: Final = frozenset({signal.SIGTERM})
 DRY_NAP_S: Final = 0.0001  # ~50 records at 500k/s: nothing next to the ring's ~1,800
+_ZEROS: Final = memoryview(mmap.mmap(-1, SEGMENT_BYTES, prot=mmap.PROT_READ))  # never resident
 
 
 class FrameKind(IntEnum):
@@ -82,64 +96,193 @@ class RejectReason:
     TOO_LONG = b"too_long"
 
 
-class _Output:
-    """Frames waiting for the pipe, written without blocking while reading goes on."""
+class _StopState:
+    """Whether SIGTERM may interrupt now, or must wait for the read burst to be counted."""
 
-    def __init__(self, fd: int, max_records: int) -> None:
+    deferred = False
+    requested = False
+
+
+_STOP: Final = _StopState()
+_DRY: Final = BlockingIOError(errno.EAGAIN, "the ring is dry")
+
+
+class _Segment:
+    """A MiB of anonymous memory that frames are read or copied into, NUL-separated in place.
+
+    Frames end at ``filled``; everything after it is still zero, so a record read at
+    ``filled`` is already followed by its separator. Memory from ``mmap`` goes back to the
+    kernel as soon as the segment is dropped, whatever the allocator would keep.
+    """
+
+    __slots__ = ("filled", "memory", "unsent", "view")
+
+    def __init__(self) -> None:
+        self.memory = mmap.mmap(-1, SEGMENT_BYTES)
+        self.view = memoryview(self.memory)
+        self.filled = 0
+        self.unsent = 0  # chunks cut from this segment and not written yet
+
+    def clear(self) -> None:
+        """Zero what was used, for reuse."""
+        self.view[: self.filled] = _ZEROS[: self.filled]
+        self.filled = 0
+
+
+class _Output:
+    """Frames waiting for the pipe, written without blocking while reading goes on.
+
+    Frames are read (device) or copied (dump) into the tail segment; every ``CHUNK_BYTES`` the
+    open chunk is cut off and queued as a view of the segment, and queued chunks go to the pipe
+    with ``writev``: from the kernel's read to the pipe a record is never copied in between.
+    The queue is bounded by ``max_bytes`` of frames and, if given, ``max_records`` frames.
+    """
+
+    def __init__(self, fd: int, max_bytes: int, max_records: int | None = None) -> None:
         self.fd = fd
-        self.max_records = max_records
-        self.chunks: deque[tuple[memoryview, int]] = deque()
+        self.max_bytes = max_bytes
+        self.max_records = max_records if max_records is not None else sys.maxsize
+        self.chunks: deque[tuple[memoryview, int, _Segment]] = deque()
         self.queued_records = 0
-        self.current: list[bytes] = []
+        self.queued_bytes = 0
+        self.tail = _Segment()
+        self.start = 0  # where the open chunk begins in the tail segment
+        self.records = 0  # frames in the open chunk
+        self._spare: _Segment | None = None
 
     def add(self, kind: FrameKind, payload: bytes = b"") -> None:
         """Queue a control frame."""
         self.extend((CONTROL + bytes((kind,)) + payload,))
 
-    def extend(self, records: Sequence[bytes]) -> None:
-        """Queue raw records (or control frames)."""
-        self.current.extend(records)
-        if len(self.current) >= FLUSH_RECORDS:
+    def extend(self, frames: Iterable[bytes]) -> None:
+        """Queue frames (records or control frames), copying each into the tail segment."""
+        for frame in frames:
+            size = len(frame)
+            if self.tail.filled + size >= SEGMENT_BYTES:  # frames are < 40 KiB (FrameKind)
+                self._next_segment()
+            tail = self.tail
+            tail.view[tail.filled : tail.filled + size] = frame
+            tail.filled += size + 1
+            self.records += 1
+        if self.tail.filled - self.start >= CHUNK_BYTES:
             self.flush()
 
+    def read_chunk(
+        self, readinto: Callable[[memoryview], int | None]
+    ) -> tuple[int, OSError | None]:
+        """Read records into the tail segment until a chunk is full; stop at the first error.
+
+        ``readinto`` is the device's ``FileIO.readinto`` (``None``: the ring is dry). The hot
+        loop: per record nothing but the read into place (the separator is already there).
+        """
+        if self.start > SEGMENT_BYTES - CHUNK_BYTES - READ_SIZE:
+            self._next_segment()
+        tail = self.tail
+        view, position = tail.view, tail.filled
+        limit = self.start + CHUNK_BYTES  # every read has READ_SIZE of room or more
+        records = 0
+        failure: OSError | None = None
+        _STOP.deferred = True  # a SIGTERM now would drop a record read but not counted
+        try:
+            while position < limit:
+                size = readinto(view[position:])
+                if size is None:
+                    failure = _DRY
+                    break
+                position += size + 1
+                records += 1
+        except OSError as error:
+            failure = error
+        finally:
+            tail.filled = position
+            self.records += records
+            _STOP.deferred = False
+        if _STOP.requested:
+            raise _StopReadingError
+        if position - self.start >= CHUNK_BYTES:
+            self.flush()
+        return records, failure
+
     def seal(self) -> None:
-        if self.current:
-            records = len(self.current)
-            self.chunks.append((memoryview(SEPARATOR.join(self.current) + SEPARATOR), records))
-            self.queued_records += records
-            self.current = []
+        """Queue the open chunk."""
+        if self.records:
+            tail = self.tail
+            self.chunks.append((tail.view[self.start : tail.filled], self.records, tail))
+            tail.unsent += 1
+            self.queued_records += self.records
+            self.queued_bytes += tail.filled - self.start
+            self.start = tail.filled
+            self.records = 0
 
     @property
     def full(self) -> bool:
-        return self.queued_records + len(self.current) >= self.max_records
+        """At the bound: reading waits for the pipe (and the ring may overrun meanwhile)."""
+        return (
+            self.queued_bytes + self.tail.filled - self.start >= self.max_bytes
+            or self.queued_records + self.records >= self.max_records
+        )
 
     @property
     def empty(self) -> bool:
-        return not self.chunks and not self.current
+        """Nothing waits for the pipe."""
+        return not self.chunks and not self.records
 
     def flush(self) -> None:
         """Write what the pipe takes now; raise BrokenPipeError if the forwarder is gone."""
         self.seal()
-        while self.chunks:
+        chunks = self.chunks
+        while chunks:
             # SIGTERM (a _StopReadingError) must not land between a write and its
             # bookkeeping: the rest of a half-written chunk would be written again whole,
             # and the forwarder would read a torn frame.
             signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
             try:
-                data, records = self.chunks[0]
+                batch = [chunk[0] for chunk in islice(chunks, WRITEV_CHUNKS)]
                 try:
-                    written = os.write(self.fd, data)
+                    written = os.writev(self.fd, batch)
                 except BlockingIOError:
                     return
-                if written < len(data):
-                    self.chunks[0] = (data[written:], records)
-                    return
-                self.chunks.popleft()
-                self.queued_records -= records
+                self._written(written)
+                if written < sum(map(len, batch)):
+                    return  # the pipe is full
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
 
+    def _written(self, written: int) -> None:
+        """Drop what the pipe took: whole chunks, and the start of a chunk written in part."""
+        chunks = self.chunks
+        while written:
+            data, records, segment = chunks[0]
+            if written < len(data):
+                chunks[0] = (data[written:], records, segment)
+                self.queued_bytes -= written
+                return
+            written -= len(data)
+            chunks.popleft()
+            self.queued_records -= records
+            self.queued_bytes -= len(data)
+            segment.unsent -= 1
+            if not segment.unsent and segment is not self.tail:
+                self._retire(segment)
+
+    def _next_segment(self) -> None:
+        self.seal()
+        old = self.tail
+        self.tail = self._spare or _Segment()
+        self._spare = None
+        self.start = 0
+        if not old.unsent:
+            self._retire(old)
+
+    def _retire(self, segment: _Segment) -> None:
+        # One spare spares the page faults of a fresh segment in a long flood; more
+        # would keep a past backlog's memory for good.
+        if self._spare is None:
+            segment.clear()
+            self._spare = segment
+
     def wait_writable(self) -> None:
+        """Sleep until the pipe has room."""
         select.select([], [self.fd], [])
 
     def wait_for_room(self) -> None:
@@ -166,6 +309,8 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
     """
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
+    # FileIO.readinto answers a dry ring with None, not an exception, and reads into place.
+    readinto = io.FileIO(source_fd, "rb", closefd=False).readinto
     got_record = False  # since the ring last ran dry
     read_since_wake = 0
     dry_since = flushed_at = time.monotonic()
@@ -173,12 +318,11 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
     while True:
         if output.full:
             output.wait_for_room()
-        frames, failure = _read_burst(source_fd)
-        if frames:
+        read, failure = output.read_chunk(readinto)
+        if read:
             got_record = True
-            read_since_wake += len(frames)
-            output.extend(frames)
-        if not isinstance(failure, BlockingIOError):
+            read_since_wake += read
+        if failure is not _DRY:
             if failure is not None:
                 output.add(_failure_frame(failure))
             continue
@@ -205,21 +349,6 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
             # real-time priority never runs into the kernel's RT throttling (95% per second),
             # which would stop us for 50 ms: far longer than the ring lasts.
             time.sleep(DRY_NAP_S)
-
-
-def _read_burst(source_fd: int) -> tuple[list[bytes], OSError | None]:
-    """Read up to FLUSH_RECORDS records; stop at the first error (EAGAIN: the ring is dry).
-
-    The hot loop: per record nothing but the read (the NUL separators are added per chunk).
-    """
-    frames: list[bytes] = []
-    append, read = frames.append, os.read
-    try:
-        for _ in range(FLUSH_RECORDS):
-            append(read(source_fd, READ_SIZE))
-    except OSError as error:
-        return frames, error
-    return frames, None
 
 
 def _failure_frame(failure: OSError) -> FrameKind:
@@ -366,13 +495,17 @@ class _StopReadingError(BaseException):
     """SIGTERM from the forwarder: stop reading, hand over what we hold, exit.
 
     Raised from the signal handler, so a blocking poll() or read() ends at once. Pipe writes
-    are shielded from it (``_Output.flush``); anywhere else, at worst a record is queued
-    twice, and the forwarder skips a seq it has already seen.
+    (``_Output.flush``) and read bursts (``_Output.read_chunk``, until what they read is
+    counted) are shielded from it; anywhere else, at worst a dump record is queued twice,
+    and the forwarder skips a seq it has already seen.
     """
 
 
 def _stop_reading(_signum: int, _frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us for good
+    if _STOP.deferred:
+        _STOP.requested = True  # raised by the read burst once its records are counted
+        return
     raise _StopReadingError
 
 
@@ -389,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     out_fd = sys.stdout.fileno()
     _grow_pipe(out_fd)
     os.set_blocking(out_fd, False)
-    output = _Output(out_fd, args.buffer_records)
+    output = _Output(out_fd, args.buffer_bytes, args.buffer_records)
     try:
         if args.kind == "device":
             os.set_blocking(args.fd, False)
@@ -427,7 +560,8 @@ def _grow_pipe(fd: int) -> None:
 class _Options:
     """The command line ``capture.py`` builds.
 
-    ``--fd=N --kind=device|dump --buffer-records=N [--spin-us=N] [--follow]``, parsed by
+    ``--fd=N --kind=device|dump --buffer-bytes=N [--buffer-records=N] [--spin-us=N]
+    [--follow]``, parsed by
     hand: argparse and its imports would cost this process more memory than its own code.
     """
 
@@ -442,12 +576,16 @@ class _Options:
         self.kind = values["--kind"]
         if self.kind not in {"device", "dump"}:
             raise ValueError(f"--kind must be device or dump, not {self.kind!r}")
-        self.buffer_records = int(values["--buffer-records"])
+        self.buffer_bytes = int(values.get("--buffer-bytes", str(DEFAULT_BUFFER_BYTES)))
+        records = values.get("--buffer-records")
+        self.buffer_records = int(records) if records is not None else None
         self.spin_us = int(values.get("--spin-us", "2000"))
         self.follow = "--follow" in values
 
 
-_OPTION_NAMES: Final = frozenset({"--fd", "--kind", "--buffer-records", "--spin-us", "--follow"})
+_OPTION_NAMES: Final = frozenset(
+    {"--fd", "--kind", "--buffer-bytes", "--buffer-records", "--spin-us", "--follow"}
+)
 
 
 if __name__ == "__main__":
