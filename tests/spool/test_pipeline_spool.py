@@ -124,7 +124,6 @@ async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(tmp_path:
                 assert written < 50_000, "the failing sink was never detached"
                 await asyncio.to_thread(os.write, writer, _lines(written, 5).encode())
                 written += 5
-            await _file_has(tmp_path / "out.ndjson", written - 200)
             receiver._script.clear()
 
             def attached() -> bool:
