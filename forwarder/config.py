@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from forwarder.errors import ConfigError
+from forwarder.kernel_events.catalogue import CLASSES
+from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.options import BatchConfig, StrictModel
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
 from forwarder.source.capture_process import DEFAULT_BUFFER_BYTES
@@ -97,10 +99,41 @@ def load_config(path: Path | None) -> Config:
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate an already-parsed config mapping."""
     try:
-        return Config.model_validate(_expand_env(raw, ()))
+        config = Config.model_validate(_expand_env(raw, ()))
     except ValidationError as error:
         problems = [f"{_key_path(issue['loc'])}: {issue['msg']}" for issue in error.errors()]
         raise ConfigError("invalid config: " + "; ".join(problems)) from error
+    if problems := _event_selection_problems(config):
+        raise ConfigError("invalid config: " + "; ".join(problems))
+    return config
+
+
+def _event_selection_problems(config: Config) -> list[str]:
+    """What a sink's kernel-event selection asks for that ``[kernel_events]`` never emits."""
+    kernel_events = config.kernel_events
+    rule_classes = {rule.class_name for rule in kernel_events.rules}
+    emitted = (set(CLASSES) - set(kernel_events.disabled_classes)) | rule_classes
+    problems = []
+    for name, sink in config.sinks.items():
+        if "kernel_event" not in sink.events:
+            continue
+        where = f"sinks.{name}"
+        if not kernel_events.enabled and set(sink.events) == {"kernel_event"}:
+            problems.append(
+                f"{where}.events: takes only kernel_event, but [kernel_events] enabled = false"
+            )
+        for class_name in sink.kernel_event_classes or ():
+            if class_name in kernel_events.disabled_classes:
+                problems.append(
+                    f"{where}.kernel_event_classes: {class_name!r} is in "
+                    "kernel_events.disabled_classes"
+                )
+            elif class_name not in emitted:
+                problems.append(
+                    f"{where}.kernel_event_classes: unknown class {class_name!r}: use a built-in "
+                    f"class ({', '.join(CLASSES)}) or a [[kernel_events.rules]] class"
+                )
+    return problems
 
 
 def _default_sink() -> SinkConfig:
@@ -143,6 +176,7 @@ class Config(StrictModel):
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()
+    kernel_events: KernelEventsConfig = KernelEventsConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=lambda: {"stdout": _default_sink()})
 
     @field_validator("sinks")

@@ -9,6 +9,9 @@ Pure logic (no I/O), the heart of the resume contract (DESIGN.md section 2):
   shipped of the old boot is unknowable), then everything the new boot still has;
 - records above ``min_level`` become :class:`Position` markers: not sent, but delivered
   as far as the checkpoint is concerned.
+
+A chunk travels on as :class:`~forwarder.encoding.chunk.Slice` items (index ranges of the
+chunk, shared by every sink that takes them): no per-record object is built.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from datetime import datetime
 from functools import partial
 
 from forwarder.delivery.checkpoint import Checkpoint
-from forwarder.encoding.chunk import Chunk
+from forwarder.encoding.chunk import Chunk, Slice
 from forwarder.encoding.reference import Event, GapReason, Identity, encode_gap, encode_record
 from forwarder.source.parser import Record
 
@@ -33,7 +36,9 @@ class Position:
     checkpoint_seq: int
 
 
-Item = Event | Position
+Item = Event | Position | Slice
+"""What a sink's queue holds: a standalone event (gap, kernel event), a filtered record's
+position, or a slice of a chunk's records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +133,8 @@ class Router:
         cursors = self._cursors.values()
         start = 0
         while start < count:
-            make_event = partial(self._chunk_event, chunk, start) if chunk.lines[start] else None
+            aside = chunk.set_aside > 0 and chunk.ends[start] - chunk.start(start) == 1
+            make_event = None if aside else partial(Slice, chunk, start, start + 1)
             gap = self._route_one(
                 seqs[start], chunk.prefixes[start] & 7, chunk.ts_usec[start], make_event, out
             )
@@ -145,41 +151,49 @@ class Router:
 
     def _route_all(self, chunk: Chunk, start: int, out: dict[str, list[Item]]) -> None:
         """Every sink takes records ``start:`` of ``chunk`` (consecutive, right after it)."""
-        if start >= len(chunk):
+        count = len(chunk)
+        if start >= count:
             return
-        boot_id = self.identity.boot_id
-        offset_ns = self.identity.clock_offset_ns
-        min_level = self._min_level
-        items: list[Item] = [
-            Position(boot_id, seq)
-            if prefix & 7 > min_level
-            else Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, offset_ns + ts * 1000, line)
-            for line, seq, prefix, ts in zip(
-                chunk.lines[start:],
-                chunk.seqs[start:],
-                chunk.prefixes[start:],
-                chunk.ts_usec[start:],
-                strict=True,
-            )
-            if line
-        ]
+        items: list[Item]
+        if self._min_level >= 7 and not chunk.set_aside:  # nothing to filter: one slice
+            items = [Slice(chunk, start, count)]
+        else:
+            items = self._segments(chunk, start)
         last = chunk.seqs[-1]
         for sink, cursor in self._cursors.items():
             out[sink].extend(items)
             cursor.last_seq = last
         self._last_read = last
 
-    def _chunk_event(self, chunk: Chunk, index: int) -> Event:
-        boot_id, seq = self.identity.boot_id, chunk.seqs[index]
-        timestamp_ns = self.identity.clock_offset_ns + chunk.ts_usec[index] * 1000
-        return Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, timestamp_ns, chunk.lines[index])
+    def _segments(self, chunk: Chunk, start: int) -> list[Item]:
+        """Records ``start:`` as slices of what is sent, positions of what is filtered."""
+        boot_id, min_level = self.identity.boot_id, self._min_level
+        ends, prefixes, seqs = chunk.ends, chunk.prefixes, chunk.seqs
+        items: list[Item] = []
+        run = -1  # first index of the current run of records to send
+        previous_end = chunk.start(start)
+        for index in range(start, len(chunk)):
+            aside = ends[index] - previous_end == 1
+            previous_end = ends[index]
+            if not aside and prefixes[index] & 7 <= min_level:
+                if run < 0:
+                    run = index
+                continue
+            if run >= 0:
+                items.append(Slice(chunk, run, index))
+                run = -1
+            if not aside:
+                items.append(Position(boot_id, seqs[index]))
+        if run >= 0:
+            items.append(Slice(chunk, run, len(chunk)))
+        return items
 
     def _route_one(
         self,
         seq: int,
         level_code: int,
         ts_usec: int,
-        make_event: Callable[[], Event] | None,
+        make_event: Callable[[], Event | Slice] | None,
         out: dict[str, list[Item]],
     ) -> Gap | None:
         """Route one record; ``make_event`` None means the record is set aside (not sent)."""
@@ -187,7 +201,7 @@ class Router:
         # overwrite while reading, also for a sink that was still skipping delivered records.
         reason: GapReason = "overwritten" if self._read_any else "missed_while_down"
         gap = self._stream_gap(seq)
-        event: Event | None = None
+        event: Event | Slice | None = None
         filtered = level_code > self._min_level
         for sink, cursor in self._cursors.items():
             last = cursor.last_seq

@@ -25,9 +25,11 @@ from forwarder.config import Config
 from forwarder.delivery.checkpoint import Checkpoint
 from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
+from forwarder.delivery.selection import EventSelection
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.errors import ForwarderError
+from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.reader import Reader
 from forwarder.routing import Router
 from forwarder.sinks.base import Sink, SinkContext
@@ -94,6 +96,8 @@ class Server:
         self._reader_task: asyncio.Task[None] | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._sampler_task: asyncio.Task[None] | None = None
+        self._kernel_events: KernelEventStage | None = None
+        self._idle_flush_task: asyncio.Task[None] | None = None
         self._status_server: StatusServer | None = None
         self.started_reading = False
 
@@ -121,13 +125,15 @@ class Server:
         if self.config.spool.enabled:
             offset, live = self._open_spool(boot_id, offset, checkpoints)
         self._clock_offset = offset
+        identity = Identity(self.config.host, boot_id, offset)
         router_type = Router if self._feeds is None else SharedRouter
         router = router_type(
-            Identity(self.config.host, boot_id, offset),
+            identity,
             live,
             min_level=self.config.source.min_level,
             now_ns=time.time_ns,
         )
+        self._kernel_events = self._kernel_event_stage(identity, checkpoints)
         retry = RetryPolicy(self.config.retry)
         max_records: dict[str, int] = {}
         for name, sink in self._sinks.items():
@@ -164,6 +170,7 @@ class Server:
             bad_input=self._bad_input,
             encode=self._encode,
             stop_requested=self._stop_requested,
+            kernel_events=self._kernel_events,
             feeds=self._feeds,
         )
         self.emit.started(
@@ -197,6 +204,26 @@ class Server:
             emit=self.emit,
         )
         return spool.clock_offset_ns(boot_id) or offset, self._feeds.plan(checkpoints)
+
+    def _kernel_event_stage(
+        self, identity: Identity, checkpoints: Mapping[str, Checkpoint | None]
+    ) -> KernelEventStage:
+        """The classifier for this run: each sink's resume point and event selection."""
+        resume = {
+            name: None if c is None else c.seq if c.boot_id == identity.boot_id else -1
+            for name, c in checkpoints.items()
+        }
+        selections = {
+            name: EventSelection.of(table.events, table.kernel_event_classes)
+            for name, table in self.config.sinks.items()
+            if name in self._sinks
+        }
+        return KernelEventStage(self.config.kernel_events, identity, resume, selections, self.emit)
+
+    def _live_source(self) -> bool:
+        """A device or FIFO, or a followed file: reports may wait for records that never come."""
+        source = self.config.source
+        return source.follow or not source.path.is_file()
 
     # -- run -------------------------------------------------------------------------
 
@@ -265,6 +292,9 @@ class Server:
             )
             self._sampler_task = asyncio.create_task(sampler.run(), name="gauges")
         self._reader_task = asyncio.create_task(self._reader.run(), name="reader")
+        if self._kernel_events is not None and self._live_source():
+            flush = self._kernel_events.flush_when_idle(self._reader.put, list(self._workers))
+            self._idle_flush_task = asyncio.create_task(flush, name="kernel-events-idle")
         self.started_reading = True
 
     async def _start_status_server(self, listen: str) -> None:
@@ -333,6 +363,7 @@ class Server:
         catch_ups = self._feeds.tasks() if self._feeds is not None else []
         tasks = [
             self._sampler_task,
+            self._idle_flush_task,
             self._housekeeping_task,
             self._reader_task,
             *catch_ups,

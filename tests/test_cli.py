@@ -84,9 +84,17 @@ password = "${{KF_TEST_PASSWORD}}"
     assert effective["source"]["path"] == "/dev/kmsg"
     assert effective["sinks"]["out"] == {
         "batch": None,
+        "events": ["kmsg", "gap", "kernel_event"],
+        "kernel_event_classes": None,
         "type": "file",
         "path": f"{tmp_path}/out.ndjson",
         "fsync": True,
+    }
+    assert effective["kernel_events"] == {
+        "enabled": True,
+        "disabled_classes": [],
+        "idle_flush_s": 2.0,
+        "rules": [],
     }
     kafka = effective["sinks"]["k"]
     assert kafka["bootstrap_servers"] == ["broker-1:9092", "broker-2:9092"]
@@ -120,7 +128,14 @@ def test_check_without_config_shows_the_stdout_default(tmp_path, main, monkeypat
     code, out, err = main("check")
     assert code == 0, err
     effective = orjson.loads(out)
-    assert effective["sinks"] == {"stdout": {"batch": None, "type": "stdout"}}
+    assert effective["sinks"] == {
+        "stdout": {
+            "batch": None,
+            "events": ["kmsg", "gap", "kernel_event"],
+            "kernel_event_classes": None,
+            "type": "stdout",
+        }
+    }
     assert effective["state_dir"] == f"{tmp_path}/kmsg-forwarder"
 
 

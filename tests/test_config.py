@@ -249,3 +249,91 @@ def test_unreadable_secret_file_is_an_error(tmp_path):
     missing = tmp_path / "absent"
     with pytest.raises(ConfigError, match=rf"cannot read password_file {missing}: No such file"):
         parse_config(_kafka_with_sasl(password_file=str(missing)))
+
+
+def test_kernel_events_are_on_by_default_with_every_sink_taking_every_kind():
+    """No [kernel_events] table: classification on, no class off, each sink takes all kinds."""
+    config = parse_config({})
+    assert config.kernel_events.enabled
+    assert config.kernel_events.disabled_classes == ()
+    assert config.sinks["stdout"].events == ("kmsg", "gap", "kernel_event")
+    assert config.sinks["stdout"].kernel_event_classes is None
+
+
+def _alert_sink(**options):
+    return {"type": "file", "path": "/tmp/alerts.ndjson", **options}
+
+
+def test_a_sink_may_take_only_kernel_events_of_builtin_and_rule_classes():
+    """Events and kernel_event_classes accept built-in classes and the user rules' classes."""
+    rule = {"class": "nfs_timeout", "regex": r"nfs: server (?P<server>\S+) not responding"}
+    config = parse_config(
+        {
+            "kernel_events": {"rules": [rule]},
+            "sinks": {
+                "alerts": _alert_sink(
+                    events=["kernel_event"], kernel_event_classes=["oom_kill", "nfs_timeout"]
+                )
+            },
+        }
+    )
+    assert config.sinks["alerts"].kernel_event_classes == ("oom_kill", "nfs_timeout")
+    assert config.kernel_events.compiled_rules()[0].class_name == "nfs_timeout"
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (
+            {"sinks": {"a": _alert_sink(kernel_event_classes=["oom"])}},
+            "sinks.a.kernel_event_classes: unknown class 'oom'",
+        ),
+        (
+            {"sinks": {"a": _alert_sink(events=["kmsg"], kernel_event_classes=["oom_kill"])}},
+            "kernel_event_classes needs 'kernel_event' in events",
+        ),
+        ({"sinks": {"a": _alert_sink(events=["alerts"])}}, "sinks.a.events.0"),
+        ({"sinks": {"a": _alert_sink(events=[])}}, "events must name at least one"),
+        (
+            {
+                "kernel_events": {"disabled_classes": ["oom_kill"]},
+                "sinks": {"a": _alert_sink(kernel_event_classes=["oom_kill"])},
+            },
+            "'oom_kill' is in kernel_events.disabled_classes",
+        ),
+        (
+            {
+                "kernel_events": {"enabled": False},
+                "sinks": {"a": _alert_sink(events=["kernel_event"])},
+            },
+            "sinks.a.events: takes only kernel_event, but [kernel_events] enabled = false",
+        ),
+        ({"kernel_events": {"disabled_classes": ["oops"]}}, "unknown classes ['oops']"),
+        ({"kernel_events": {"idle_flush_s": 0.5}}, "kernel_events.idle_flush_s"),
+        (
+            {"kernel_events": {"rules": [{"class": "x", "regex": "(unclosed"}]}},
+            "kernel_events.rules.0.regex: Value error, invalid regex '(unclosed'",
+        ),
+        (
+            {"kernel_events": {"rules": [{"class": "oom_kill", "regex": "x"}]}},
+            "kernel_events.rules.0.class: Value error, class 'oom_kill' is built in",
+        ),
+        (
+            {"kernel_events": {"rules": [{"class": "x", "regex": "x", "facility": "kernel"}]}},
+            "kernel_events.rules.0.facility: Value error, unknown facility 'kernel'",
+        ),
+        (
+            {"kernel_events": {"rules": [{"class": "x", "regex": "x", "max_level": "loud"}]}},
+            "kernel_events.rules.0.max_level",
+        ),
+        (
+            {"kernel_events": {"rules": [{"class": "x", "regex": "x", "colour": "red"}]}},
+            "kernel_events.rules.0.colour",
+        ),
+    ],
+)
+def test_kernel_event_options_that_cannot_work_are_refused_naming_the_key(raw, words):
+    """Check refuses a selection or rule that could never match, with the key's path."""
+    with pytest.raises(ConfigError, match=None) as raised:
+        parse_config(raw)
+    assert words in str(raised.value)

@@ -9,8 +9,8 @@ stored something keeps the sink up while the rest is retried.
 
 Up to ``max_in_flight`` batches are sent at once (the smaller of ``[batch]`` and what the
 sink allows), but the checkpoint only moves when the OLDEST batch in flight is done, so it
-never passes an event that is not confirmed (or dead-lettered). This module is the only
-writer of checkpoints.
+never passes an event that is not confirmed (or dead-lettered). This module (through its
+:class:`~forwarder.delivery.checkpoint.CheckpointWriter`) is the only writer of checkpoints.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from forwarder.delivery.batcher import Batcher, PendingBatch
-from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.delivery.checkpoint import CheckpointStore, CheckpointWriter
 from forwarder.delivery.dead_letters import DeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
-from forwarder.encoding.reference import Event
 from forwarder.errors import ForwarderError
 from forwarder.options import BatchConfig
 from forwarder.sinks.base import Batch, Sink, outcome_of
@@ -65,12 +64,11 @@ class SinkWorker:
         self.health = SinkHealth()
         bound = sink.max_in_flight
         self.max_in_flight = min(batch_config.max_in_flight, bound or batch_config.max_in_flight)
-        self._store = store
         self._retry = retry
         self._dead_letters = dead_letters
         self._emit = emit
-        self._clock_offset_ns = clock_offset_ns
         self._recovered = asyncio.Event()
+        self._checkpoints = CheckpointWriter(store, sink.name, clock_offset_ns, self._saved)
 
     async def run(self) -> None:
         """Start the sink, then deliver batches until the stream ends; close it in the end."""
@@ -81,12 +79,15 @@ class SinkWorker:
             while (batch := await self.batcher.next_batch()) is not None:
                 await slots.acquire()
                 if last_commit is not None and last_commit.done():
-                    last_commit.result()  # a failed checkpoint write stops this sink
-                send = asyncio.create_task(self._deliver(batch.events))
+                    last_commit.result()
+                self._checkpoints.check()  # a failed checkpoint write stops this sink
+                send = asyncio.create_task(self._deliver(batch.batch()))
                 last_commit = asyncio.create_task(self._commit(batch, send, last_commit, slots))
             if last_commit is not None:
                 await last_commit
+            await self._checkpoints.flush()
         finally:
+            self._checkpoints.cancel()
             if last_commit is not None and not last_commit.done():
                 # Cancelling the newest commit cancels the chain of earlier commits it awaits,
                 # and each cancels its send: nothing keeps sending to a closed sink.
@@ -102,25 +103,22 @@ class SinkWorker:
         previous: asyncio.Task[None] | None,
         slots: asyncio.Semaphore,
     ) -> None:
-        """Save the checkpoint once this batch AND every earlier one are done."""
+        """Move the checkpoint once this batch AND every earlier one are done.
+
+        The slot is free then: the next batch is sent while the checkpoint is written
+        (by the one writer, in order, the latest position each time).
+        """
         try:
-            await send
-            if previous is not None:
-                await previous
-            await asyncio.to_thread(
-                self._store.save,
-                self.sink.name,
-                batch.boot_id,
-                batch.checkpoint_seq,
-                self._clock_offset_ns,
-            )
+            try:
+                await send
+                if previous is not None:
+                    await previous
+            finally:
+                slots.release()
         except asyncio.CancelledError:
             send.cancel()
             raise
-        finally:
-            slots.release()
-        self.health.checkpoint_seq = batch.checkpoint_seq
-        self._emit.checkpoint(self.sink.name, batch.checkpoint_seq)
+        self._checkpoints.advance(batch.boot_id, batch.checkpoint_seq)
         if batch.filtered:
             self._emit.records_filtered(self.sink.name, batch.filtered)
 
@@ -140,9 +138,9 @@ class SinkWorker:
         if outcome.wants_retry:
             raise ForwarderError(f"sink {self.sink.name} did not start: {_problem(outcome, 1)}")
 
-    async def _deliver(self, events: list[Event]) -> None:
-        """Deliver events, splitting on 'too large'; return when all are stored or dead."""
-        parts = deque([events]) if events else deque()
+    async def _deliver(self, batch: Batch) -> None:
+        """Deliver a batch, splitting on 'too large'; return when all is stored or dead."""
+        parts = deque([batch]) if len(batch) else deque()
         while parts:
             part = parts.popleft()
             started = time.monotonic()
@@ -156,9 +154,11 @@ class SinkWorker:
             else:
                 self._emit.batch_split(self.sink.name)
                 half = len(unsent) // 2
-                parts.extendleft((unsent[half:], unsent[:half]))
+                parts.extendleft(
+                    (unsent.select(range(half, len(unsent))), unsent.select(range(half)))
+                )
 
-    async def _send_with_retry(self, part: list[Event]) -> tuple[list[Event], Outcome]:
+    async def _send_with_retry(self, part: Batch) -> tuple[Batch, Outcome]:
         """Send until nothing is left to retry; return the events still unsent and the last Outcome.
 
         What is unsent after the retries is either too large (to split) or what the spent
@@ -168,7 +168,7 @@ class SinkWorker:
 
         async def attempt() -> Outcome:
             nonlocal unsent
-            outcome = await outcome_of(self.sink, self.sink.send(Batch(unsent)))
+            outcome = await outcome_of(self.sink, self.sink.send(unsent))
             self._note_health(outcome, items=len(unsent))
             unsent = self._settle(unsent, outcome)
             return outcome
@@ -176,20 +176,20 @@ class SinkWorker:
         outcome = await self._retry.call(attempt, self._on_retry, wake=self._recovered)
         return unsent, outcome
 
-    def _settle(self, events: list[Event], outcome: Outcome) -> list[Event]:
-        """Dead-letter and count what ``outcome`` settled; return the events to send again."""
+    def _settle(self, batch: Batch, outcome: Outcome) -> Batch:
+        """Dead-letter and count what ``outcome`` settled; return what to send again."""
         if outcome.verdict is not Verdict.ANSWERED:
-            return events
+            return batch
         if outcome.rejected:
             self._dead_letters.write(
-                [(events[r.index], r.reason, r.detail) for r in outcome.rejected]
+                [(batch.event(r.index), r.reason, r.detail) for r in outcome.rejected]
             )
             self._emit.rejected_by_receiver(self.sink.name, outcome.rejected)
         if outcome.duplicates:
             self._emit.records_duplicate(self.sink.name, outcome.duplicates)
         settled = len(outcome.rejected) + len(outcome.retry) + outcome.duplicates
-        self._emit.records_sent(self.sink.name, max(len(events) - settled, 0))
-        return [events[index] for index in outcome.retry]
+        self._emit.records_sent(self.sink.name, max(len(batch) - settled, 0))
+        return batch.select(outcome.retry)
 
     def _note_health(self, outcome: Outcome, *, items: int) -> None:
         """The sink is up when the receiver took anything of ``items``; failing otherwise."""
@@ -210,6 +210,10 @@ class SinkWorker:
             self.sink.name, outcome.verdict.value, _problem(outcome, None), wait_s
         )
 
+    def _saved(self, seq: int) -> None:
+        self.health.checkpoint_seq = seq
+        self._emit.checkpoint(self.sink.name, seq)
+
     def _on_success(self) -> None:
         recovered = self.health.failing_since is not None
         if recovered:
@@ -221,9 +225,9 @@ class SinkWorker:
         self.health.config_problem = False
         self._emit.sink_delivering(self.sink.name, recovered=recovered)
 
-    def _dead_letter(self, events: list[Event], reason: str, detail: str) -> None:
-        self._dead_letters.write([(event, reason, detail) for event in events])
-        self._emit.dead_lettered(self.sink.name, reason, detail, len(events))
+    def _dead_letter(self, batch: Batch, reason: str, detail: str) -> None:
+        self._dead_letters.write([(event, reason, detail) for event in batch.events])
+        self._emit.dead_lettered(self.sink.name, reason, detail, len(batch))
 
 
 def _problem(outcome: Outcome, items: int | None) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate, count
+from operator import add
 from typing import Any, Final
 
 import orjson
@@ -42,19 +44,84 @@ _FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the referenc
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """The encoded records of one read window, as parallel columns (index = record).
+    """The encoded records of one read window: NDJSON bytes plus columns (index = record).
 
-    ``lines[i]`` is the event JSON (no newline; empty for a record set aside), ``seqs[i]``,
-    ``prefixes[i]`` (``facility << 3 | level``) and ``ts_usec[i]`` its kernel header.
+    ``data`` holds every record's event JSON followed by a newline (a record set aside has
+    an empty line); ``ends[i]`` is the offset just past record i's newline. ``seqs[i]``,
+    ``prefixes[i]`` (``facility << 3 | level``) and ``ts_usec[i]`` are its kernel header,
+    ``identity`` what stamped it (id, boot, clock offset).
     """
 
-    lines: list[bytes]
+    identity: Identity
+    data: bytes
+    ends: array[int]
     seqs: array[int]
     prefixes: list[int]
     ts_usec: array[int]
+    set_aside: int = 0  # how many records are set aside (empty lines)
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.seqs)
+
+    def start(self, index: int) -> int:
+        """Offset of record ``index``'s line in ``data``."""
+        return self.ends[index - 1] if index else 0
+
+    def line(self, index: int) -> bytes:
+        """The event JSON of record ``index`` (no newline; empty: set aside)."""
+        return self.data[self.start(index) : self.ends[index] - 1]
+
+    @property
+    def lines(self) -> list[bytes]:
+        """Every record's event JSON (built on each call: for tests and slow paths)."""
+        return [self.line(index) for index in range(len(self))]
+
+    def event(self, index: int) -> Event:
+        """Record ``index`` as a standalone :class:`Event` (JSON decoded only on demand)."""
+        boot_id, seq = self.identity.boot_id, self.seqs[index]
+        timestamp_ns = self.identity.clock_offset_ns + self.ts_usec[index] * 1000
+        return Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, timestamp_ns, self.line(index))
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Records ``start:stop`` of a chunk, all of them to send (none set aside or filtered)."""
+
+    chunk: Chunk
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def boot_id(self) -> str:
+        """The boot of its records."""
+        return self.chunk.identity.boot_id
+
+    @property
+    def checkpoint_seq(self) -> int:
+        """The seq a checkpoint may move to once the slice is delivered: its last record's."""
+        return self.chunk.seqs[self.stop - 1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its NDJSON (newlines included)."""
+        return self.chunk.ends[self.stop - 1] - self.chunk.start(self.start)
+
+    def ndjson(self) -> memoryview:
+        """Its records' NDJSON, every line ending in a newline, without a copy."""
+        chunk = self.chunk
+        return memoryview(chunk.data)[chunk.start(self.start) : chunk.ends[self.stop - 1]]
+
+    def lines(self) -> list[bytes]:
+        """Each record's event JSON (JSON never holds a raw newline: one split)."""
+        chunk = self.chunk
+        return chunk.data[chunk.start(self.start) : chunk.ends[self.stop - 1] - 1].split(b"\n")
+
+    def part(self, start: int, stop: int) -> Slice:
+        """The records ``start:stop`` of this slice (relative indices)."""
+        return Slice(self.chunk, self.start + start, self.start + stop)
 
 
 ParseErrorHook = Callable[[bytes, RecordParseError], None]
@@ -70,18 +137,22 @@ class ChunkEncoder:
         self._encode = encode
         # Another encoder (a test seam, a debugging aid) means the reference path for all.
         self._reference_only = encode is not encode_record
-        self._offset_ns = identity.clock_offset_ns
-        self._head = b'{"event":"kmsg","id":' + orjson.dumps(identity.boot_id)[:-1] + b"-"
-        self._stamp = b'","@timestamp":"'
-        self._host_boot = (
+        self._offset_us = identity.clock_offset_ns // 1000  # exact: see _second_bytes
+        # One format per line shape, the constant parts (boot id, host) written into it.
+        head = (b'{"event":"kmsg","id":' + orjson.dumps(identity.boot_id)[:-1]).replace(b"%", b"%%")
+        host_boot = (
             b'","host":'
             + orjson.dumps(identity.host)
             + b',"boot_id":'
             + orjson.dumps(identity.boot_id)
             + b',"seq":'
-        )
+        ).replace(b"%", b"%%")
+        start = head + b'-%d","@timestamp":"%b.%06dZ' + host_boot + b'%d,"monotonic_us":%d%b'
+        self._plain = start + b'","message":"%b"%b'  # a message that needs no escaping
+        self._escaped = start + b'","message":%b%b'  # a message already JSON-encoded
         self._prefix_parts = {
-            b"%d" % prefix: (prefix, _prefix_part(prefix)) for prefix in range(_FAST_PREFIXES)
+            b"%d" % prefix: (prefix, _prefix_part(prefix) + b"-", _prefix_part(prefix))
+            for prefix in range(_FAST_PREFIXES)
         }
         self._seconds: dict[int, bytes] = {}
         self._tails: dict[tuple[bytes, bytes | None], bytes] = {}
@@ -100,50 +171,55 @@ class ChunkEncoder:
         add_line, add_seq, add_prefix, add_stamp = (
             lines.append, seqs.append, prefixes.append, stamps.append
         )  # fmt: skip
-        head, stamp_key, host_boot = self._head, self._stamp, self._host_boot
-        prefix_parts, seconds_cache, offset_ns = self._prefix_parts, self._seconds, self._offset_ns
+        plain, escaped = self._plain, self._escaped
+        prefix_parts, seconds_cache, offset_us = self._prefix_parts, self._seconds, self._offset_us
         tails, reference_only = self._tails, self._reference_only
+        set_aside = 0
         for raw in raws:
             try:
                 if reference_only:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                header, semicolon, body = raw.partition(b";")
-                parts = header.split(b",")
-                if not semicolon or len(parts) < 4:
+                parts = raw.split(b",", 3)
+                if len(parts) < 4:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                raw_seq, raw_ts, flags = parts[1], parts[2], parts[3]
-                known = prefix_parts.get(parts[0])
+                raw_prefix, raw_seq, raw_ts, rest = parts
+                known = prefix_parts.get(raw_prefix)
                 if known is None or not (raw_seq.isdigit() and raw_ts.isdigit()):
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                prefix, prefix_part = known
+                flags, semicolon, body = rest.partition(b";")
+                if not semicolon:
+                    raise _Fallback  # noqa: TRY301 - inline: no call per record
+                prefix, flag_part, prefix_part = known
                 seq, ts_usec = int(raw_seq), int(raw_ts)
                 if seq > U64_MAX or ts_usec > TS_USEC_MAX:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                if not flags:
-                    flags = b"-"
-                elif flags.translate(None, _SAFE):
-                    raise _Fallback  # noqa: TRY301 - inline: no call per record
                 caller = None
-                for extra in parts[4:]:
-                    if extra.startswith(b"caller="):
-                        caller = extra[7:]
+                if flags != b"-":
+                    if b"," in flags:  # fields after flags: only caller= is kept
+                        flags, *extras = flags.split(b",")
+                        for extra in extras:
+                            if extra.startswith(b"caller="):
+                                caller = extra[7:]
+                    if not flags:
+                        flags = b"-"
+                    elif flags.translate(None, _SAFE):
+                        raise _Fallback  # noqa: TRY301 - inline: no call per record
+                    flag_part = prefix_part + flags
                 text, _, dictionary = body.partition(b"\n")
-                unsafe = text.translate(None, _SAFE)
-                if not unsafe:
-                    message = b'"%b"' % text
-                elif not unsafe.strip(b'"'):
-                    message = b'"%b"' % text.replace(b'"', b'\\"')
-                else:
-                    message = orjson.dumps(unescape(text))
                 tail = b"}"
                 if dictionary or caller is not None:
                     tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
-                seconds, nanos = divmod(offset_ns + ts_usec * 1000, 1_000_000_000)
+                seconds, micros = divmod(offset_us + ts_usec, 1_000_000)
                 stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
-                line = b'%b%d%b%b.%06dZ%b%d,"monotonic_us":%d%b%b","message":%b%b' % (
-                    head, seq, stamp_key, stamp, nanos // 1000, host_boot, seq, ts_usec,
-                    prefix_part, flags, message, tail,
-                )  # fmt: skip
+                unsafe = text.translate(None, _SAFE)
+                if not unsafe:
+                    line = plain % (seq, stamp, micros, seq, ts_usec, flag_part, text, tail)
+                else:
+                    if not unsafe.strip(b'"'):
+                        message = b'"%b"' % text.replace(b'"', b'\\"')
+                    else:
+                        message = orjson.dumps(unescape(text))
+                    line = escaped % (seq, stamp, micros, seq, ts_usec, flag_part, message, tail)
             except Exception:  # _Fallback, or any surprise of the fast path: the reference decides
                 try:
                     record = parse_record(raw)
@@ -160,11 +236,16 @@ class ChunkEncoder:
                 except Exception as error:  # the safety net: one record never stops us
                     on_failure(raw, error, seq)
                     line = b""
+                    set_aside += 1
             add_line(line)
             add_seq(seq)
             add_prefix(prefix)
             add_stamp(ts_usec)
-        return Chunk(lines, seqs, prefixes, stamps)
+        # Offsets of line ends (newline included), then one buffer: no object per record stays.
+        ends = array("Q", map(add, accumulate(map(len, lines)), count(1)))
+        lines.append(b"")
+        data = b"\n".join(lines)
+        return Chunk(self.identity, data, ends, seqs, prefixes, stamps, set_aside)
 
     def _tail(self, dictionary: bytes, caller: bytes | None) -> bytes:
         """The tail of a record, kept: the same devices and callers come back all the time."""
@@ -175,6 +256,8 @@ class ChunkEncoder:
         return tail
 
     def _second_bytes(self, seconds: int) -> bytes:
+        # Whole microseconds are exact: (offset_ns + ts_usec * 1000) // 1000 is
+        # offset_ns // 1000 + ts_usec, so seconds and microseconds match the reference.
         try:
             stamp = format_timestamp(seconds * 1_000_000_000)[:-8].encode()
         except (ValueError, OverflowError, OSError) as error:

@@ -16,7 +16,7 @@ import orjson
 
 from forwarder.source.parser import Record
 
-EventKind = Literal["kmsg", "gap"]
+EventKind = Literal["kmsg", "gap", "kernel_event"]
 GapReason = Literal["overwritten", "missed_while_down", "reboot", "spool_full", "spool_corrupt"]
 
 

@@ -7,7 +7,10 @@ and a few substring tests before any regex runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+import itertools
+import re
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from forwarder.kernel_events.audit import detect_audit
@@ -117,3 +120,56 @@ def detect(record: Record, text: str) -> Report | None:
             if report is not None:
                 return report
     return None
+
+
+# Prefixes that common records share without opening anything (ext4 mounts, USB product
+# lines), narrowed to what their detector can open: detect_fs_event's ext4 forms, and
+# detect_usb_device's new-device and disconnect lines.
+_NARROWED: Final = {
+    "EXT4-fs": rb"EXT4-fs (?:error|warning) |EXT4-fs \([^)]*\): Remounting",
+    "usb ": rb"usb \d+-[\d.]+: (?:new |USB disconnect)",
+}
+
+
+def _start_pattern() -> re.Pattern[bytes]:
+    """``;`` (the end of the header) and a start prefix.
+
+    The pattern begins with a literal, so ``re`` skips from one ``;`` to the next.
+    """
+    prefixes = sorted({p for prefixes, _ in PREFIX_DETECTORS for p in prefixes}, key=len)
+    starts = [_NARROWED.get(p) or re.escape(p.encode()) for p in prefixes]
+    return re.compile(b";(?:" + b"|".join(starts) + b")")
+
+
+_STARTS: Final = _start_pattern()
+_SUBSTRINGS: Final = tuple(sorted({substring.encode() for substring, _ in SUBSTRING_DETECTORS}))
+
+
+def might_open(raw: bytes) -> bool:
+    """Whether the raw record ``raw`` could open a report: False means :func:`detect` is None.
+
+    Searched in the raw bytes, before any parsing: every start prefix and substring is
+    printable ASCII without a backslash, which the kernel never escapes, so it is in the
+    raw text whenever it is in the unescaped one (the converse may fail: that only costs a
+    parse). The prefixes are anchored on the ``;`` that ends the header.
+    """
+    return _STARTS.search(raw) is not None or any(sub in raw for sub in _SUBSTRINGS)
+
+
+def might_open_at(raws: Sequence[bytes]) -> set[int]:
+    """The indices of ``raws`` that :func:`might_open`, searched in one joined buffer.
+
+    One regex pass for the prefixes and one ``bytes.find`` pass per substring, all in C.
+    A match across two records only costs a parse; none inside one record is missed.
+    """
+    joined = b"".join(raws)
+    ends = list(itertools.accumulate(map(len, raws)))
+    found = {bisect.bisect_right(ends, match.start()) for match in _STARTS.finditer(joined)}
+    find = joined.find
+    for substring in _SUBSTRINGS:
+        at = find(substring)
+        while at != -1:
+            index = bisect.bisect_right(ends, at)
+            found.add(index)
+            at = find(substring, ends[index])
+    return found

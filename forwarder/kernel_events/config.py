@@ -5,6 +5,7 @@ Example::
     [kernel_events]
     enabled = true
     disabled_classes = ["link_state", "usb_device"]
+    idle_flush_s = 2.0        # live source: flush an open report after this long with no record
 
     [[kernel_events.rules]]
     class = "nfs_timeout"
@@ -22,17 +23,22 @@ import re
 from pydantic import ConfigDict, Field, field_validator
 
 from forwarder.kernel_events.catalogue import CLASSES
+from forwarder.kernel_events.report import QUIET_USEC
 from forwarder.kernel_events.rules import UserRule
 from forwarder.options import StrictModel
 from forwarder.source.parser import FACILITY_NAMES, parse_level
 
 ANY_FACILITY = "any"
+IDLE_FLUSH_S = QUIET_USEC / 1_000_000
 
 
 class UserRuleConfig(StrictModel):
     """``[[kernel_events.rules]]``: one record whose text the regex finds is one event."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # ``check`` prints the key a user writes: class, not class_name.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
     class_name: str = Field(alias="class", pattern=r"^[a-z][a-z0-9_]{0,63}$")
     regex: str
@@ -84,6 +90,7 @@ class KernelEventsConfig(StrictModel):
 
     enabled: bool = True
     disabled_classes: tuple[str, ...] = ()
+    idle_flush_s: float = Field(default=IDLE_FLUSH_S, ge=IDLE_FLUSH_S)
     rules: tuple[UserRuleConfig, ...] = ()
 
     @field_validator("disabled_classes")

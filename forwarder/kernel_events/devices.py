@@ -54,10 +54,13 @@ class UsbDevice(Report):
     def __init__(self, record: Record, fields: Fields, *, done: bool) -> None:
         super().__init__(record, fields, key=fields["path"], done=done)
         self.strings_left: set[str] | None = None
+        self._head = f"usb {self.key}: "  # every line of this device starts so
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
         """The same path's ``New USB device ...``, Product, Manufacturer, SerialNumber lines."""
         del record, previous_text
+        if not text.startswith(self._head):  # most records: no regex at all
+            return Verdict.REJECT
         match = _USB.match(text)
         if match is None or match["path"] != self.key:
             return Verdict.REJECT

@@ -47,7 +47,7 @@ class FileSink(Sink):
 
     async def send(self, batch: Batch) -> Outcome:
         """Append the batch and fsync it."""
-        payload = b"\n".join([event.json for event in batch.events]) + b"\n"
+        payload = batch.ndjson()
         await asyncio.to_thread(self._write, payload)
         return Outcome.delivered()
 

@@ -36,7 +36,7 @@ class StdoutSink(Sink):
 
     async def send(self, batch: Batch) -> Outcome:
         """Write and flush the batch; a closed pipe stops the forwarder (nothing to retry)."""
-        payload = b"\n".join([event.json for event in batch.events]) + b"\n"
+        payload = batch.ndjson()
         try:
             await asyncio.to_thread(self._write, payload)
         except BrokenPipeError as error:

@@ -21,7 +21,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +45,14 @@ class Frame:
 
     kind: FrameKind
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one read of the pipe gave: raw records, and control frames (overrun, end...)."""
+
+    records: list[bytes]
+    controls: list[Frame]
 
 
 def open_source(path: Path, *, seek_newest: bool) -> tuple[int, bool]:
@@ -180,20 +187,46 @@ class Capture:
         """The capture process's exit code once it has ended."""
         return self._process.poll() if self._process is not None else None
 
+    async def read_window(self) -> Window:
+        """The next window of records and control frames; an empty one at the end of input.
+
+        The fast path of :meth:`read_frames`: a window without control frames is split in
+        one call, with no object per record.
+        """
+        while True:
+            data = self._take_window()
+            if data is not None:
+                if CONTROL not in data:  # records only: a record never holds a raw 0x01
+                    return Window(data.split(SEPARATOR), [])
+                records: list[bytes] = []
+                controls: list[Frame] = []
+                for part in data.split(SEPARATOR):
+                    frame = _frame(part)
+                    if frame.kind is FrameKind.RECORD:
+                        records.append(part)
+                    else:
+                        controls.append(frame)
+                return Window(records, controls)
+            if self._eof:
+                return Window([], [])
+            self._data_ready.clear()
+            await self._data_ready.wait()
+
     def _parse(self) -> list[Frame]:
+        data = self._take_window()
+        return [] if data is None else [_frame(part) for part in data.split(SEPARATOR)]
+
+    def _take_window(self) -> bytes | None:
+        """The bytes of the next whole frames (separators between them), or None."""
         buffer, offset = self._buffer, self._offset
         # A bounded window keeps each group of frames (and each sink's queue chunk) small.
         last = buffer.rfind(SEPARATOR, offset, offset + PARSE_WINDOW_BYTES)
         if last < 0:  # no frame ends in the window: one frame is larger than it
             last = buffer.find(SEPARATOR, offset + PARSE_WINDOW_BYTES)
             if last < 0:
-                return []
+                return None
         with memoryview(buffer) as view:  # one copy of the window, not two
-            parts = bytes(view[offset:last]).split(SEPARATOR)
-        if buffer.find(CONTROL, offset, last) < 0:  # the usual window: records only
-            frames = list(map(Frame, repeat(FrameKind.RECORD), parts))
-        else:
-            frames = [_frame(part) for part in parts]
+            data = bytes(view[offset:last])
         offset = last + 1
         end = len(buffer)
         if offset > (1 << 20) or offset == end:
@@ -203,7 +236,7 @@ class Capture:
         if self._paused and self.buffered_bytes < HIGH_WATER_BYTES // 2:
             self._paused = False
             self._watch(on=not self._eof)
-        return frames
+        return data
 
     def _received(self, data: bytes) -> None:
         self._buffer += data

@@ -65,6 +65,7 @@ WRITEV_CHUNKS: Final = 64  # a pipe write takes up to 2 MiB when the forwarder c
 # Bounded in bytes, not records: 128 MiB hold ~1.4M short records (~20 s of the
 # forwarder falling 70k/s behind a flood) and cost nothing until a backlog builds.
 DEFAULT_BUFFER_BYTES: Final = 128 << 20
+FILE_BUFFER_RECORDS: Final = 2048  # a dump file read ahead of the forwarder
 FLUSH_INTERVAL_S: Final = 0.005  # while spinning, a few records still reach the forwarder soon
 # Fewer records read since the last wake-up means a rate (< ~60k/s with a 4 ms late
 # wake-up) that the ring outlasts many times over: sleep at once, spin only in a flood.
@@ -142,7 +143,7 @@ class _Output:
         self.fd = fd
         self.max_bytes = max_bytes
         self.max_records = max_records if max_records is not None else sys.maxsize
-        self.chunks: deque[tuple[memoryview, int, _Segment]] = deque()
+        self.chunks: deque[tuple[memoryview, int, _Segment | None]] = deque()
         self.queued_records = 0
         self.queued_bytes = 0
         self.tail = _Segment()
@@ -203,6 +204,15 @@ class _Output:
             self.flush()
         return records, failure
 
+    def add_block(self, block: bytes, records: int) -> None:
+        """Queue ``records`` frames already joined, each followed by the separator (dumps)."""
+        if records:
+            self.seal()
+            self.chunks.append((memoryview(block), records, None))
+            self.queued_records += records
+            self.queued_bytes += len(block)
+            self.flush()
+
     def seal(self) -> None:
         """Queue the open chunk."""
         if self.records:
@@ -261,6 +271,8 @@ class _Output:
             chunks.popleft()
             self.queued_records -= records
             self.queued_bytes -= len(data)
+            if segment is None:  # a dump's block, not in a segment
+                continue
             segment.unsent -= 1
             if not segment.unsent and segment is not self.tail:
                 self._retire(segment)
@@ -375,11 +387,15 @@ def _sleep_until_readable(poller: select.poll, output: _Output, timeout_ms: int 
 def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
     """Read a kmsg dump (records as ``cat /dev/kmsg`` writes them) from a file or FIFO.
 
-    A FIFO ends when its writer closes it (``follow`` applies to regular files only).
+    A FIFO ends when its writer closes it (``follow`` applies to regular files only). A
+    regular file waits on disk: only a few windows are held while the forwarder is behind
+    (holding ``--buffer-records`` of it would only cost memory), a FIFO's writer may be live.
     """
     if stat.S_ISFIFO(os.fstat(source_fd).st_mode):
         follow = False
         _wait_for_writer(source_fd)
+    else:
+        output.max_records = min(output.max_records, FILE_BUFFER_RECORDS)
     framer = DumpFramer()
     while True:
         if output.full:
@@ -395,7 +411,7 @@ def read_dump(source_fd: int, output: _Output, follow: bool) -> None:
             output.extend(framer.finish())
             output.add(FrameKind.END)
             return
-        output.extend(framer.feed(chunk))
+        output.add_block(*framer.feed_block(chunk))
 
 
 def _wait_for_writer(fifo_fd: int) -> None:
@@ -455,6 +471,31 @@ class DumpFramer:
         self._pending = tail
         return frames
 
+    def feed_block(self, chunk: bytes) -> tuple[bytes, int]:
+        """:meth:`feed`, its frames joined (each followed by the separator), and their count.
+
+        The usual chunk (no NUL or 0x01, no record over the limit) is cut with two replaces
+        over the whole chunk, not record by record.
+        """
+        data = self._pending + chunk
+        cut = data.rfind(b"\n", 0, len(data) - 1)  # a newline with a byte after it
+        while cut >= 0 and data[cut + 1] == 0x20:  # that byte continues the record
+            cut = data.rfind(b"\n", 0, cut)
+        if not (self._discarding or SEPARATOR in data or CONTROL in data):
+            complete, tail = data[: cut + 1], data[cut + 1 :]
+            # A separator after every newline but those of continuation lines (marked with
+            # 0x01, which the chunk does not hold, while the others are replaced).
+            block = (
+                complete.replace(b"\n ", CONTROL + b" ")
+                .replace(b"\n", b"\n" + SEPARATOR)
+                .replace(CONTROL + b" ", b"\n ")
+            )
+            if len(tail) <= MAX_RECORD_BYTES and not _has_long_record(block):
+                self._pending = tail
+                return block, len(block) - len(complete)
+        frames = self.feed(chunk)
+        return SEPARATOR.join(frames) + SEPARATOR if frames else b"", len(frames)
+
     def finish(self) -> list[bytes]:
         """The frame of the unfinished record (end of input, or a followed file paused)."""
         pending, self._pending = self._pending, b""
@@ -462,6 +503,18 @@ class DumpFramer:
             self._discarding = False
             return []
         return [_checked(pending)] if pending else []
+
+
+def _has_long_record(block: bytes) -> bool:
+    """Whether a record of ``block`` (separator after each) is over ``MAX_RECORD_BYTES``.
+
+    Such a record covers a whole aligned stretch of half that size with no separator: only
+    then are the records measured one by one.
+    """
+    step = MAX_RECORD_BYTES // 2
+    if all(block.find(SEPARATOR, at, at + step) >= 0 for at in range(0, len(block), step)):
+        return False
+    return max(map(len, block.split(SEPARATOR))) > MAX_RECORD_BYTES
 
 
 def _next_record_start(data: bytes, search: int) -> int:

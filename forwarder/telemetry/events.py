@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -31,6 +31,7 @@ class Emitter:
 
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
+        self._kernel_event_counters: dict[tuple[str, str, str], Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -158,6 +159,31 @@ class Emitter:
                 "shipped; timestamps keep the stored offset so re-sent records match",
             )
 
+    # -- kernel events ---------------------------------------------------------------
+
+    def kernel_event(self, class_name: str, kind: str, severity: str) -> None:
+        """A kernel event was emitted for the first time (not one re-read after a restart)."""
+        if self.metrics is None:
+            return
+        labels = (class_name, kind, severity)
+        # labels() costs more than the rest of an event's bookkeeping: keep each child.
+        counter = self._kernel_event_counters.get(labels)
+        if counter is None:
+            counter = self.metrics.kernel_events.labels(*labels)
+            self._kernel_event_counters[labels] = counter
+        counter.inc()
+
+    def kernel_event_failed(self, seq: int, error: str) -> None:
+        """The classifier raised on a record or a flush (a bug): skipped, the records still ship."""
+        if self.metrics is not None:
+            self.metrics.kernel_event_errors.inc()
+        log.error(
+            "kernel_event_failed",
+            seq=seq,
+            error=error,
+            hint="the record still ships; no kernel event comes of it; please report this bug",
+        )
+
     # -- delivery ----------------------------------------------------------------------
 
     def checkpoint(self, sink: str, seq: int) -> None:
@@ -166,7 +192,7 @@ class Emitter:
             self.metrics.checkpoint_seq.labels(sink).set(seq)
 
     def records_filtered(self, sink: str, count: int) -> None:
-        """Records below the sink's ``min_level``, checkpointed as delivered."""
+        """Events the sink does not take (``min_level``, its ``events``), checkpointed."""
         if self.metrics is not None:
             self.metrics.records_filtered.labels(sink).inc(count)
 

@@ -49,7 +49,8 @@ class Metrics:
             f"{PREFIX}_records_sent", "Events confirmed by a sink.", ["sink"], registry=registry
         )
         self.records_filtered = Counter(
-            f"{PREFIX}_records_filtered", "Records dropped by min_level (counted as delivered).",
+            f"{PREFIX}_records_filtered",
+            "Events a sink does not take (min_level, its events selection); checkpointed.",
             ["sink"], registry=registry,
         )  # fmt: skip
         self.records_duplicate = Counter(
@@ -73,6 +74,16 @@ class Metrics:
             f"{PREFIX}_gap_events", "Gap events emitted to a sink, by reason.",
             ["sink", "reason"], registry=registry,
         )  # fmt: skip
+        self.kernel_events = Counter(
+            f"{PREFIX}_kernel_events",
+            "Kernel events (classified reports) emitted, by class, kind and (hw_error) severity.",
+            ["class", "kind", "severity"], registry=registry,
+        )  # fmt: skip
+        self.kernel_event_errors = Counter(
+            f"{PREFIX}_kernel_event_errors",
+            "Records or flushes the kernel-event classifier failed on (a bug; logged, skipped).",
+            registry=registry,
+        )
         self.batch_latency = Histogram(
             f"{PREFIX}_batch_latency_seconds",
             "Time from a batch's first send to its confirmation.",

@@ -8,7 +8,7 @@ import time
 from forwarder.delivery.batcher import Batcher
 from forwarder.options import BatchConfig
 from forwarder.routing import Position
-from tests.support.events import identity, make_events
+from tests.support.events import identity, make_events, make_kernel_event, make_slice
 
 WHO = identity()
 
@@ -177,3 +177,72 @@ async def test_depth_counts_waiting_items():
     assert batcher.depth == 5
     await batcher.next_batch()
     assert batcher.depth == 3
+
+
+async def test_an_event_at_the_position_of_the_record_before_it_shares_its_batch():
+    """A kernel event after the record that completed it is never cut off into the next batch."""
+    records = events(3)
+    report = make_kernel_event("oom_kill", 100, who=WHO, record_count=3)
+    assert report.checkpoint_seq == 102
+    batcher = Batcher(config(max_records=3))
+    await batcher.put([*records, report, *events(1, first_seq=103)])
+    await batcher.close()
+    first = await batcher.next_batch()
+    assert first.events == [*records, report]
+    assert first.checkpoint_seq == 102
+    second = await batcher.next_batch()
+    assert seqs(second) == [103]
+
+
+def chunk_slice(count, first_seq=100, size=300):
+    """``count`` consecutive records of one boot (messages of ``size``) as one chunk slice."""
+    messages = [f"message {i}".ljust(size, "x") for i in range(count)]
+    return make_slice(messages, who=WHO, first_seq=first_seq)
+
+
+async def test_slices_are_cut_at_max_records_and_max_bytes_in_order():
+    """A large slice is cut into batches by count and by bytes; every record once, in order."""
+    whole = chunk_slice(50)
+    line_bytes = len(whole.lines()[0]) + 1
+    batcher = Batcher(config(max_records=7, max_bytes=line_bytes * 5))
+    await batcher.put([whole, Position(WHO.boot_id, 150), chunk_slice(3, first_seq=151)])
+    await batcher.close()
+    batches = []
+    while (batch := await batcher.next_batch()) is not None:
+        batches.append(batch)
+    assert [seq for batch in batches for seq in seqs(batch)] == [*range(100, 150), 151, 152, 153]
+    assert all(0 < batch.count <= 5 and batch.nbytes <= line_bytes * 5 for batch in batches)
+    assert [batch.checkpoint_seq for batch in batches][-1] == 153
+    assert sum(batch.filtered for batch in batches) == 1
+    # Each batch's checkpoint is its last record, or the filtered position right after it.
+    assert all(batch.checkpoint_seq - seqs(batch)[-1] in (0, 1) for batch in batches)
+
+
+async def test_a_record_over_max_bytes_goes_alone():
+    """A slice record larger than max_bytes still goes out, alone in its batch."""
+    batcher = Batcher(config(max_bytes=1024))
+    await batcher.put([chunk_slice(3, size=1100)])
+    await batcher.close()
+    assert seqs(await batcher.next_batch()) == [100]
+    assert seqs(await batcher.next_batch()) == [101]
+
+
+async def test_touching_slices_become_one_part():
+    """Slices of one chunk that touch are sent as one part (one buffer slice per write)."""
+    whole = chunk_slice(6)
+    batcher = Batcher(config())
+    await batcher.put([whole.part(0, 1), whole.part(1, 2)])
+    await batcher.put([whole.part(2, 6)])
+    await batcher.close()
+    batch = await batcher.next_batch()
+    assert batch.parts == [whole]
+    assert batcher.depth == 0
+
+
+async def test_depth_counts_records_of_slices():
+    """The buffer gauge counts records, not queue items."""
+    batcher = Batcher(config(max_records=4))
+    await batcher.put([chunk_slice(10)])
+    assert batcher.depth == 10
+    await batcher.next_batch()
+    assert batcher.depth == 6

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+
 import orjson
 import pytest
 
-from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
+from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore, CheckpointWriter
 from forwarder.errors import CheckpointCorruptError, StateError
 
 BOOT = "3f1c0000-0000-4000-8000-000000000001"
@@ -136,3 +140,70 @@ def test_prepare_creates_the_directory(tmp_path):
     store.prepare()
     assert store.directory.is_dir()
     assert list(store.directory.iterdir()) == []
+
+
+class GatedStore(CheckpointStore):
+    """Saves wait (bounded) until the test opens the gate; every saved seq is noted."""
+
+    def __init__(self, state_dir):
+        super().__init__(state_dir)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.saved = []
+
+    def save(self, sink, boot_id, seq, clock_offset_ns):
+        """Wait for the gate, note the seq, save."""
+        self.entered.set()
+        assert self.gate.wait(timeout=10)
+        self.saved.append(seq)
+        return super().save(sink, boot_id, seq, clock_offset_ns)
+
+
+async def test_writer_writes_the_latest_position_in_order(tmp_path):
+    """Positions handed over during a write are not all written: the latest one is, next, in order."""
+    store = GatedStore(tmp_path / "state")
+    store.prepare()
+    seen = []
+    writer = CheckpointWriter(store, "a", 0, seen.append)
+    writer.advance(BOOT, 10)
+    assert await asyncio.to_thread(store.entered.wait, 10)  # the write of 10 is under way
+    for seq in (11, 12, 13):
+        writer.advance(BOOT, seq)
+    store.gate.set()
+    await writer.flush()
+    assert store.saved == [10, 13]
+    assert seen == [10, 13]
+    assert store.load("a").seq == 13
+
+
+async def test_a_failed_write_is_raised_by_the_writer(tmp_path):
+    """A checkpoint that cannot be written is raised by flush() and by the next advance()."""
+    store = CheckpointStore(tmp_path / "state")
+    store.prepare()
+    writer = CheckpointWriter(store, "a", 0, lambda _seq: None)
+    (tmp_path / "state" / "checkpoints").chmod(0o500)
+    try:
+        writer.advance(BOOT, 1)
+        if os.geteuid() == 0:  # root writes anyway: make the directory vanish instead
+            store.directory = tmp_path / "gone"
+        with pytest.raises(StateError):
+            await writer.flush()
+        with pytest.raises(StateError):
+            writer.advance(BOOT, 2)
+    finally:
+        (tmp_path / "state" / "checkpoints").chmod(0o700)
+
+
+async def test_writes_are_spaced_but_flush_writes_the_last_position_at_once(tmp_path):
+    """Positions confirmed soon after a write wait for the interval; flush() does not wait for it."""
+    store = GatedStore(tmp_path / "state")
+    store.prepare()
+    store.gate.set()
+    writer = CheckpointWriter(store, "a", 0, lambda _seq: None, min_interval_s=3600)
+    writer.advance(BOOT, 1)
+    assert await asyncio.to_thread(store.entered.wait, 10)
+    writer.advance(BOOT, 2)
+    writer.advance(BOOT, 3)
+    await asyncio.wait_for(writer.flush(), timeout=10)
+    assert store.saved == [1, 3]
+    assert store.load("a").seq == 3

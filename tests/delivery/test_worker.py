@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import time
 
 import orjson
@@ -16,7 +17,7 @@ from forwarder.delivery.dead_letters import DeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.reference import encode_gap
-from forwarder.errors import OutputClosedError
+from forwarder.errors import OutputClosedError, StateError
 from forwarder.options import BatchConfig
 from forwarder.routing import Position
 from forwarder.sinks.base import Batch, Sink
@@ -25,7 +26,7 @@ from forwarder.sinks.outcome import Outcome, Rejection
 from forwarder.sinks.stdout import StdoutSink
 from forwarder.telemetry.events import Emitter
 from forwarder.telemetry.metrics import Metrics
-from tests.support.events import identity, make_events
+from tests.support.events import as_slice, identity, make_events
 from tests.support.wait import wait_until_async
 
 WHO = identity()
@@ -176,6 +177,14 @@ def events(count, first_seq=100, message="event"):
     return make_events([f"{message} {i}" for i in range(count)], who=WHO, first_seq=first_seq)
 
 
+FORMS = ["events", "slices"]
+
+
+def items(sample, form):
+    """The events as the reader's fast path queues them (one chunk slice), or one by one."""
+    return [as_slice(sample, WHO)] if form == "slices" else sample
+
+
 def ids(items):
     """Ids of events."""
     return [event.id for event in items]
@@ -235,11 +244,12 @@ async def test_start_failures_are_retried(tmp_path):
     assert harness.metric("sink_retries_total") == 2
 
 
-async def test_too_large_batches_are_split_in_halves(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_too_large_batches_are_split_in_halves(tmp_path, form):
     """A batch the receiver finds too large is halved until it fits, keeping the order."""
     sample = events(5)
     harness = Harness(tmp_path, SizeLimitedSink(limit=2))
-    await harness.deliver(sample)
+    await harness.deliver(items(sample, form))
     assert ids(harness.sink.stored) == ids(sample)
     assert [len(attempt) for attempt in harness.sink.sent] == [5, 2, 3, 1, 2]
     assert harness.metric("batch_splits_total") == 2
@@ -247,35 +257,38 @@ async def test_too_large_batches_are_split_in_halves(tmp_path):
     assert harness.checkpoint_seq() == 104
 
 
-async def test_single_too_large_event_is_dead_lettered(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_single_too_large_event_is_dead_lettered(tmp_path, form):
     """One event too large on its own goes to the dead-letter file; the rest is delivered."""
     sample = make_events(["a", "b", "huge one", "c"], who=WHO)
     harness = Harness(tmp_path, SizeLimitedSink(limit=10))
-    await harness.deliver(sample)
+    await harness.deliver(items(sample, form))
     assert ids(harness.sink.stored) == ids([sample[0], sample[1], sample[3]])
     assert harness.dead() == [("too_large", sample[2].id)]
     assert harness.metric("records_dead_lettered_total", reason="too_large") == 1
     assert harness.checkpoint_seq() == 103
 
 
-async def test_refused_batch_is_dead_lettered_and_delivery_moves_on(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_refused_batch_is_dead_lettered_and_delivery_moves_on(tmp_path, form):
     """A batch refused whole goes to dead-letter; later batches go on and the checkpoint passes it."""
     sample = events(6)
     poisoned = make_events(["ok", "poison"], who=WHO, first_seq=102)
     chunk = [*sample[:2], *poisoned, *events(2, first_seq=104)]
     harness = Harness(tmp_path, PoisonSink(), max_records=2)
-    await harness.deliver(chunk)
+    await harness.deliver(items(chunk, form))
     assert ids(harness.sink.stored) == ids([*chunk[:2], *chunk[4:]])
     assert harness.dead() == [("mapping", poisoned[0].id), ("mapping", poisoned[1].id)]
     assert harness.metric("records_dead_lettered_total", reason="mapping") == 2
     assert harness.checkpoint_seq() == 105
 
 
-async def test_dead_letter_entries_carry_the_event_and_detail(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_dead_letter_entries_carry_the_event_and_detail(tmp_path, form):
     """A dead-letter line holds sink, reason, the receiver's detail and the event itself."""
     poisoned = make_events(["poison"], who=WHO)
     harness = Harness(tmp_path, PoisonSink())
-    await harness.deliver(poisoned)
+    await harness.deliver(items(poisoned, form))
     entry = orjson.loads(harness.dead_letters.path.read_bytes())
     assert entry["sink"] == "fake"
     assert entry["reason"] == "mapping"
@@ -284,7 +297,8 @@ async def test_dead_letter_entries_carry_the_event_and_detail(tmp_path):
     assert entry["at"].endswith("Z")
 
 
-async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path, form):
     """Rejections (by index) go to dead-letter under the sink's reason label; the rest counts as sent."""
 
     class RejectingSink(StoringSink):
@@ -295,7 +309,7 @@ async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path):
 
     sample = make_events(["good", "bad", "good", "bad"], who=WHO)
     harness = Harness(tmp_path, RejectingSink())
-    await harness.deliver(sample)
+    await harness.deliver(items(sample, form))
     assert harness.dead() == [("http_4xx", sample[1].id), ("http_4xx", sample[3].id)]
     assert harness.metric("records_dead_lettered_total", reason="http_4xx") == 2
     assert harness.metric("records_sent_total") == 2
@@ -303,7 +317,8 @@ async def test_rejected_events_are_dead_lettered_with_their_reason(tmp_path):
     assert harness.checkpoint_seq() == 103
 
 
-async def test_partial_retry_resends_only_those_events(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_partial_retry_resends_only_those_events(tmp_path, form):
     """Outcome.retry (indices) makes the worker resend exactly those events, then the batch is done."""
 
     class PartialSink(StoringSink):
@@ -315,7 +330,7 @@ async def test_partial_retry_resends_only_those_events(tmp_path):
 
     sample = events(5)
     harness = Harness(tmp_path, PartialSink())
-    await harness.deliver(sample)
+    await harness.deliver(items(sample, form))
     assert [ids(attempt) for attempt in harness.sink.sent] == [
         ids(sample),
         ids([sample[1], sample[3]]),
@@ -386,6 +401,38 @@ async def test_checkpoint_waits_for_an_earlier_slow_batch(tmp_path):
     assert harness.checkpoint_seq() == 105
 
 
+async def test_the_next_batch_is_sent_while_a_checkpoint_is_written(tmp_path):
+    """A slow checkpoint write does not hold the next send, even one batch at a time; saves stay in order."""
+    second_sent = threading.Event()
+
+    class SecondSeenSink(StoringSink):
+        async def answer(self, events):
+            if events[0].checkpoint_seq == 103:
+                second_sent.set()
+            return await super().answer(events)
+
+    class SlowStore(CheckpointStore):
+        """The first save waits (bounded) for the second batch to be sent."""
+
+        def __init__(self, state_dir):
+            super().__init__(state_dir)
+            self.saves = []
+
+        def save(self, sink_name, boot_id, seq, clock_offset_ns):
+            if not self.saves:
+                self.saves.append((seq, second_sent.wait(timeout=10)))
+            else:
+                self.saves.append((seq, True))
+            return super().save(sink_name, boot_id, seq, clock_offset_ns)
+
+    harness = Harness(
+        tmp_path, SecondSeenSink(), max_records=3, max_in_flight=1, store_class=SlowStore
+    )
+    await harness.deliver(events(6))
+    assert harness.store.saves == [(102, True), (105, True)]
+    assert harness.checkpoint_seq() == 105
+
+
 async def test_retry_budget_exhausted_dead_letters(tmp_path):
     """When the retry budget is spent the batch is dead-lettered as retry_budget_exhausted and the checkpoint moves."""
     sample = events(3)
@@ -397,7 +444,8 @@ async def test_retry_budget_exhausted_dead_letters(tmp_path):
     assert harness.checkpoint_seq() == 102
 
 
-async def test_budget_exhausted_after_partial_retry_dead_letters_only_the_rest(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_budget_exhausted_after_partial_retry_dead_letters_only_the_rest(tmp_path, form):
     """After a partial success, an exhausted budget dead-letters only the events still unsent."""
 
     class PartialThenDownSink(StoringSink):
@@ -409,14 +457,15 @@ async def test_budget_exhausted_after_partial_retry_dead_letters_only_the_rest(t
 
     sample = events(3)
     harness = Harness(tmp_path, PartialThenDownSink(), budget_s=0.2)
-    await harness.deliver(sample)
+    await harness.deliver(items(sample, form))
     assert harness.dead() == [("retry_budget_exhausted", sample[2].id)]
     assert harness.metric("records_dead_lettered_total", reason="retry_budget_exhausted") == 1
     assert harness.metric("records_sent_total") == 2
     assert harness.checkpoint_seq() == 102
 
 
-async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+async def test_split_after_partial_retry_resends_only_the_rest(tmp_path, form):
     """A 'too large' answer after a partial success splits only the events still unsent."""
 
     class PartialThenTooLargeSink(StoringSink):
@@ -430,7 +479,7 @@ async def test_split_after_partial_retry_resends_only_the_rest(tmp_path):
 
     sample = events(4)
     harness = Harness(tmp_path, PartialThenTooLargeSink())
-    await harness.deliver(sample)
+    await harness.deliver(items(sample, form))
     assert ids(harness.sink.stored) == ids(sample)
     assert harness.dead() == []
 
@@ -618,3 +667,17 @@ async def test_a_closed_stdout_stops_the_worker(tmp_path):
         with pytest.raises(OutputClosedError):
             await harness.deliver(events(2))
     assert harness.checkpoint_seq() is None
+
+
+async def test_a_checkpoint_that_cannot_be_written_stops_the_worker(tmp_path):
+    """A failed checkpoint write ends the worker with the error (the forwarder then exits), after closing the sink."""
+
+    class BrokenStore(CheckpointStore):
+        def save(self, sink_name, *_position):
+            """Every write fails, as on a full or read-only disk."""
+            raise StateError(f"cannot write checkpoint for {sink_name}")
+
+    harness = Harness(tmp_path, StoringSink(), max_records=2, store_class=BrokenStore)
+    with pytest.raises(StateError, match="cannot write checkpoint"):
+        await asyncio.wait_for(harness.deliver(events(6)), timeout=30)
+    assert harness.sink.closed

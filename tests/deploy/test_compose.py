@@ -131,3 +131,24 @@ def test_grafana_shows_loki_by_level_and_facility(
         assert all(f'{name}="{value}"' in expr for expr in exprs)
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"]
+
+
+def test_grafana_has_a_kernel_events_panel_on_labels_the_loki_sink_sets(
+    forwarder: dict[str, Any], tmp_path: Path
+) -> None:
+    """The dashboard counts kernel events by class; the demo's Loki sink labels event and class."""
+    dashboard = json.loads((ROOT / "deploy/compose/grafana/dashboards/kernel-log.json").read_text())
+    panels = {panel["title"]: panel for panel in dashboard["panels"]}
+    (target,) = panels["Kernel events by class"]["targets"]
+    assert 'event="kernel_event"' in target["expr"]
+    assert "by (class)" in target["expr"]
+    source, _ = _config_mount(forwarder)
+    (loki,) = [
+        s
+        for s in forwarder_check(source.read_text(), tmp_path)["sinks"].values()
+        if s["type"] == "loki"
+    ]
+    assert {"event", "class"} <= set(loki["label_fields"])
+    record_panels = [p for p in dashboard["panels"] if "Kernel events" not in p["title"]]
+    for panel in record_panels:
+        assert all('event="kmsg"' in t["expr"] for t in panel["targets"])

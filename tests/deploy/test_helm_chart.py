@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from forwarder.kernel_events import CLASSES
 from forwarder.sinks import SinkConfig
 from forwarder.telemetry.metrics import Metrics
 from tests.deploy.conftest import CHART, forwarder_check
@@ -284,8 +285,8 @@ def test_monitoring_objects_reference_real_metrics() -> None:
     monitor = _kind(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
-    rules = _kind(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
-    alerts = {rule["alert"]: rule["expr"] for rule in rules}
+    groups = _kind(objects, "PrometheusRule")["spec"]["groups"]
+    alerts = {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
     assert {"KernelCriticalRecord", "KmsgForwarderRecordsLost", "KmsgForwarderSinkNotDelivering",
             "KmsgForwarderDown"} <= set(alerts)  # fmt: skip
     assert 'level=~"emerg|alert|crit"' in alerts["KernelCriticalRecord"]
@@ -293,6 +294,56 @@ def test_monitoring_objects_reference_real_metrics() -> None:
     for alert, expr in alerts.items():
         for metric in re.findall(r"kmsg_forwarder_\w+", expr):
             assert metric in exported, f"{alert} uses {metric}, which the forwarder does not export"
+
+
+KERNEL_EVENT_ALERTS = {
+    "KernelOOMKill": 'class="oom_kill"',
+    "KernelCrash": 'class=~"kernel_oops|kernel_bug|kernel_panic"',
+    "KernelWarning": 'class="kernel_warning"',
+    "KernelLockup": 'class=~"soft_lockup|hard_lockup"',
+    "KernelRCUStall": 'class="rcu_stall"',
+    "KernelHungTask": 'class="hung_task"',
+    "KernelFilesystemError": 'class=~"fs_error|fs_readonly"',
+    "KernelStorageError": 'class=~"block_io_error|storage_error"',
+    "KernelHardwareError": 'class="hw_error", severity!="corrected"',
+    "KernelConntrackFull": 'class="conntrack_full"',
+}
+
+
+def _kernel_event_rules(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    objects = render_chart(CHART, {"metrics": {"prometheusRule": {"enabled": True, **values}}})
+    groups = _kind(objects, "PrometheusRule")["spec"]["groups"]
+    return {
+        rule["alert"]: rule
+        for group in groups
+        if group["name"] == "kmsg-forwarder-kernel-events"
+        for rule in group["rules"]
+    }
+
+
+def test_kernel_event_alerts_cover_each_class_with_the_label_values_the_forwarder_uses() -> None:
+    """One alert per kernel-event family, on kernel_events_total with class names that exist."""
+    rules = _kernel_event_rules({})
+    assert set(rules) == set(KERNEL_EVENT_ALERTS)
+    exported = _exported_series_names()
+    for alert, selector in KERNEL_EVENT_ALERTS.items():
+        expr = rules[alert]["expr"]
+        assert (
+            f'kmsg_forwarder_kernel_events_total{{job="kmsg-kmsg-forwarder", {selector}}}' in expr
+        )
+        assert "[10m]" in expr
+        assert "offset 10m" in expr  # a series born inside the window fires too
+        assert set(re.findall(r"kmsg_forwarder_\w+", expr)) <= exported
+        for class_name in re.findall(r"[a-z_]+", selector.split('"')[1]):
+            assert class_name in CLASSES
+        assert rules[alert]["labels"]["severity"] in {"warning", "critical"}
+        assert "{{ $labels.node }}" in rules[alert]["annotations"]["summary"]
+
+
+def test_kernel_event_alerts_follow_their_values() -> None:
+    """KernelEventWindow sets the window; kernelEvents = false leaves the kernel-event group out."""
+    assert "[30m]" in _kernel_event_rules({"kernelEventWindow": "30m"})["KernelOOMKill"]["expr"]
+    assert _kernel_event_rules({"kernelEvents": False}) == {}
 
 
 @pytest.mark.parametrize(
@@ -342,3 +393,13 @@ def test_readme_values_table_matches_values_yaml() -> None:
         documented = {".".join(parts[:depth]) for depth in range(1, len(parts) + 1)}
         assert documented & set(rows), f"values.yaml key {path} is missing from the README table"
     assert not set(rows) - set(paths), f"README documents unknown values {set(rows) - set(paths)}"
+
+
+def test_kernel_events_options_reach_the_forwarder_config(tmp_path: Path) -> None:
+    """config.kernel_events (classes off, a user rule) renders to a config check accepts."""
+    rule = {"class": "nfs_timeout", "regex": r"nfs: server (?P<server>\S+) not responding"}
+    values = {"config": {"kernel_events": {"disabled_classes": ["usb_device"], "rules": [rule]}}}
+    objects = render_chart(CHART, values)
+    effective = forwarder_check(_config_text(objects), tmp_path, NODE_NAME="n")
+    assert effective["kernel_events"]["disabled_classes"] == ["usb_device"]
+    assert effective["kernel_events"]["rules"][0]["class"] == "nfs_timeout"

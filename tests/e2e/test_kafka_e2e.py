@@ -145,6 +145,7 @@ def test_injected_records_arrive_once_in_order_with_key_and_headers(
         assert dict(message.headers) == {
             "boot_id": event["boot_id"].encode(),
             "seq": str(event["seq"]).encode(),
+            "event": b"kmsg",
             "content-type": b"application/json",
         }
     saved = checkpoint(tmp_path / "state", SINK)

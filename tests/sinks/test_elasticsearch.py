@@ -14,7 +14,7 @@ from forwarder.sinks.elasticsearch.sink import ElasticsearchSink, ElasticsearchS
 from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.elasticsearch import ElasticsearchReceiver, ItemRule
-from tests.support.events import make_events
+from tests.support.events import identity, make_events, make_kernel_event
 
 
 def es_config(receiver: ElasticsearchReceiver, **options: Any) -> ElasticsearchSinkConfig:
@@ -175,3 +175,15 @@ def test_config_errors(options, message):
     }
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+async def test_a_kernel_event_is_stored_under_its_id_and_a_resend_is_a_duplicate():
+    """A kernel event's _id is its id (<boot_id>-<first_seq>-<class>): sent twice, stored once."""
+    who = identity()
+    events = [*make_events(["record"], who=who), make_kernel_event("hung_task", 100, who=who)]
+    async with ElasticsearchReceiver() as es:
+        config = es_config(es)
+        assert await send(config, events) == Outcome.delivered()
+        assert list(es.docs) == [events[0].id, f"{who.boot_id}-100-hung_task"]
+        result = await send(config, events[1:])
+        assert (result.duplicates, result.rejected) == (1, ())

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from forwarder.config import parse_config
+from forwarder.encoding.chunk import Slice
 from forwarder.encoding.reference import Event, Identity, encode_gap, encode_record
 from forwarder.errors import ConfigError
 from forwarder.sinks import KafkaSinkConfig
@@ -26,6 +27,7 @@ from forwarder.sinks.kafka.sink import (
 )
 from forwarder.sinks.outcome import Outcome, Verdict
 from forwarder.source.parser import Record
+from tests.support.events import make_chunk, make_kernel_event
 from tests.support.kafka_broker import (
     KafkaBroker,
     ProxiedBroker,
@@ -85,7 +87,7 @@ def all_of(count: int) -> Any:
 
 
 def test_defaults_are_the_durable_ones() -> None:
-    """Defaults: acks=all, idempotence on, the best codec, host-name key, boot_id/seq/content-type headers."""
+    """Defaults: acks=all, idempotence on, the best codec, host-name key, boot_id/seq/event/content-type headers."""
     config = parse_config(
         {"sinks": {"k": {"type": "kafka", "bootstrap_servers": ["b:9092"], "topic": "t"}}}
     ).sinks["k"]
@@ -93,7 +95,7 @@ def test_defaults_are_the_durable_ones() -> None:
     assert config.acks == "all"
     assert config.enable_idempotence is True
     assert config.compression == best_compression() == "zstd"
-    assert config.headers == ["boot_id", "seq", "content-type"]
+    assert config.headers == ["boot_id", "seq", "event", "content-type"]
     options = config.producer_options()
     assert options["compression_type"] == "zstd"
     assert options["max_batch_size"] <= options["max_request_size"]
@@ -172,27 +174,54 @@ async def test_batch_arrives_once_in_order_with_key_and_headers(kafka_broker: Ka
         checkpoint_boot_id=BOOT_ID,
         checkpoint_seq=409,
     )
+    oops = make_kernel_event("kernel_oops", 410, who=IDENTITY)
     await sink.start()
     try:
         assert await sink.send(Batch(batch)) == Outcome.delivered()
-        assert await sink.send(Batch([gap])) == Outcome.delivered()
+        assert await sink.send(Batch([gap, oops])) == Outcome.delivered()
     finally:
         await sink.close()
-    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(301))
-    assert [m.value for m in messages] == [e.json for e in batch] + [gap.json]
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(302))
+    assert [m.value for m in messages] == [e.json for e in batch] + [gap.json, oops.json]
     assert len({m.partition for m in messages}) == 1
     assert {m.key for m in messages} == {b"node-1"}
     first = dict(messages[0].headers)
     assert first == {
         "boot_id": BOOT_ID.encode(),
         "seq": b"100",
+        "event": b"kmsg",
         "content-type": b"application/json",
     }
+    assert dict(messages[-2].headers) == {
+        "boot_id": BOOT_ID.encode(),
+        "event": b"gap",
+        "content-type": b"application/json",
+    }
+    assert orjson.loads(messages[-2].value)["event"] == "gap"
     assert dict(messages[-1].headers) == {
         "boot_id": BOOT_ID.encode(),
+        "event": b"kernel_event",
         "content-type": b"application/json",
     }
-    assert orjson.loads(messages[-1].value)["event"] == "gap"
+
+
+async def test_event_id_and_class_headers_come_from_the_event(kafka_broker: KafkaBroker) -> None:
+    """The event, id and class headers: a record has kind and id, a kernel event also its class."""
+    topic = kafka_broker.create_topic()
+    sink = build(sink_config(kafka_broker.bootstrap, topic, headers=["event", "id", "class"]))
+    record, oops = events(7, 1)[0], make_kernel_event("kernel_oops", 8, who=IDENTITY)
+    await sink.start()
+    try:
+        assert await sink.send(Batch([record, oops])) == Outcome.delivered()
+    finally:
+        await sink.close()
+    messages = await consume(kafka_broker.bootstrap, topic, done=all_of(2))
+    assert dict(messages[0].headers) == {"event": b"kmsg", "id": record.id.encode()}
+    assert dict(messages[1].headers) == {
+        "event": b"kernel_event",
+        "id": f"{BOOT_ID}-8-kernel_oops".encode(),
+        "class": b"kernel_oops",
+    }
 
 
 async def test_too_large_record_is_rejected_and_the_rest_delivered(
@@ -296,7 +325,9 @@ class ScriptedBatch:
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.values: list[bytes] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
         self.size = 0
+        self.closed = False
 
     def append(
         self,
@@ -315,8 +346,13 @@ class ScriptedBatch:
         if self.values and full:
             return None
         self.values.append(value)
+        self.headers.append(list(headers))
         self.size += len(value)
         return len(self.values)
+
+    def close(self) -> None:
+        """Take no more messages (the sink closes each record batch it queues)."""
+        self.closed = True
 
 
 class ScriptedProducer:
@@ -335,6 +371,7 @@ class ScriptedProducer:
         self.future_error = future_error
         self.batch_capacity = batch_capacity
         self.sent: list[bytes] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
         self.batches: list[tuple[int, int]] = []
         self.stopped = False
         self.start_hangs = False
@@ -365,11 +402,13 @@ class ScriptedProducer:
         if self.send_error is not None:
             raise self.send_error
         assert isinstance(batch, ScriptedBatch)
+        assert batch.closed
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.future_error is not None:
             future.set_exception(self.future_error)
         else:
             self.sent.extend(batch.values)
+            self.headers.extend(batch.headers)
             self.batches.append((partition, len(batch.values)))
             future.set_result(None)
         return future
@@ -462,6 +501,35 @@ async def test_full_record_batches_are_queued_in_order_around_a_rejection() -> N
     assert scripted.sent == [e.json for e in batch if e is not batch[3]]
     assert [count for _, count in scripted.batches] == [2, 1, 2]
     assert len({partition for partition, _ in scripted.batches}) == 1
+
+
+async def test_slices_are_produced_with_the_values_and_headers_of_their_events() -> None:
+    """A batch of chunk slices (and a gap) gives the same messages and headers as its events."""
+    headers = ["boot_id", "seq", "id", "event", "host", "level", "facility", "content-type"]
+    config = sink_config("127.0.0.1:9", "logs", headers=headers)
+    records = [
+        Record(index % 30, index % 8, 7 + index, 99 + index, "-", f"r{index}") for index in range(9)
+    ]
+    chunk = make_chunk(records, IDENTITY)
+    gap = encode_gap(host="node-1", boot_id=BOOT_ID, first_seq=1, last_seq=6,
+                     reason="overwritten", timestamp_ns=IDENTITY.clock_offset_ns,
+                     checkpoint_boot_id=BOOT_ID, checkpoint_seq=6)  # fmt: skip
+    produced = []
+    for batch in (
+        Batch([gap, Slice(chunk, 0, 4), Slice(chunk, 4, 9)]),
+        Batch([gap, *(chunk.event(index) for index in range(9))]),
+    ):
+        scripted = ScriptedProducer(batch_capacity=4)
+        sink = build(config, producer_factory=Factory(scripted))
+        assert await sink.send(batch) == Outcome.delivered()
+        await sink.close()
+        produced.append((scripted.sent, scripted.headers))
+    assert produced[0] == produced[1]
+    assert produced[0][1][2] == [
+        ("boot_id", BOOT_ID.encode()), ("seq", b"8"), ("id", f"{BOOT_ID}-8".encode()),
+        ("event", b"kmsg"), ("host", b"node-1"), ("level", b"alert"), ("facility", b"user"),
+        ("content-type", b"application/json"),
+    ]  # fmt: skip
 
 
 async def test_broker_size_refusal_splits_then_dead_letters() -> None:

@@ -22,7 +22,7 @@ from forwarder.sinks.loki.sink import LokiSink, LokiSinkConfig
 from forwarder.sinks.outcome import Outcome, Verdict
 from tests.receivers.base import Reply
 from tests.receivers.loki import LokiReceiver, decode_protobuf_push, go_time
-from tests.support.events import gap_event, identity, make_events
+from tests.support.events import gap_event, identity, make_events, make_kernel_event
 
 ENCODINGS = [
     {"encoding": "protobuf"},
@@ -330,3 +330,23 @@ def test_parser_go_time_with_offset_and_fraction():
     assert [e.event.id for e, _ in rejected_entries(body, streams).values()] == [
         entries[2].event.id
     ]
+
+
+async def test_a_kernel_event_can_be_labelled_by_event_and_class():
+    """label_fields with event and class: a kernel event's stream names its class, a record's not."""
+    who = identity()
+    events = [*make_events(["before"], who=who), make_kernel_event("oom_kill", 100, who=who)]
+    options = {"label_fields": ["host", "level", "event", "class"]}
+    async with LokiReceiver() as loki:
+        assert await send(loki_config(loki, **options), events) == Outcome.delivered()
+        stored = loki.entries()
+    labels = sorted((entry.labels for entry in stored), key=len)
+    assert labels[0] == {"host": "node-1", "level": "info", "event": "kmsg"}
+    assert labels[1] == {
+        "host": "node-1",
+        "level": "alert",
+        "event": "kernel_event",
+        "class": "oom_kill",
+    }
+    kernel_line = next(entry.line for entry in stored if "kernel_event" in entry.line)
+    assert orjson.loads(kernel_line)["class"] == "oom_kill"

@@ -265,6 +265,33 @@ def test_framer_matches_the_reference_whatever_the_chunking(dump, cuts):
     assert frames == reference_frames(dump)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_dump_piece, max_size=30).map(b"".join),
+    st.lists(st.integers(0, 40_000)),
+    st.booleans(),
+)
+def test_framer_blocks_are_the_reference_frames_joined(dump, cuts, clean):
+    """feed_block (the capture process's fast path) gives the reference frames, each followed by a NUL."""
+    if clean:  # the fast path takes chunks without NUL and 0x01
+        dump = dump.replace(b"\x00", b"").replace(b"\x01", b"")
+    framer = DumpFramer()
+    blocks = []
+    count = 0
+    start = 0
+    for cut in [*sorted(min(cut, len(dump)) for cut in cuts), len(dump)]:
+        block, records = framer.feed_block(dump[start:cut])
+        blocks.append(block)
+        count += records
+        start = cut
+    last = framer.finish()
+    frames = reference_frames(dump)
+    assert b"".join(blocks) + b"".join(f + b"\x00" for f in last) == b"".join(
+        f + b"\x00" for f in frames
+    )
+    assert count + len(last) == len(frames)
+
+
 def test_a_frame_larger_than_the_parse_window_still_arrives(tmp_path):
     """A frame longer than the parent's parse window is returned whole, not waited on forever."""
     capture = Capture(SourceConfig(path=tmp_path / "unused"), seek_newest=False)
@@ -272,3 +299,18 @@ def test_a_frame_larger_than_the_parse_window_still_arrives(tmp_path):
     capture._received(big + b"\x00" + b"6,2,3,-;next\n\x00")
     assert [frame.payload for frame in capture._parse()] == [big]
     assert [frame.payload for frame in capture._parse()] == [b"6,2,3,-;next\n"]
+
+
+async def test_read_window_splits_records_and_control_frames(tmp_path):
+    """read_window hands over raw records and, apart, the control frames of the same window."""
+    capture = Capture(SourceConfig(path=tmp_path / "unused"), seek_newest=False)
+    capture._received(b"6,1,2,-;a\n\x006,2,3,-;b\n\x00")
+    plain = await capture.read_window()
+    assert (plain.records, plain.controls) == ([b"6,1,2,-;a\n", b"6,2,3,-;b\n"], [])
+    capture._received(b"6,3,4,-;c\n\x00\x01\x02\x00\x01\x04\x00")
+    capture._ended()
+    mixed = await capture.read_window()
+    assert mixed.records == [b"6,3,4,-;c\n"]
+    assert [frame.kind for frame in mixed.controls] == [FrameKind.OVERRUN, FrameKind.END]
+    end = await capture.read_window()
+    assert (end.records, end.controls) == ([], [])

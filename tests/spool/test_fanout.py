@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 
+from forwarder.encoding.chunk import Slice
 from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.routing import Item
 from forwarder.source.parser import parse_record
@@ -43,9 +44,15 @@ def _all(catch_up: SinkCatchUp) -> list[Item]:
     raise AssertionError("never caught up")
 
 
-def _json(item: Item) -> dict[str, object]:
-    assert isinstance(item, Event)
-    return orjson.loads(item.json)
+def _events(items: list[Item]) -> list[dict[str, object]]:
+    """Every event the items carry, as JSON objects (a slice carries many)."""
+    out: list[dict[str, object]] = []
+    for item in items:
+        if isinstance(item, Event):
+            out.append(orjson.loads(item.json))
+        elif isinstance(item, Slice):
+            out.extend(orjson.loads(line) for line in bytes(item.ndjson()).splitlines())
+    return out
 
 
 def test_old_boot_records_keep_their_identity_then_the_reboot_gap_then_the_new_boot(
@@ -58,18 +65,21 @@ def test_old_boot_records_keep_their_identity_then_the_reboot_gap_then_the_new_b
     spool = Spool(old.config, tmp_path)
     spool.open("boot-b", OFFSETS["boot-b"])
     spool.append(list(range(5)), [record(seq) for seq in range(5)])
-    items = _all(_catch_up(spool, ("boot-a", 4)))
+    events = _events(_all(_catch_up(spool, ("boot-a", 4))))
     old_identity = Identity("node-1", "boot-a", spool.clock_offset_ns("boot-a") or 0)
-    expected_old = [encode_record(parse_record(record(seq)), old_identity) for seq in range(5, 10)]
-    assert items[:5] == expected_old
-    reboot = _json(items[5])
+    expected_old = [
+        orjson.loads(encode_record(parse_record(record(seq)), old_identity).json)
+        for seq in range(5, 10)
+    ]
+    assert events[:5] == expected_old
+    reboot = events[5]
     assert (reboot["reason"], reboot["boot_id"], reboot["first_seq"], reboot["last_seq"]) == (
         "reboot",
         "boot-a",
         10,
         None,
     )
-    assert [_json(item)["id"] for item in items[6:]] == [f"boot-b-{seq}" for seq in range(5)]
+    assert [event["id"] for event in events[6:]] == [f"boot-b-{seq}" for seq in range(5)]
 
 
 def test_evicted_records_are_one_exact_spool_full_gap(tmp_path: Path) -> None:
@@ -77,12 +87,13 @@ def test_evicted_records_are_one_exact_spool_full_gap(tmp_path: Path) -> None:
     spool = open_spool(tmp_path, boot_id="boot-a", max_bytes=4096)
     spool.append(list(range(300)), [record(seq) for seq in range(300)])
     catch_up = _catch_up(spool, ("boot-a", 9))
-    items = _all(catch_up)
-    gap = _json(items[0])
-    first_kept = _json(items[1])["seq"]
+    events = _events(_all(catch_up))
+    gap = events[0]
+    first_kept = events[1]["seq"]
+    assert isinstance(first_kept, int)
     assert (gap["reason"], gap["first_seq"], gap["last_seq"]) == ("spool_full", 10, first_kept - 1)
     assert gap["lost"] == first_kept - 10
-    assert [_json(item)["seq"] for item in items[1:]] == list(range(first_kept, 300))
+    assert [event["seq"] for event in events[1:]] == list(range(first_kept, 300))
     assert catch_up.position == ("boot-a", 299)
     assert ("spool_full", ("boot-a", 10, first_kept - 1)) in catch_up.gap_reports
 
@@ -91,8 +102,8 @@ def test_records_never_spooled_before_an_evicted_range_are_reported_too(tmp_path
     """A position before the spool's first record: missed_while_down up to it, then spool_full."""
     spool = open_spool(tmp_path, boot_id="boot-a", max_bytes=4096)
     spool.append(list(range(100, 400)), [record(seq) for seq in range(100, 400)])
-    items = _all(_catch_up(spool, ("boot-a", 49)))
-    first, second = _json(items[0]), _json(items[1])
+    events = _events(_all(_catch_up(spool, ("boot-a", 49))))
+    first, second = events[0], events[1]
     assert (first["reason"], first["first_seq"], first["last_seq"]) == ("missed_while_down", 50, 99)
     assert (second["reason"], second["first_seq"]) == ("spool_full", 100)
-    assert second["last_seq"] == _json(items[2])["seq"] - 1
+    assert second["last_seq"] == events[2]["seq"] - 1  # type: ignore[operator]

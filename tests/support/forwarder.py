@@ -40,13 +40,23 @@ def toml_value(value: Any) -> str:
 
 def render_toml(config: Mapping[str, Any], prefix: str = "") -> str:
     """Render nested dicts as TOML tables (enough for our configs)."""
-    scalars = [f"{key} = {toml_value(v)}" for key, v in config.items() if not isinstance(v, dict)]
+    scalars = [f"{key} = {toml_value(v)}" for key, v in config.items() if not _is_table(v)]
     text = "\n".join(scalars) + ("\n" if scalars else "")
     for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict):
-            name = f"{prefix}.{key}" if prefix else key
             text += f"\n[{name}]\n" + render_toml(value, name)
+        elif _is_table(value):
+            for table in value:
+                text += f"\n[[{name}]]\n" + render_toml(table, name)
     return text
+
+
+def _is_table(value: Any) -> bool:
+    """A dict is a table; a non-empty list of dicts is an array of tables."""
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
 
 
 def free_port() -> int:

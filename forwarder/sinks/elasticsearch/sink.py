@@ -21,6 +21,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from forwarder.encoding.reference import Event
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from forwarder.sinks.http.client import (
@@ -62,12 +63,7 @@ class ElasticsearchSink(Sink):
 
     async def send(self, batch: Batch) -> Outcome:
         """Bulk-send the batch; items are stored, duplicates, retried alone or rejected."""
-        action = self._config.action
-        lines = []
-        for event in batch.events:
-            lines.append(orjson.dumps({action: {"_id": event.id}}))
-            lines.append(event.json)
-        body = b"\n".join(lines) + b"\n"
+        body = self._bulk_body(batch)
         if len(body) > self._config.max_bulk_bytes:
             return Outcome.too_large(
                 f"bulk of {len(body)} bytes > max_bulk_bytes={self._config.max_bulk_bytes}"
@@ -79,7 +75,7 @@ class ElasticsearchSink(Sink):
         return classify_reply(
             reply,
             f"Elasticsearch {self.name}",
-            range(len(batch.events)),
+            range(len(batch)),
             reason="es_request",
             config_statuses=frozenset({404}),  # a wrong endpoint path: a person must fix it
         )
@@ -92,6 +88,24 @@ class ElasticsearchSink(Sink):
         """Close the connection pool."""
         await self._client.close()
 
+    def _bulk_body(self, batch: Batch) -> bytes:
+        """Action line and document per record; a slice's ids are written from a template."""
+        action = self._config.action
+        lines: list[bytes] = []
+        for part in batch.parts:
+            if isinstance(part, Event):
+                lines += (orjson.dumps({action: {"_id": part.id}}), part.json)
+                continue
+            # {"create":{"_id":"<boot_id>-<seq>"}}: the id is the boot id and the seq.
+            head = orjson.dumps({action: {"_id": part.boot_id}})[:-3].replace(b"%", b"%%")
+            head += b'-%d"}}'
+            documents = part.lines()
+            seqs = part.chunk.seqs
+            for offset, document in enumerate(documents):
+                lines += (head % seqs[part.start + offset], document)
+        lines.append(b"")
+        return b"\n".join(lines)
+
     def _judge(self, batch: Batch, reply: HttpReply) -> Outcome:
         """The per-item verdicts of a 2xx ``_bulk`` answer."""
         try:
@@ -101,10 +115,10 @@ class ElasticsearchSink(Sink):
         except (orjson.JSONDecodeError, KeyError, TypeError):
             # _id makes the bulk idempotent: sending it again is always safe.
             return Outcome.unavailable(f"unreadable _bulk answer: {reply.excerpt()}")
-        if not isinstance(items, list) or len(items) != len(batch.events):
+        if not isinstance(items, list) or len(items) != len(batch):
             return Outcome.unavailable(
                 f"_bulk answered {len(items) if isinstance(items, list) else '?'} items "
-                f"for {len(batch.events)} documents"
+                f"for {len(batch)} documents"
             )
         if not errors:
             return Outcome.delivered()

@@ -47,11 +47,10 @@ class HttpSink(Sink):
 
     async def send(self, batch: Batch) -> Outcome:
         """Send the batch; any 2xx means every event was stored."""
-        events = [event.json for event in batch.events]
         if self._config.format == "ndjson":
-            body = b"\n".join(events) + b"\n"
+            body = batch.ndjson()
         else:
-            body = b"[" + b",".join(events) + b"]"
+            body = b"[" + b",".join(batch.lines()) + b"]"
         payload, headers = compress(body, self._config.compression)
         headers["Content-Type"] = _CONTENT_TYPES[self._config.format]
         headers["Idempotency-Key"] = idempotency_key(batch)
@@ -59,7 +58,7 @@ class HttpSink(Sink):
         return classify_reply(
             reply,
             f"HTTP {self.name}",
-            range(len(batch.events)),
+            range(len(batch)),
             reason="http_4xx" if reply.status < 500 else "http_5xx",
             config_statuses=frozenset({404}),  # a wrong endpoint path: a person must fix it
             permanent_statuses=frozenset({501}),

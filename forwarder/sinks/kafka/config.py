@@ -25,7 +25,7 @@ from forwarder.sinks.base import Sink, SinkConfigBase, SinkContext
 
 Compression = Literal["zstd", "lz4", "snappy", "gzip", "none"]
 HeaderName = Literal[
-    "boot_id", "seq", "id", "event", "host", "level", "facility", "content-type"
+    "boot_id", "seq", "id", "event", "class", "host", "level", "facility", "content-type"
 ]  # fmt: skip
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -49,7 +49,7 @@ def best_compression() -> Compression:
 
 
 def _default_headers() -> list[HeaderName]:
-    return ["boot_id", "seq", "content-type"]
+    return ["boot_id", "seq", "event", "content-type"]
 
 
 class SaslConfig(StrictModel):

@@ -32,7 +32,7 @@ Producer API: https://aiokafka.readthedocs.io/en/stable/api.html#producer-class
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
@@ -42,8 +42,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from forwarder.encoding.reference import Event
+from forwarder.kernel_events.envelope import class_of
 from forwarder.sinks.base import Batch, Sink
 from forwarder.sinks.outcome import Outcome, Rejection, Verdict, describe
+from forwarder.source.parser import LEVEL_NAMES, facility_name
 
 if TYPE_CHECKING:
     # Annotation only: the config module imports this one to build the sink.
@@ -97,6 +99,9 @@ class RecordBatch(Protocol):
         headers: Sequence[tuple[str, bytes]],
     ) -> object | None:
         """Add one message; None when the record batch is full (an empty one takes any)."""
+
+    def close(self) -> None:
+        """Take no more messages: the producer sends it without lingering."""
 
 
 class Producer(Protocol):
@@ -189,14 +194,14 @@ class KafkaSink(Sink):
         sent: list[_Sent] = []
         try:
             async with asyncio.timeout(self._delivery_timeout_s):
-                await self._produce(producer, batch.events, sent, rejected)
+                await self._produce(producer, batch, sent, rejected)
                 if sent:
                     await asyncio.wait([future for _, future in sent])
         except TimeoutError:
             self._drop(producer, sent)
             acked = sum(len(indices) for indices, future in sent if _succeeded(future))
             return Outcome.unavailable(
-                f"{len(batch.events) - acked} of {len(batch.events)} records not acknowledged"
+                f"{len(batch) - acked} of {len(batch)} records not acknowledged"
                 f" within delivery_timeout_ms={self._config.delivery_timeout_ms}"
             )
         except Exception:
@@ -215,16 +220,15 @@ class KafkaSink(Sink):
     async def _produce(
         self,
         producer: Producer,
-        events: Sequence[Event],
+        batch: Batch,
         sent: list[_Sent],
         rejected: list[Rejection],
     ) -> None:
-        """Append the events to record batches, queueing each as it fills; list them in ``sent``."""
+        """Append the records to record batches, queueing each when full; list them in ``sent``."""
         key = self._key
         builder: RecordBatch | None = None
-        first = 0  # index of the builder's first event
-        for index, event in enumerate(events):
-            value, headers = event.json, self._headers(event)
+        first = 0  # index of the builder's first record
+        for index, (value, headers) in enumerate(self._messages(batch)):
             if builder is not None:
                 added = builder.append(timestamp=None, key=key, value=value, headers=headers)
                 if added is not None:
@@ -241,9 +245,12 @@ class KafkaSink(Sink):
             builder.append(timestamp=None, key=key, value=value, headers=headers)
             first = index
         if builder is not None:
-            sent.append((range(first, len(events)), await self._queue(producer, builder)))
+            sent.append((range(first, len(batch)), await self._queue(producer, builder)))
 
     async def _queue(self, producer: Producer, builder: RecordBatch) -> asyncio.Future[Any]:
+        # Closed, the record batch goes out at once: the forwarder's batch is already whole,
+        # and aiokafka would hold an open one linger_ms for more records that never come.
+        builder.close()
         return await producer.send_batch(builder, self._topic, partition=self._partition)
 
     def _result(
@@ -260,7 +267,7 @@ class KafkaSink(Sink):
             return Outcome.answered(rejected=rejected)
         for indices, error in failures:
             if isinstance(error, _SIZE_ERRORS):
-                if len(batch.events) > 1:
+                if len(batch) > 1:
                     return Outcome.too_large(f"the broker refused a message set: {error}")
                 rejected.extend(Rejection(i, "kafka_record_too_large", str(error)) for i in indices)
         remaining = [error for _, error in failures if not isinstance(error, _SIZE_ERRORS)]
@@ -272,12 +279,48 @@ class KafkaSink(Sink):
         needed = [o for o in classified if o.verdict is Verdict.OPERATOR_NEEDED]
         return (needed or classified)[0]
 
+    def _messages(self, batch: Batch) -> Iterator[tuple[bytes, list[tuple[str, bytes]]]]:
+        """Value and headers of every record: a slice's come from its chunk's columns."""
+        for part in batch.parts:
+            if isinstance(part, Event):
+                yield part.json, self._headers(part)
+                continue
+            chunk = part.chunk
+            identity = chunk.identity
+            fixed = {
+                "boot_id": identity.boot_id.encode(),
+                "host": identity.host.encode(),
+                "event": b"kmsg",
+                "content-type": CONTENT_TYPE,
+            }
+            # The same for every record of the chunk, but seq, id, level and facility.
+            names = self._header_names
+            template: list[tuple[str, bytes]] = [(name, fixed.get(name, b"")) for name in names]
+            varying = [(at, name) for at, name in enumerate(names) if name not in fixed]
+            seqs, prefixes = chunk.seqs, chunk.prefixes
+            id_head = fixed["boot_id"] + b"-"
+            for index, value in enumerate(part.lines(), part.start):
+                headers = template.copy()
+                for at, name in varying:
+                    headers[at] = (
+                        name,
+                        _column_header(name, seqs[index], prefixes[index], id_head),
+                    )
+                yield value, headers
+
     def _headers(self, event: Event) -> list[tuple[str, bytes]]:
         headers: list[tuple[str, bytes]] = []
         fields: dict[str, object] | None = None
         for name in self._header_names:
             if name == "content-type":
                 headers.append((name, CONTENT_TYPE))
+            elif name == "event":
+                headers.append((name, event.kind.encode()))
+            elif name == "id":
+                headers.append((name, event.id.encode()))
+            elif name == "class":
+                if event.kind == "kernel_event":
+                    headers.append((name, class_of(event).encode()))
             elif event.kind == "kmsg" and name in _RECORD_POSITION:
                 # A record's own boot and seq are its checkpoint position: no JSON to decode.
                 position = event.boot_id if name == "boot_id" else str(event.checkpoint_seq)
@@ -343,6 +386,17 @@ async def _stop_now(producer: Producer, futures: list[asyncio.Future[Any]]) -> N
     for future in futures:
         if future.done() and not future.cancelled():
             future.exception()  # mark retrieved: asyncio would log each one
+
+
+def _column_header(name: str, seq: int, prefix: int, id_head: bytes) -> bytes:
+    """A header of a chunk record that depends on the record: seq, id, level, facility."""
+    if name == "seq":
+        return b"%d" % seq
+    if name == "id":
+        return id_head + b"%d" % seq
+    if name == "level":
+        return LEVEL_NAMES[prefix & 7].encode()
+    return facility_name(prefix >> 3).encode()
 
 
 def _partition_for(key: bytes, partitions: set[int]) -> int:

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 PUSH_PATH: Final = "/loki/api/v1/push"
 LABEL_FIELDS: Final = frozenset(
-    {"host", "facility", "level", "facility_code", "level_code", "subsystem", "device", "event"}
-)
+    {"host", "facility", "level", "facility_code", "level_code", "subsystem", "device", "event",
+     "class"}
+)  # fmt: skip
 METADATA_FIELDS: Final = LABEL_FIELDS | {"seq", "boot_id", "id", "caller", "monotonic_us", "flags"}
 MAX_LABEL_VALUE_BYTES: Final = 2048
 _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")

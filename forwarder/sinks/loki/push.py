@@ -44,7 +44,7 @@ class Entry:
     timestamp_ns: int
     line: str
     metadata: tuple[tuple[str, str], ...]
-    event: Event
+    event: Event | None = None  # None for a record sent from a chunk's columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +138,50 @@ def _field(tag: int, payload: bytes) -> bytes:
 def _name_field(name: str) -> bytes:
     """Field 1 (``name``) of a LabelPairAdapter; the few names repeat on every entry."""
     return _field(0x0A, name.encode())
+
+
+def length_prefixed(tag: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: ``tag``, the payload's length, the payload."""
+    return _field(tag, payload)
+
+
+def name_field(name: str) -> bytes:
+    """Field 1 (``name``) of a LabelPairAdapter, encoded."""
+    return _name_field(name)
+
+
+def varint(value: int) -> bytes:
+    """A protobuf varint (unsigned)."""
+    return _varint(value)
+
+
+def protobuf_streams(streams: dict[LabelSet, list[tuple[int, bytes]]]) -> bytes:
+    """A PushRequest of already encoded entries (``(timestamp_ns, EntryAdapter)``) per label set.
+
+    Streams in label order and entries by timestamp (stable), as :func:`protobuf_body` has them.
+    """
+    out = bytearray()
+    for labels in sorted(streams):
+        entries = streams[labels]
+        entries.sort(key=_timestamp)
+        message = bytearray(_field(0x0A, format_labels(labels).encode()))
+        for _, entry in entries:
+            size = len(entry)
+            if size < 0x4000:  # an entry's length in one or two bytes: the usual
+                message += (
+                    b"\x12%c" % size
+                    if size < 0x80
+                    else b"\x12%c%c" % (size & 0x7F | 0x80, size >> 7)
+                )
+            else:
+                message += b"\x12" + _varint(size)
+            message += entry
+        out += _field(0x0A, bytes(message))
+    return bytes(out)
+
+
+def _timestamp(entry: tuple[int, bytes]) -> int:
+    return entry[0]
 
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF

@@ -77,3 +77,14 @@ integers, in place, so the TOML reads max_records = 500 as a person would write 
 true
 {{- end }}
 {{- end }}
+
+{{/*
+A kernel-event alert expression: (list JOB_SELECTOR CLASS_SELECTOR WINDOW). increase()
+misses the first event of a series that did not exist before (a new class, kind or pod),
+so a series that appeared within the window counts as well.
+*/}}
+{{- define "kmsg-forwarder.kernelEventExpr" -}}
+{{- $series := printf "kmsg_forwarder_kernel_events_total{%s, %s}" (index . 0) (index . 1) -}}
+{{- $window := index . 2 -}}
+sum by (node, class, kind) (increase({{ $series }}[{{ $window }}]) > 0 or ({{ $series }} unless {{ $series }} offset {{ $window }})) > 0
+{{- end }}

@@ -1,0 +1,300 @@
+"""Kernel events in the running forwarder: classify what the reader reads, route the events.
+
+The reader hands each encoded :class:`~forwarder.encoding.chunk.Chunk` (and the raw
+records it came from) to :meth:`KernelEventStage.route` instead of routing it itself.
+The stage feeds the classifier every kern record read, in seq order, also the ones at
+or below a sink's checkpoint (re-read from the ring after a restart: a report that
+straddles a restart comes out once, whole). Only kern records are parsed (the chunk's
+prefix column says which), unless a user rule asks for another facility.
+
+An event goes into the stream right after the record that completed it, and carries
+that record's seq as its checkpoint position; the batcher never separates the two
+(``forwarder.delivery.batcher``). A sink whose checkpoint stood at or past that seq at
+start got the event before the restart and does not get it again. A report closed by a
+flush (end of a dump, or 2 s of wall time with no record on a live source) takes the
+position of the newest record read. At a stop, open reports are not flushed: the next
+run re-reads their records from the ring and completes them.
+
+Then each sink's :class:`EventSelection` turns what it does not take into Position markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import operator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+from forwarder.delivery.selection import EventSelection
+from forwarder.encoding.chunk import Chunk, Slice
+from forwarder.encoding.reference import Event, Identity
+from forwarder.errors import RecordParseError
+from forwarder.kernel_events.catalogue import CLASSES, might_open_at
+from forwarder.kernel_events.classifier import KernelEventClassifier
+from forwarder.kernel_events.config import KernelEventsConfig
+from forwarder.kernel_events.envelope import encode_kernel_event
+from forwarder.kernel_events.model import KernelEvent
+from forwarder.kernel_events.rules import UserRule
+from forwarder.routing import Gap, Item, Router
+from forwarder.source.parser import Record, parse_record
+from forwarder.telemetry.events import Emitter
+
+_position = operator.attrgetter("checkpoint_seq")
+IDLE_CHECK_S = 0.25
+_KERN_PREFIXES = 8  # prefix = facility << 3 | level: kern is 0..7
+
+Out = dict[str, list[Item]]
+Put = Callable[[Out], Awaitable[None]]
+
+
+class KernelEventStage:
+    """Owns the classifier of the running forwarder and the sinks' event selections.
+
+    ``resume`` is each sink's checkpoint seq in this boot at start (-1 for a checkpoint
+    of another boot, None for none).
+    """
+
+    def __init__(
+        self,
+        config: KernelEventsConfig,
+        identity: Identity,
+        resume: Mapping[str, int | None],
+        selections: Mapping[str, EventSelection],
+        emit: Emitter,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resume = dict(resume)
+        positions = [seq for seq in resume.values() if seq is not None]
+        # An event at or below every sink's checkpoint was sent (and counted) before a restart.
+        self._counted_above = min(positions) if len(positions) == len(resume) else None
+        self._selections = {
+            sink: selection
+            for sink, selection in selections.items()
+            if not selection.takes_everything
+        }
+        self._emit_event = emit
+        self._clock = clock
+        self._classifier: KernelEventClassifier | None = None
+        self._every_facility = False
+        self._rules: tuple[UserRule, ...] = ()
+        self._idle_flush_s = config.idle_flush_s
+        if config.enabled:
+            self._rules = rules = config.compiled_rules()
+            self._classifier = KernelEventClassifier(
+                host=identity.host,
+                boot_id=identity.boot_id,
+                clock_offset_ns=identity.clock_offset_ns,
+                disabled_classes=config.disabled_classes,
+                rules=rules,
+                clock=clock,
+            )
+            self._every_facility = any(rule.facility_code != 0 for rule in rules)
+        self._last_seq = -1
+        self._fed_seq = -1
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._last_handout = clock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether kernel events are classified at all."""
+        return self._classifier is not None
+
+    def select(self, sink: str, items: Sequence[Item]) -> Sequence[Item]:
+        """``items`` as ``sink`` takes them (unchanged unless it narrowed its events)."""
+        selection = self._selections.get(sink)
+        return items if selection is None else selection.apply(items)
+
+    def route(
+        self, chunk: Chunk, raws: Sequence[bytes], router: Router, out: Out, *, end: bool
+    ) -> list[Gap]:
+        """Route ``chunk`` with its kernel events into ``out``; ``end``: the source ended."""
+        gaps: list[Gap] = []
+        if self._classifier is None:
+            gaps = router.route_chunk(chunk, out)
+        else:
+            completed = self._classify(chunk, raws)
+            starts = {sink: len(items) for sink, items in out.items()}
+            gaps = router.route_chunk(chunk, out)
+            # Latest first: each insertion leaves the places of the earlier ones as they were.
+            for index, events in reversed(completed):
+                self._emit(events, chunk.seqs[index], out, starts)
+        if len(chunk):
+            self._last_seq = max(self._last_seq, chunk.seqs[-1])
+        if end and self._classifier is not None:
+            self._emit(self._classifier.flush(), self._last_seq, out)
+        for sink, selection in self._selections.items():
+            out[sink] = selection.apply(out[sink])
+        return gaps
+
+    @contextlib.asynccontextmanager
+    async def handing_out(self) -> AsyncIterator[None]:
+        """Hold while routing and queueing one read: the idle flush never cuts in."""
+        async with self._lock:
+            try:
+                yield
+            finally:
+                self._last_handout = self._clock()
+
+    async def flush_when_idle(self, put: Put, sinks: Sequence[str]) -> None:
+        """Forever: after ``idle_flush_s`` with no record read, close open reports, queue them."""
+        classifier = self._classifier
+        if classifier is None:
+            return
+        while not self._closed:
+            await asyncio.sleep(IDLE_CHECK_S)
+            if not classifier.open_reports or not self._idle():
+                continue
+            async with self._lock:
+                if self._closed or not self._idle():
+                    continue
+                out: Out = {sink: [] for sink in sinks}
+                try:
+                    self._emit(classifier.flush_idle(self._clock()), self._last_seq, out)
+                except Exception as error:  # the safety net, as for a record
+                    self._failed(error, self._last_seq)
+                    continue
+                for sink, selection in self._selections.items():
+                    out[sink] = selection.apply(out[sink])
+                await put(out)
+
+    async def close(self) -> None:
+        """The reader is done: nothing more may be queued (the sinks' streams end)."""
+        async with self._lock:
+            self._closed = True
+
+    def _failed(self, error: Exception, seq: int) -> None:
+        self._emit_event.kernel_event_failed(seq, repr(error))
+
+    def _idle(self) -> bool:
+        return self._clock() - self._last_handout >= self._idle_flush_s
+
+    def _classify(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, list[KernelEvent]]]:
+        """(index in ``chunk``, events its record completed), for the records that closed any.
+
+        Kern records only (every record when a user rule takes another facility). While no
+        report is open, only records that might open one are parsed and fed: the others
+        change nothing (:func:`might_open_at` finds them in the whole window at once).
+        """
+        classifier = self._classifier
+        assert classifier is not None
+        completed: list[tuple[int, list[KernelEvent]]] = []
+        if self._every_facility:
+            wanted = list(range(len(chunk)))
+        else:
+            wanted = [i for i, prefix in enumerate(chunk.prefixes) if prefix < _KERN_PREFIXES]
+        if not wanted:
+            return completed
+        window = raws if len(raws) == len(chunk) else _aligned(chunk, raws)
+        openers = None if self._rules else _kern_openers(window, wanted)
+        seqs, count, position, next_opener = chunk.seqs, len(wanted), 0, 0
+        while position < count:
+            if openers is not None and not classifier.open_reports:
+                while next_opener < len(openers) and openers[next_opener] < wanted[position]:
+                    next_opener += 1
+                if next_opener == len(openers):
+                    break
+                position = bisect.bisect_left(wanted, openers[next_opener], position)
+            index = wanted[position]
+            position += 1
+            seq = seqs[index]
+            if seq <= self._fed_seq:
+                continue  # a dump may repeat records; the sinks skip them too
+            self._fed_seq = seq
+            record = _parse(window[index])
+            if record is None:
+                continue
+            try:
+                events = classifier.feed(record)
+            except Exception as error:  # the safety net: a classifier bug never stops the reader
+                self._failed(error, seq)
+                continue
+            if events:
+                completed.append((index, events))
+        self._fed_seq = max(self._fed_seq, seqs[wanted[-1]])
+        return completed
+
+    def _emit(
+        self,
+        events: list[KernelEvent],
+        position: int,
+        out: Out,
+        starts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Queue ``events`` at ``position`` for every sink that did not get them before.
+
+        With ``starts`` (where this read's items begin in each sink's list) they go right
+        after the item at ``position``, before any later one (positions never decrease along
+        a stream); without, at the end.
+        """
+        encoded = []
+        for kernel_event in events:
+            position = max(position, kernel_event.completed_by_seq)
+            encoded.append(encode_kernel_event(kernel_event, position))
+            if self._counted_above is None or position > self._counted_above:
+                self._count(kernel_event)
+        for sink, resume in self._resume.items():
+            if resume is not None and position <= resume:
+                continue
+            items = out[sink]
+            if starts is None:
+                items.extend(encoded)
+            else:
+                _insert_after(items, position, encoded, lo=starts[sink])
+
+    def _count(self, event: KernelEvent) -> None:
+        builtin = event.class_name in CLASSES
+        kind = event.fields.get("kind") if builtin else None
+        severity = event.fields.get("severity") if event.class_name == "hw_error" else None
+        self._emit_event.kernel_event(
+            event.class_name,
+            kind if isinstance(kind, str) else "",
+            severity if isinstance(severity, str) else "",
+        )
+
+
+def _insert_after(items: list[Item], position: int, events: list[Event], *, lo: int) -> None:
+    """Put ``events`` right after the record at ``position`` in ``items`` (from ``lo`` on).
+
+    Positions never decrease along a stream: the events go before the first item past
+    ``position``; a slice that holds ``position`` and later records is cut in two around them.
+    """
+    at = bisect.bisect_right(items, position, lo=lo, key=_position)
+    if at < len(items):
+        item = items[at]
+        if isinstance(item, Slice):
+            cut = bisect.bisect_right(item.chunk.seqs, position, item.start, item.stop) - item.start
+            if cut > 0:
+                items[at : at + 1] = [item.part(0, cut), *events, item.part(cut, len(item))]
+                return
+    items[at:at] = events
+
+
+def _parse(raw: bytes) -> Record | None:
+    """The record, or None: the encoder already counted, logged or set aside a bad one."""
+    try:
+        return parse_record(raw)
+    except RecordParseError:
+        return None
+    except Exception:  # the safety net: the encoder already set this record aside and counted it
+        return None
+
+
+def _aligned(chunk: Chunk, raws: Sequence[bytes]) -> list[bytes]:
+    """The raw record of each chunk index (b"" if none): the parser left some out (rare)."""
+    index_of = {seq: index for index, seq in enumerate(chunk.seqs)}
+    window = [b""] * len(chunk)
+    for raw in raws:
+        record = _parse(raw)
+        if record is not None and (index := index_of.get(record.seq)) is not None:
+            window[index] = raw
+    return window
+
+
+def _kern_openers(window: Sequence[bytes], wanted: list[int]) -> list[int]:
+    """The indices among ``wanted`` whose raw record might open a report, in order."""
+    openers = might_open_at(window)
+    return [index for index in wanted if index in openers] if openers else []
