@@ -156,7 +156,9 @@ class Server:
         lagging = self._feeds.catch_ups if self._feeds is not None else {}
         if self._feeds is not None:
             assert isinstance(router, SharedRouter)
-            self._feeds.attach_server(router, self._workers, max_records)
+            self._feeds.attach_server(
+                router, self._workers, max_records, self._kernel_events.select
+            )
         seek_newest = self.config.source.start_at == "newest" and all(
             checkpoint is None and name not in lagging for name, checkpoint in checkpoints.items()
         )

@@ -12,6 +12,7 @@ second from the checkpoints, the only cursors.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -58,6 +59,7 @@ class SpoolFeeds:
         self._on_parse_error = on_parse_error
         self._emit = emit
         self.router: SharedRouter | None = None
+        self._select: Callable[[str, Sequence[Item]], Sequence[Item]] = lambda _name, items: items
         self.workers: dict[str, SinkWorker] = {}
         self.catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -100,11 +102,16 @@ class SpoolFeeds:
         return live
 
     def attach_server(
-        self, router: SharedRouter, workers: dict[str, SinkWorker], max_records: dict[str, int]
+        self,
+        router: SharedRouter,
+        workers: dict[str, SinkWorker],
+        max_records: dict[str, int],
+        select: Callable[[str, Sequence[Item]], Sequence[Item]],
     ) -> None:
-        """The live router, the workers and each sink's batch size, once the server has them."""
+        """The live router, the workers, each sink's batch size and event selection."""
         self.router = router
         self.workers = workers
+        self._select = select
         self._lag_records = {name: LAG_BATCHES * size for name, size in max_records.items()}
 
     def start(self) -> None:
@@ -230,7 +237,7 @@ class SpoolFeeds:
             items = catch_up.next_items(CATCH_UP_RECORDS)
             self._count_gaps(name, catch_up)
             if items:
-                await batcher.put(items)
+                await batcher.put(self._select(name, items))  # the kinds the sink takes
                 continue
             if items is not None:
                 continue  # entries that meant nothing to send (set aside, filtered)
@@ -243,8 +250,8 @@ class SpoolFeeds:
                     # From the check to the attach nothing awaits: no record can slip between.
                     pending = catch_up.finish(router.identity)
                     self._count_gaps(name, catch_up)
-                    if pending:
-                        await batcher.put(pending)  # returns at once: the queue has room
+                    if pending:  # returns at once: the queue has room
+                        await batcher.put(self._select(name, pending))
                     _, seq = catch_up.position
                     router.attach(name, seq)
                     self._queued[name] = (router.identity.boot_id, seq)
