@@ -19,7 +19,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kmsg-forwarder run $(ARGS)
 
-## system-deps: Debian packages the tests use (iptables for kernel-made records, getcap).
+## system-deps: Debian packages the tests use (iptables for kernel-made records, getcap, and
+## e2fsprogs/mount/util-linux for the real-kernel reports: mkfs.ext4, debugfs, losetup, fsfreeze).
 system-deps:
 	@command -v iptables >/dev/null 2>&1 || { \
 	  echo "installing iptables (Debian package) for the kernel LOG-rule tests"; \
@@ -27,6 +28,15 @@ system-deps:
 	@command -v getcap >/dev/null 2>&1 || { \
 	  echo "installing libcap2-bin (Debian package) for the image's file-capability test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcap2-bin) >/dev/null; }
+	@{ command -v mkfs.ext4 && command -v debugfs; } >/dev/null 2>&1 || { \
+	  echo "installing e2fsprogs (Debian package) for the real-kernel ext4 tests (mkfs.ext4, debugfs)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs) >/dev/null; }
+	@{ command -v losetup && command -v mount && command -v umount; } >/dev/null 2>&1 || { \
+	  echo "installing mount (Debian package) for the real-kernel loop-device tests (losetup)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mount) >/dev/null; }
+	@command -v fsfreeze >/dev/null 2>&1 || { \
+	  echo "installing util-linux (Debian package) for the real-kernel hung-task test (fsfreeze)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux) >/dev/null; }
 	@$(MAKE) --no-print-directory -s helm-lib
 
 ## helm-lib: Helm's engine for the chart tests (its wheel declares Python >= 3.12 but works on 3.11;

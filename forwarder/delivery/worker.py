@@ -147,10 +147,10 @@ class SinkWorker:
             unsent, outcome = await self._send_with_retry(part)
             if not unsent:
                 self._emit.batch_delivered(self.sink.name, time.monotonic() - started)
-            elif outcome.verdict is not Verdict.TOO_LARGE:  # the retry budget is spent
+            elif outcome.verdict is not Verdict.SPLIT:  # the retry budget is spent
                 self._dead_letter(unsent, "retry_budget_exhausted", _problem(outcome, len(unsent)))
             elif len(unsent) == 1:
-                self._dead_letter(unsent, "too_large", outcome.detail)
+                self._dead_letter(unsent, outcome.split_reason, outcome.detail)
             else:
                 self._emit.batch_split(self.sink.name)
                 half = len(unsent) // 2
@@ -193,7 +193,7 @@ class SinkWorker:
 
     def _note_health(self, outcome: Outcome, *, items: int) -> None:
         """The sink is up when the receiver took anything of ``items``; failing otherwise."""
-        if outcome.verdict is Verdict.TOO_LARGE:
+        if outcome.verdict is Verdict.SPLIT:
             return
         if outcome.verdict is Verdict.ANSWERED and len(outcome.retry) < items:
             self._on_success()

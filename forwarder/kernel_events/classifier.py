@@ -4,9 +4,9 @@ Feed every parsed record in seq order; ``feed`` returns the events that closed. 
 facility kern is classified (user space cannot write it, so a user-written "Killed
 process" line is never an event). Open reports are offered each kern record newest
 first; a record no open report takes may open a new one. Reports close on their end
-marker, a new start of the same class and key, 2 s of ``ts_usec`` (ATA EH: 40 s) or 200
-records without a member, and at :meth:`flush`. :meth:`flush_idle` is the wall-clock
-flush for a live device that went quiet.
+marker, a new start of the same class and key, 2 s of ``ts_usec`` (ATA EH: 40 s; any
+record's time counts, see :meth:`advance`) or 200 records without a member, and at
+:meth:`flush`. :meth:`flush_idle` is the wall-clock flush for a live device that went quiet.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ class KernelEventClassifier:
         if self._rules:
             events.extend(self._apply_rules(record))
         if record.facility_code != 0:
+            if self._open:
+                events.extend(self.advance(record.seq, record.ts_usec))
             return events
         text = record.message
         if not (self._open and self._offer(record, text, events)):
@@ -72,6 +74,21 @@ class KernelEventClassifier:
             if report is not None and report.class_name not in self._disabled:
                 self._start(report, record, events)
         self._previous_text = text
+        return events
+
+    def advance(self, seq: int, ts_usec: int) -> list[KernelEvent]:
+        """Close the reports whose quiet window (2 s of ``ts_usec``) a later record ended.
+
+        Time moves on with records that are not classified too: a report that waits for
+        optional trailing lines (an OOM report after its Killed line) must close while only
+        user-space records arrive, which keep a live device from ever going idle. A caller
+        that feeds only kern records calls this with the newest record it skipped.
+        """
+        self._last_seq = max(self._last_seq, seq)
+        events: list[KernelEvent] = []
+        for report in list(self._open):
+            if ts_usec - report.last_ts_usec > report.quiet_usec:
+                self._close(report, seq, events)
         return events
 
     def flush(self) -> list[KernelEvent]:

@@ -27,10 +27,12 @@ _MEMCG_USAGE: Final = re.compile(
     r"memory: usage (?P<memcg_usage_kb>\d+)kB, limit (?P<memcg_limit_kb>\d+)kB, "
     r"failcnt (?P<memcg_failcnt>\d+)"
 )
+# Cgroup paths and the comm may hold commas (any byte but "/" and NUL): each value runs to
+# the next key the kernel prints, and the comm to the ",pid=N,uid=N" that ends the line.
 _SUMMARY: Final = re.compile(
     r"oom-kill:constraint=(?P<constraint>\w+),nodemask=(?P<nodemask>[^,]*(?:,[\d-]+)*)"
-    r"(?:,cpuset=(?P<cpuset>[^,]*),mems_allowed=(?P<mems_allowed>[^,]*(?:,[\d-]+)*))?"
-    r"(?:,oom_memcg=(?P<oom_memcg>[^,]*)|,global_oom)(?:,task_memcg=(?P<task_memcg>[^,]*))?"
+    r"(?:,cpuset=(?P<cpuset>.*?),mems_allowed=(?P<mems_allowed>[^,]*(?:,[\d-]+)*))?"
+    r"(?:,oom_memcg=(?P<oom_memcg>.*?)|,global_oom)(?:,task_memcg=(?P<task_memcg>.*?))?"
     r",task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)$"
 )
 _KILLED: Final = re.compile(

@@ -31,6 +31,8 @@ _CPU_LINE: Final = re.compile(
     r"(?:.*? PREEMPT\((?P<preempt>\w+)\))?"
 )
 _TAINT_LINE: Final = re.compile(r" +(?P<taint>Not tainted|Tainted: [A-Z ]*?) +(?P<release>\S+) #")
+# show_iret_regs prints ``RSP: ... EFLAGS: %08lx`` and then, with pr_cont, this.
+_RSP_TAIL: Final = " ORIG_RAX: "
 _RIP_FUNCTION: Final = re.compile(
     r"RIP: [0-9a-f]{4}:(?P<function>[^\s+]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>[^\]\s]+)\])?"
 )
@@ -69,11 +71,20 @@ class StackReport(Report):
         self.saw_frame = False
         self.in_irq = False
 
+    def wants_fragment(self, text: str) -> bool:
+        """`` ORIG_RAX: ...``: the pr_cont end of ``RSP:``, split off by another CPU's printk."""
+        return text.startswith(_RSP_TAIL) and self.last_text.startswith("RSP: ")
+
     def take_stack_line(self, text: str) -> str | None:
         """Take one generic-grammar line: update the stack state and common fields."""
-        kind = stack_line_kind(text)
+        kind = "other" if self.wants_fragment(text) else stack_line_kind(text)
         if kind is None or (kind == "code" and not self.last_text.startswith("RIP: ")):
             return None
+        self._track(kind, text)
+        return kind
+
+    def _track(self, kind: str, text: str) -> None:
+        """Update the stack state and the common fields from a line of ``kind``."""
         if kind == "frame":
             self.saw_frame = True
         elif kind == "task_open":
@@ -94,7 +105,6 @@ class StackReport(Report):
                 self.fields["rip_function"] = match["function"]
                 if match["module"]:
                     self.fields["rip_module"] = match["module"]
-        return kind
 
     @property
     def frame_ends_stack(self) -> bool:

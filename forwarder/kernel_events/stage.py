@@ -117,6 +117,7 @@ class KernelEventStage:
             gaps = router.route_chunk(chunk, out)
         else:
             completed = self._classify(chunk, raws)
+            completed.extend(self._advance(chunk))
             starts = {sink: len(items) for sink, items in out.items()}
             gaps = router.route_chunk(chunk, out)
             # Latest first: each insertion leaves the places of the earlier ones as they were.
@@ -171,6 +172,24 @@ class KernelEventStage:
 
     def _idle(self) -> bool:
         return self._clock() - self._last_handout >= self._idle_flush_s
+
+    def _advance(self, chunk: Chunk) -> list[tuple[int, list[KernelEvent]]]:
+        """Let the read's newest record (kern or not) end open reports' quiet windows.
+
+        Records of other facilities are not fed, yet their ``ts_usec`` moves time on: a
+        report waiting for optional trailing lines closes though user records keep the
+        device from ever going idle.
+        """
+        classifier = self._classifier
+        if classifier is None or not classifier.open_reports or not len(chunk):
+            return []
+        last = len(chunk) - 1
+        try:
+            events = classifier.advance(chunk.seqs[last], chunk.ts_usec[last])
+        except Exception as error:  # the safety net, as for a record
+            self._failed(error, chunk.seqs[last])
+            return []
+        return [(last, events)] if events else []
 
     def _classify(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, list[KernelEvent]]]:
         """(index in ``chunk``, events its record completed), for the records that closed any.

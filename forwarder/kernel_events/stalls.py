@@ -27,10 +27,15 @@ _LOCKUP_EXTRA: Final = re.compile(r"CPU#\d+ Utilization every|\t#\d+: ")
 _HUNG: Final = re.compile(
     r"INFO: task (?P<comm>.+):(?P<pid>\d+) blocked for more than (?P<blocked_seconds>\d+) seconds\."
 )
-_SCHED_TASK: Final = re.compile(
-    r"task:(?P<comm>.{1,15}?) +state:(?P<state>\S) .*?pid: *(?P<pid>\d+)"
-    r"(?: +tgid: *(?P<tgid>\d+))? +ppid: *(?P<ppid>\d+)"
+# sched_show_task (5.15+) prints ``task:%-15.15s state:%c``, maybe ``  running task    ``,
+# then, with pr_cont, `` stack:... pid:... [tgid:...] ppid:... ...``: when another CPU
+# printks in between, that tail becomes a record of its own with flag ``c``.
+_SCHED_HEAD: Final = re.compile(r"task:.{1,15}? +state:(?P<state>\S)(?:  running task    )?")
+_SCHED_HEAD_AFTER_COMM: Final = re.compile(r" state:(?P<state>\S)(?:  running task    )?")
+_SCHED_TAIL: Final = re.compile(
+    r" stack: *\d+ +pid: *\d+(?: +tgid: *(?P<tgid>\d+))? +ppid: *(?P<ppid>\d+)"
 )
+_COMM_BYTES: Final = 15  # TASK_COMM_LEN - 1, the width the kernel pads the comm to
 _SCHED_TASK_5_4: Final = re.compile(r".{1,16} +[A-Za-z] *\d+ +\d+ +\d+ 0x[0-9a-f]+$")
 _HUNG_EXTRA: Final = re.compile(
     r"\"echo 0 > /proc/sys/kernel/hung_task_timeout_secs\"|      Blocked by coredump"
@@ -126,18 +131,20 @@ class HungTaskReport(StackReport):
 
     class_name = "hung_task"
 
+    def __init__(self, record: Record, fields: Fields) -> None:
+        super().__init__(record, fields)
+        self.wants_sched_tail = False
+
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
         """Complete at ``</TASK>``; blocker lines may still follow, anything else closes."""
-        del record, previous_text
+        del previous_text
         if self._take_hung_line(text):
             return Verdict.JOIN
         if self.end_met:
             return Verdict.CLOSE
         if taint_line_fields(text, self.fields) or _HUNG_EXTRA.match(text):
             return Verdict.JOIN
-        match = _SCHED_TASK.match(text)
-        if match:
-            apply_match(self.fields, match, _INT)
+        if self._take_sched_line(text, fragment="c" in record.flags):
             return Verdict.JOIN
         kind = self.take_stack_line(text)
         if kind is None:
@@ -145,6 +152,40 @@ class HungTaskReport(StackReport):
         if kind == "task_close" or (kind == "frame" and self.frame_ends_stack):
             self.end_met = True
         return Verdict.JOIN
+
+    def wants_fragment(self, text: str) -> bool:
+        """The ``stack: pid: ppid:`` tail of a sched_show_task line split off by another CPU."""
+        return (self.wants_sched_tail and text.startswith(" stack:")) or super().wants_fragment(
+            text
+        )
+
+    def _take_sched_line(self, text: str, *, fragment: bool) -> bool:
+        """The ``task:<comm> state:...`` line (or its split-off tail): state, tgid, ppid.
+
+        Comm and pid stay the INFO line's. A comm may itself hold `` state:X`` (a process
+        names itself): the line is read at that comm, padded to 15 bytes as the kernel pads
+        it, before guessing where the comm ends.
+        """
+        if fragment:
+            tail = _SCHED_TAIL.match(text) if self.wants_sched_tail else None
+            if tail is not None:
+                apply_match(self.fields, tail, _INT)
+                self.wants_sched_tail = False
+            return tail is not None
+        comm = str(self.fields["comm"])
+        width = len(f"task:{comm}") + max(0, _COMM_BYTES - len(comm.encode()))
+        head = None
+        if text.startswith(f"task:{comm}") and not text[len(f"task:{comm}") : width].strip():
+            head = _SCHED_HEAD_AFTER_COMM.match(text, width)
+        head = head or _SCHED_HEAD.match(text)
+        if head is None:
+            return False
+        self.fields["state"] = head["state"]
+        tail = _SCHED_TAIL.match(text, head.end())
+        if tail is not None:
+            apply_match(self.fields, tail, _INT)
+        self.wants_sched_tail = head.end() == len(text)
+        return True
 
     def _take_hung_line(self, text: str) -> bool:
         match = _BLOCKER.match(text)
@@ -174,18 +215,25 @@ class RcuStallReport(StackReport):
 
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
         """Ends at the first non-grammar record (or the next stall header)."""
-        del record, previous_text
+        del previous_text
         if _RCU_HEADER.match(text):
             return Verdict.CLOSE
         if self._take_rcu_line(text):
             return Verdict.JOIN
-        if _SCHED_TASK.match(text) or _SCHED_TASK_5_4.match(text) or self.take_stack_line(text):
+        if (
+            _SCHED_HEAD.match(text)
+            or _SCHED_TASK_5_4.match(text)
+            or ("c" in record.flags and _SCHED_TAIL.match(text))
+            or self.take_stack_line(text)
+        ):
             return Verdict.JOIN
         return Verdict.JOIN if _RCU_LINE.match(text) else Verdict.CLOSE
 
     def wants_fragment(self, text: str) -> bool:
         """The 5.x tab-indented ``(detected by ...)`` summary is its own ``c`` record."""
-        return not self.end_met and _RCU_SUMMARY.match(text) is not None
+        return (
+            not self.end_met and _RCU_SUMMARY.match(text) is not None
+        ) or super().wants_fragment(text)
 
     def accepts_caller(self, record: Record) -> bool:
         """``NMI backtrace for cpu N`` blocks of other CPUs attach to the stall report."""

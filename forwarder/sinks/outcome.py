@@ -8,8 +8,9 @@ named by their index in the batch that was sent, so nothing is mutated in place:
                      and ``duplicates``                       ``rejected``, counts duplicates
     UNAVAILABLE      nothing usable (no answer, timeout,      resends the whole batch after a
                      429/5xx for the whole batch)             backoff (at least ``retry_after_s``)
-    TOO_LARGE        the batch is too large to take           splits it in halves (one item alone:
-                                                              dead-lettered as ``too_large``)
+    SPLIT            the batch as a whole cannot be taken,    splits it in halves; one item alone
+                     but smaller ones may (too large; a 400    is dead-lettered as ``split_reason``
+                     that names no item)
     OPERATOR_NEEDED  a configuration problem (auth, TLS,      resends the whole batch forever, shows
                      unknown topic, wrong endpoint)           the sink as not ready on /readyz
 
@@ -30,7 +31,7 @@ class Verdict(enum.Enum):
 
     ANSWERED = "answered"
     UNAVAILABLE = "unavailable"
-    TOO_LARGE = "too_large"
+    SPLIT = "split"
     OPERATOR_NEEDED = "operator_needed"
 
 
@@ -58,6 +59,7 @@ class Outcome:
     duplicates: int = 0
     retry_after_s: float | None = None
     detail: str = ""
+    split_reason: str = "too_large"
 
     @classmethod
     def delivered(cls) -> Outcome:
@@ -91,8 +93,13 @@ class Outcome:
 
     @classmethod
     def too_large(cls, detail: str) -> Outcome:
-        """The batch is too large for the receiver."""
-        return cls(Verdict.TOO_LARGE, detail=detail)
+        """The batch is too large for the receiver: split it (a lone item: ``too_large``)."""
+        return cls(Verdict.SPLIT, detail=detail)
+
+    @classmethod
+    def split(cls, detail: str, *, reason: str) -> Outcome:
+        """Refused whole, items unnamed: split it; a lone item still refused is ``reason``."""
+        return cls(Verdict.SPLIT, detail=detail, split_reason=reason)
 
     @classmethod
     def operator_needed(cls, detail: str, *, retry_after_s: float | None = None) -> Outcome:
@@ -104,7 +111,7 @@ class Outcome:
         """Whether some of the batch must be sent again."""
         if self.verdict is Verdict.ANSWERED:
             return bool(self.retry)
-        return self.verdict is not Verdict.TOO_LARGE
+        return self.verdict is not Verdict.SPLIT
 
 
 _DELIVERED = Outcome()

@@ -269,6 +269,30 @@ async def test_single_too_large_event_is_dead_lettered(tmp_path, form):
     assert harness.checkpoint_seq() == 103
 
 
+class BadRequestSink(StoringSink):
+    """Refuses any request holding a 'bad' event whole, naming no item (an OTLP 400)."""
+
+    async def answer(self, events):
+        """Split me while a bad event is in the request."""
+        if any("bad" in e.fields.get("message", "") for e in events):
+            return Outcome.split("HTTP 400: invalid record", reason="otlp_400")
+        return await super().answer(events)
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_split_answer_saves_the_good_records_and_dead_letters_with_its_reason(
+    tmp_path, form
+):
+    """A request refused whole is halved until the bad record stands alone, dead-lettered as the answer says."""
+    sample = make_events(["a", "b", "bad one", "c", "d"], who=WHO)
+    harness = Harness(tmp_path, BadRequestSink())
+    await harness.deliver(items(sample, form))
+    assert ids(harness.sink.stored) == ids([*sample[:2], *sample[3:]])
+    assert harness.dead() == [("otlp_400", sample[2].id)]
+    assert harness.metric("records_dead_lettered_total", reason="otlp_400") == 1
+    assert harness.checkpoint_seq() == 104
+
+
 @pytest.mark.parametrize("form", FORMS)
 async def test_refused_batch_is_dead_lettered_and_delivery_moves_on(tmp_path, form):
     """A batch refused whole goes to dead-letter; later batches go on and the checkpoint passes it."""

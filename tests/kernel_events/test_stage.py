@@ -152,6 +152,29 @@ def test_the_end_of_a_dump_flushes_an_open_report_at_the_newest_position() -> No
     assert event.fields["first_seq"] == 1
 
 
+def _user(first_seq: int, count: int, ts_usec: int) -> list[bytes]:
+    """User records (what a chatty daemon writes to /dev/kmsg) from ``ts_usec`` on."""
+    return [f"14,{first_seq + i},{ts_usec + i},-;daemon: tick {i}\n".encode() for i in range(count)]
+
+
+def test_user_records_2s_after_a_report_close_it_after_the_newest_of_the_read() -> None:
+    """Only kern records are fed, yet a read of user records 2 s later ends the report.
+
+    A live device that never goes idle (user space writing every few ms) would otherwise
+    hold an OOM report open after its Killed line until the next kern record.
+    """
+    harness = Harness({"a": None})
+    harness.route(_raws(WARNING_START, 1))  # open: no end trace yet
+    assert _described(harness.route(_user(3, 2, 1_500_000))["a"]) == [("kmsg", 3), ("kmsg", 4)]
+    out = harness.route(_user(5, 3, 3_100_000))
+    assert _described(out["a"]) == [
+        ("kmsg", 5), ("kmsg", 6), ("kmsg", 7), ("kernel_event", 7),
+    ]  # fmt: skip
+    event = _expanded(out["a"])[-1]
+    assert isinstance(event, Event)
+    assert (event.fields["class"], event.fields["first_seq"]) == ("kernel_warning", 1)
+
+
 def test_a_user_written_report_is_never_classified() -> None:
     """Facility user (what /dev/kmsg writers get) never makes an event, whatever the text."""
     harness = Harness({"a": None})

@@ -110,7 +110,7 @@ async def test_index_action_overwrites_on_a_plain_index():
     [
         (Reply(429, "{}", {"Retry-After": "3"}), Verdict.UNAVAILABLE, 3.0),
         (Reply(502, "bad gateway"), Verdict.UNAVAILABLE, None),
-        (Reply(413, "too large"), Verdict.TOO_LARGE, None),
+        (Reply(413, "too large"), Verdict.SPLIT, None),
         (Reply(401, "no auth"), Verdict.OPERATOR_NEEDED, None),
         (Reply(404, "no such path"), Verdict.OPERATOR_NEEDED, None),
         (Reply(200, "not json"), Verdict.UNAVAILABLE, None),
@@ -138,7 +138,7 @@ async def test_max_bulk_bytes_splits_before_sending():
     """A bulk body over max_bulk_bytes is answered 'too large' locally, so no request is made."""
     async with ElasticsearchReceiver() as es:
         outcome = await send(es_config(es, max_bulk_bytes=1024), make_events(["z" * 400] * 4))
-        assert outcome.verdict is Verdict.TOO_LARGE
+        assert outcome.verdict is Verdict.SPLIT
         assert es.requests == []
 
 

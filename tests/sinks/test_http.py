@@ -100,7 +100,7 @@ async def test_idempotency_key_is_stable_per_batch_and_differs_for_halves():
         (Reply(422, "no"), "http_4xx"),
         (Reply(401, "who"), Verdict.OPERATOR_NEEDED),
         (Reply(403, "no"), Verdict.OPERATOR_NEEDED),
-        (Reply(413, "big"), Verdict.TOO_LARGE),
+        (Reply(413, "big"), Verdict.SPLIT),
     ],
 )
 async def test_status_classes(reply, expected):

@@ -537,7 +537,7 @@ async def test_broker_size_refusal_splits_then_dead_letters() -> None:
     too_large = kafka_errors.MessageSizeTooLargeError()
     factory = Factory(ScriptedProducer(future_error=too_large))
     sink = build(CONFIG, producer_factory=factory)
-    assert (await sink.send(Batch(events(1, 2)))).verdict is Verdict.TOO_LARGE
+    assert (await sink.send(Batch(events(1, 2)))).verdict is Verdict.SPLIT
     result = await sink.send(Batch(events(1, 1)))
     assert [(r.index, r.reason) for r in result.rejected] == [(0, "kafka_record_too_large")]
     await sink.close()

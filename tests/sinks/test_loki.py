@@ -136,7 +136,7 @@ async def test_missing_tenant_is_a_configuration_error():
         (Reply(429, "slow down", {"Retry-After": "7"}), Verdict.UNAVAILABLE, 7.0),
         (Reply(503, "unavailable"), Verdict.UNAVAILABLE, None),
         (Reply(500, "boom"), Verdict.UNAVAILABLE, None),
-        (Reply(413, "too big"), Verdict.TOO_LARGE, None),
+        (Reply(413, "too big"), Verdict.SPLIT, None),
         (Reply(403, "forbidden"), Verdict.OPERATOR_NEEDED, None),
         (Reply(404, "no such path"), Verdict.OPERATOR_NEEDED, None),
     ],
@@ -165,7 +165,7 @@ async def test_413_halves_fit():
     async with LokiReceiver(max_body_bytes=1500) as loki:
         config = loki_config(loki, encoding="json")
         outcome = await send(config, events)
-        assert outcome.verdict is Verdict.TOO_LARGE
+        assert outcome.verdict is Verdict.SPLIT
         await send(config, events[:4])
         await send(config, events[4:])
         assert len(loki.entries("big ")) == 8

@@ -146,7 +146,7 @@ async def test_a_400_with_a_status_body_splits_then_names_the_refused_record(enc
         config = otlp_config(receiver.url, encoding=encoding)
         several = await send(config, make_events(["ok", "bad"]))
         single = await send(config, make_events(["bad"]))
-    assert several.verdict is Verdict.TOO_LARGE
+    assert several.verdict is Verdict.SPLIT
     assert "HTTP 400: invalid record: bad" in several.detail
     (rejection,) = single.rejected
     assert (rejection.index, rejection.reason) == (0, "otlp_400")
@@ -178,8 +178,8 @@ async def test_a_refused_connection_is_retried():
         (502, Verdict.UNAVAILABLE),
         (503, Verdict.UNAVAILABLE),
         (504, Verdict.UNAVAILABLE),
-        (413, Verdict.TOO_LARGE),
-        (400, Verdict.TOO_LARGE),
+        (413, Verdict.SPLIT),
+        (400, Verdict.SPLIT),
         (301, Verdict.OPERATOR_NEEDED),
         (401, Verdict.OPERATOR_NEEDED),
         (403, Verdict.OPERATOR_NEEDED),

@@ -109,11 +109,11 @@ class OtlpSink(Sink):
         if status == 400 and records > 1:
             # A 400 names no record: halving until the refused ones stand alone saves the rest.
             _log.warning("otlp_400_split", sink=self.name, records=records, detail=detail)
-            return Outcome.too_large(detail)
-        if status == 413:
-            return Outcome.too_large(detail)
+            return Outcome.split(detail, reason="otlp_400")
         if status == 400:
             return Outcome.refused(range(records), "otlp_400", detail)
+        if status == 413:
+            return Outcome.too_large(detail)
         reason = "otlp_4xx" if status < 500 else "otlp_5xx"
         return Outcome.refused(range(records), reason, detail)
 
