@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from forwarder.sinks.protobuf_wire import ONE_BYTE as _ONE_BYTE
+from forwarder.sinks.protobuf_wire import varint as _varint
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -185,37 +188,6 @@ def _timestamp(entry: tuple[int, bytes]) -> int:
 
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
-_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
-
-
-def _varint(value: int) -> bytes:
-    # Unrolled up to 5 bytes (< 2**35): lengths, nanoseconds and today's Unix seconds.
-    if value < 0x80:
-        return _ONE_BYTE[value]
-    if value < 0x4000:
-        return bytes((value & 0x7F | 0x80, value >> 7))
-    if value < 0x20_0000:
-        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
-    if value < 0x1000_0000:
-        return bytes(
-            (value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80, value >> 21)
-        )
-    if value < 0x8_0000_0000:
-        return bytes(
-            (
-                value & 0x7F | 0x80,
-                value >> 7 & 0x7F | 0x80,
-                value >> 14 & 0x7F | 0x80,
-                value >> 21 & 0x7F | 0x80,
-                value >> 28,
-            )
-        )
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 # --- the 400 answer ------------------------------------------------------------------

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from forwarder.sinks.otlp.mapping import LogRecord
+from forwarder.sinks.protobuf_wire import ONE_BYTE
+from forwarder.sinks.protobuf_wire import varint as _varint
 
 _U64: Final = (1 << 64) - 1
 _FIXED64: Final = struct.Struct("<Q")
@@ -74,7 +76,7 @@ def log_record(record: LogRecord) -> bytes:
     parts.append(_len_field(0x2A, any_value(record.body)))
     # Inlined for the two kinds nearly every attribute is (the hot path: ~12 per record);
     # the rest go through key_value. The property tests pin both paths to the runtime.
-    small = _SMALL
+    small = ONE_BYTE
     for key, value in record.attributes:
         kind = type(value)
         if kind is str:
@@ -208,20 +210,6 @@ def _string_field(tag: int, text: str) -> bytes:
 def _key_field(key: str) -> bytes:
     """Field 1 (``key``) of a KeyValue; attribute names repeat on every record."""
     return _string_field(0x0A, key)
-
-
-_SMALL: Final = tuple(bytes((value,)) for value in range(0x80))  # one-byte varints
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _TAGS: Final = {tag: bytes((tag,)) for tag in (0x0A, 0x12, 0x1A, 0x2A, 0x32, 0x62)}
