@@ -34,6 +34,7 @@ from forwarder.options import (
 )
 from forwarder.sinks import SinkConfig, StdoutSinkConfig
 from forwarder.source.capture_process import DEFAULT_BUFFER_BYTES
+from forwarder.spool.config import SpoolConfig
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -171,6 +172,7 @@ class Config(StrictModel, frozen=True, kw_only=True):
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    spool: SpoolConfig = SpoolConfig()
     kernel_events: KernelEventsConfig = KernelEventsConfig()
     sinks: dict[str, SinkConfig] = msgspec.field(default_factory=_default_sinks)
 
@@ -180,3 +182,8 @@ class Config(StrictModel, frozen=True, kw_only=True):
                 raise FieldError("sinks", f"sink name {name!r} may use only letters, digits, _ . -")
         if not self.sinks:
             raise FieldError("sinks", "at least one sink is needed")
+
+    @property
+    def spool_path(self) -> Path:
+        """Where the spool lives: ``[spool] path``, else ``<state_dir>/spool``."""
+        return self.spool.path if self.spool.path is not None else self.state_dir / "spool"

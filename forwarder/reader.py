@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 
 from forwarder.delivery.worker import SinkWorker
-from forwarder.encoding.chunk import ChunkEncoder
+from forwarder.encoding.chunk import Chunk, ChunkEncoder
 from forwarder.encoding.reference import Event, Identity
 from forwarder.errors import ForwarderError, RecordParseError
 from forwarder.kernel_events.stage import KernelEventStage
@@ -21,6 +21,7 @@ from forwarder.source.bad_input import BadInput
 from forwarder.source.capture import Capture, Frame, Window
 from forwarder.source.capture_process import FrameKind
 from forwarder.source.parser import Record
+from forwarder.spool.feeds import SpoolFeeds
 from forwarder.telemetry.events import Emitter
 
 
@@ -38,7 +39,9 @@ class Reader:
         encode: Callable[[Record, Identity], Event],
         stop_requested: asyncio.Event,
         kernel_events: KernelEventStage,
+        feeds: SpoolFeeds | None = None,
     ) -> None:
+        self._feeds = feeds
         self._capture = capture
         self._router = router
         self._workers = workers
@@ -59,9 +62,12 @@ class Reader:
     async def run(self) -> None:
         """Hand each sink its start-up gap, then read and route until the input ends."""
         router = self._router
+        feeds = self._feeds
         for name, items in router.startup_items().items():
             if items:
                 await self._workers[name].batcher.put(self._kernel_events.select(name, items))
+                if feeds is not None:
+                    feeds.startup_queued(name, items)
         for sink, reason in router.drain_gap_reports():
             self._emit.gap_emitted(sink, reason)
         sink_names = list(self._workers)
@@ -77,8 +83,15 @@ class Reader:
                 return
             async with self._kernel_events.handing_out():
                 out: dict[str, list[Item]] = {name: [] for name in sink_names}
-                self._route_window(window, router, out)
-                await self.put(out)
+                chunk, spooled = self._encode_window(window, router)
+                if feeds is not None:
+                    # Spooled first: a sink that is detached below finds these records there.
+                    await feeds.append(chunk, spooled)
+                self._route_chunk(chunk, window.records, router, out)
+                if feeds is not None:
+                    await feeds.deliver(out)
+                else:
+                    await self.put(out)
 
     async def put(self, out: dict[str, list[Item]]) -> None:
         """Queue each sink's items (waits while a sink is behind: backpressure)."""
@@ -86,13 +99,28 @@ class Reader:
             if items:
                 await self._workers[name].batcher.put(items)
 
-    def _route_window(self, window: Window, router: Router, out: dict[str, list[Item]]) -> None:
+    def _encode_window(self, window: Window, router: Router) -> tuple[Chunk, list[bytes]]:
+        """The window's chunk, and the raw records it holds (parse errors left out)."""
         for frame in window.controls:
             self._control_frame(frame)
         raws = window.records
         if self._encoder is None or self._encoder.identity is not router.identity:
             self._encoder = ChunkEncoder(router.identity, self._encode)
-        chunk = self._encoder.encode(raws, self._parse_error, self._bad_input.failed)
+        refused: list[bytes] = []
+
+        def parse_error(raw: bytes, error: RecordParseError) -> None:
+            refused.append(raw)
+            self._parse_error(raw, error)
+
+        chunk = self._encoder.encode(raws, parse_error, self._bad_input.failed)
+        if not refused:
+            return chunk, list(raws)
+        ids = {id(raw) for raw in refused}
+        return chunk, [raw for raw in raws if id(raw) not in ids]
+
+    def _route_chunk(
+        self, chunk: Chunk, raws: list[bytes], router: Router, out: dict[str, list[Item]]
+    ) -> None:
         emit = self._emit
         for gap in self._kernel_events.route(chunk, raws, router, out, end=self.source_ended):
             emit.records_lost(gap.reason, gap.first_seq, gap.last_seq, gap.lost)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 import uvloop
 
 from forwarder.config import Config
-from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
+from forwarder.delivery.checkpoint import Checkpoint
 from forwarder.delivery.dead_letters import DeadLetterFile, SourceDeadLetterFile
 from forwarder.delivery.retry import RetryPolicy
 from forwarder.delivery.selection import EventSelection
@@ -37,6 +37,9 @@ from forwarder.source.bad_input import BadInput
 from forwarder.source.boot import boot_clock_offset, clock_offset_now_ns, read_boot_id
 from forwarder.source.capture import Capture
 from forwarder.source.parser import Record
+from forwarder.spool.fanout import CheckpointTracker, SharedRouter
+from forwarder.spool.feeds import SpoolFeeds
+from forwarder.spool.spool import Spool
 from forwarder.telemetry.events import Emitter
 
 if TYPE_CHECKING:
@@ -80,7 +83,9 @@ class Server:
         self._bad_input = BadInput(self.emit, SourceDeadLetterFile(config.state_dir))
         self._sinks = dict(sinks) if sinks is not None else build_sinks(config)
         self._clock_offset_ns = clock_offset_ns
-        self._store = CheckpointStore(config.state_dir)
+        self._store = CheckpointTracker(config.state_dir)
+        self._feeds: SpoolFeeds | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self._workers: dict[str, SinkWorker] = {}
         self._capture: Capture | None = None
         self._reader: Reader | None = None
@@ -116,20 +121,26 @@ class Server:
         offset, drift = boot_clock_offset(boot_id, checkpoints.values(), self._clock_offset_ns())
         if drift is not None:
             self.emit.boot_clock_offset_checked(drift)
+        live: dict[str, Checkpoint | None] = dict(checkpoints)
+        if self.config.spool.enabled:
+            offset, live = self._open_spool(boot_id, offset, checkpoints)
         self._clock_offset = offset
         identity = Identity(self.config.host, boot_id, offset)
-        router = Router(
+        router_type = Router if self._feeds is None else SharedRouter
+        router = router_type(
             identity,
-            checkpoints,
+            live,
             # a plain int: the router compares it per record, where an int subclass is slower
             min_level=int(self.config.source.min_level),
             now_ns=time.time_ns,
         )
         self._kernel_events = self._kernel_event_stage(identity, checkpoints)
         retry = RetryPolicy(self.config.retry)
+        max_records: dict[str, int] = {}
         for name, sink in self._sinks.items():
             table = self.config.sinks.get(name)
             batch_config = table.batch if table is not None and table.batch else self.config.batch
+            max_records[name] = batch_config.max_records
             self._workers[name] = SinkWorker(
                 sink,
                 batch_config,
@@ -143,8 +154,14 @@ class Server:
             if checkpoint is not None and checkpoint.boot_id == boot_id:
                 self._workers[name].health.checkpoint_seq = checkpoint.seq
                 self.emit.checkpoint(name, checkpoint.seq)
+        lagging = self._feeds.catch_ups if self._feeds is not None else {}
+        if self._feeds is not None:
+            assert isinstance(router, SharedRouter)
+            self._feeds.attach_server(
+                router, self._workers, max_records, self._kernel_events.select
+            )
         seek_newest = self.config.source.start_at == "newest" and all(
-            checkpoint is None for checkpoint in checkpoints.values()
+            checkpoint is None and name not in lagging for name, checkpoint in checkpoints.items()
         )
         self._capture = Capture(self.config.source, seek_newest=seek_newest)
         self._capture.open()
@@ -157,6 +174,7 @@ class Server:
             encode=self._encode,
             stop_requested=self._stop_requested,
             kernel_events=self._kernel_events,
+            feeds=self._feeds,
         )
         self.emit.started(
             source=str(self.config.source.path),
@@ -167,6 +185,28 @@ class Server:
                 n: (c.seq if c and c.boot_id == boot_id else None) for n, c in checkpoints.items()
             },
         )
+
+    def _open_spool(
+        self, boot_id: str, offset: int, checkpoints: dict[str, Checkpoint | None]
+    ) -> tuple[int, dict[str, Checkpoint | None]]:
+        """Open (recover) the spool; return the boot's offset and the sinks that start live.
+
+        The offset stored with the boot's segments wins: a record re-sent from the spool
+        gets the ``@timestamp`` it had.
+        """
+        spool = Spool(self.config.spool, self.config.spool_path)
+        spool.open(boot_id, offset)
+        self._feeds = SpoolFeeds(
+            spool,
+            self._store,
+            host=self.config.host,
+            start_at=self.config.source.start_at,
+            min_level=self.config.source.min_level,
+            encode=self._encode,
+            on_parse_error=lambda _raw, error: self.emit.parse_error(error),
+            emit=self.emit,
+        )
+        return spool.clock_offset_ns(boot_id) or offset, self._feeds.plan(checkpoints)
 
     def _kernel_event_stage(
         self, identity: Identity, checkpoints: Mapping[str, Checkpoint | None]
@@ -236,6 +276,11 @@ class Server:
             asyncio.create_task(worker.run(), name=f"sink-{name}")
             for name, worker in self._workers.items()
         ]
+        if self._feeds is not None:
+            self._feeds.start()
+            self._housekeeping_task = asyncio.create_task(
+                self._feeds.housekeeping(), name="spool-housekeeping"
+            )
         if self.metrics is not None:
             from forwarder.telemetry.gauges import GaugeSampler  # noqa: PLC0415 - with metrics only
 
@@ -246,6 +291,7 @@ class Server:
                 self._reader,
                 clock_offset_ns=self._clock_offset,
                 clock_offset_now_ns=self._clock_offset_ns,
+                feeds=self._feeds,
             )
             self._sampler_task = asyncio.create_task(sampler.run(), name="gauges")
         self._reader_task = asyncio.create_task(self._reader.run(), name="reader")
@@ -262,7 +308,9 @@ class Server:
         from forwarder.telemetry.health import Health  # noqa: PLC0415
         from forwarder.telemetry.status_server import StatusServer  # noqa: PLC0415
 
-        health = Health(self.config.metrics, self._capture, self._reader, self._workers)
+        health = Health(
+            self.config.metrics, self._capture, self._reader, self._workers, feeds=self._feeds
+        )
         server = StatusServer(listen, self.metrics, healthy=health.health, ready=health.readiness)
         await server.start()
         self._status_server = server
@@ -304,13 +352,26 @@ class Server:
                 finished.result()  # raises the worker's error
                 raise ForwarderError(f"{finished.get_name()} stopped unexpectedly")
         reader.result()
-        for worker in self._workers.values():
-            await worker.batcher.close()
+        feeds = self._feeds
+        if feeds is not None:
+            feeds.reading_done = True
+            feeds.spool.sync()
+        for name, worker in self._workers.items():
+            if feeds is None or name not in feeds.catch_ups:  # a lagging one closes when done
+                await worker.batcher.close()
         await asyncio.gather(*workers)
 
     async def _shutdown(self) -> None:
         """Cancel what runs (workers close their sinks), end capture by its pid, stop serving."""
-        tasks = [self._sampler_task, self._idle_flush_task, self._reader_task, *self._worker_tasks]
+        catch_ups = self._feeds.tasks() if self._feeds is not None else []
+        tasks = [
+            self._sampler_task,
+            self._idle_flush_task,
+            self._housekeeping_task,
+            self._reader_task,
+            *catch_ups,
+            *self._worker_tasks,
+        ]
         running = [task for task in tasks if task is not None]
         for task in running:
             task.cancel()
@@ -318,6 +379,8 @@ class Server:
             await asyncio.wait(running, timeout=CLOSE_TIMEOUT_S)
         if self._capture is not None:
             self._capture.stop()
+        if self._feeds is not None:
+            self._feeds.spool.close()
         self._bad_input.flush_log()
         if self._status_server is not None:
             await self._status_server.stop()

@@ -17,7 +17,7 @@ import orjson
 from forwarder.source.parser import Record
 
 EventKind = Literal["kmsg", "gap", "kernel_event"]
-GapReason = Literal["overwritten", "missed_while_down", "reboot"]
+GapReason = Literal["overwritten", "missed_while_down", "reboot", "spool_full", "spool_corrupt"]
 
 
 @dataclass(slots=True)  # not frozen: built once per record on the hot path

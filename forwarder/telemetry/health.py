@@ -1,4 +1,4 @@
-"""What ``/healthz`` and ``/readyz`` report: capture alive; every sink delivering."""
+"""What ``/healthz`` and ``/readyz`` report: capture alive; sinks delivering; spool writable."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from forwarder.config import MetricsConfig
 from forwarder.delivery.worker import SinkWorker
 from forwarder.reader import Reader
 from forwarder.source.capture import Capture
+from forwarder.spool.feeds import SpoolFeeds
 
 
 class Health:
@@ -21,8 +22,11 @@ class Health:
         capture: Capture,
         reader: Reader,
         workers: Mapping[str, SinkWorker],
+        *,
+        feeds: SpoolFeeds | None = None,
     ) -> None:
         self._config = config
+        self._feeds = feeds
         self._capture = capture
         self._reader = reader
         self._workers = workers
@@ -46,4 +50,14 @@ class Health:
             if worker.health.failing_since is not None
             and (worker.health.config_problem or now - worker.health.failing_since >= grace)
         }
-        return not failing, {"failing_sinks": failing}
+        detail: dict[str, Any] = {"failing_sinks": failing}
+        spool_ok = True
+        if self._feeds is not None:
+            spool = self._feeds.spool
+            spool_ok = spool.unwritable is None
+            detail["spool"] = {
+                "degraded": not spool_ok,
+                "error": spool.unwritable,
+                "lagging_sinks": sorted(self._feeds.catch_ups),
+            }
+        return not failing and spool_ok, detail

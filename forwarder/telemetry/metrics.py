@@ -119,6 +119,59 @@ class Metrics:
             registry=registry,
         )
 
+        self._spool_metrics(registry)
+
+    def _spool_metrics(self, registry: CollectorRegistry) -> None:
+        self.spool_bytes = Gauge(
+            f"{PREFIX}_spool_bytes", "Bytes of the spool's segment files (bounded by max_bytes).",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_segments = Gauge(
+            f"{PREFIX}_spool_segments", "Segment files in the spool.", registry=registry
+        )
+        self.spool_oldest_seq = Gauge(
+            f"{PREFIX}_spool_oldest_seq", "Seq of the oldest record the spool holds (-1: none).",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_newest_seq = Gauge(
+            f"{PREFIX}_spool_newest_seq", "Newest spooled seq of this boot (-1: none).",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_degraded = Gauge(
+            f"{PREFIX}_spool_degraded",
+            "1 while the spool's disk refuses writes (records held in memory, then the ring).",
+            registry=registry,
+        )
+        self.spool_memory_bytes = Gauge(
+            f"{PREFIX}_spool_memory_bytes", "Record bytes held in memory while the disk fails.",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_lag_records = Gauge(
+            f"{PREFIX}_spool_lag_records", "Records a lagging sink has yet to read from the spool.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
+        self.spool_records_appended = Counter(
+            f"{PREFIX}_spool_records_appended", "Records appended to the spool.", registry=registry
+        )
+        self.spool_write_errors = Counter(
+            f"{PREFIX}_spool_write_errors", "Failed spool writes or syncs (ENOSPC, EIO, ...).",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_truncated_bytes = Counter(
+            f"{PREFIX}_spool_truncated_bytes", "Torn tail bytes cut from the spool at start.",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_corrupt_segments = Counter(
+            f"{PREFIX}_spool_corrupt_segments", "Spool segments quarantined as damaged.",
+            registry=registry,
+        )  # fmt: skip
+        self.spool_fsyncs = Counter(
+            f"{PREFIX}_spool_fsyncs", "fsync calls on the spool.", registry=registry
+        )
+        self.spool_fsync_seconds = Counter(
+            f"{PREFIX}_spool_fsync_seconds", "Time spent in fsync of the spool.", registry=registry
+        )
+
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         return generate_latest(self.registry)

@@ -1,0 +1,227 @@
+"""Fan-out through the spool: caught-up sinks take the live path, lagging ones the spool.
+
+The reader appends every record to the spool once, then routes the chunk to the sinks that
+are *attached* (caught up) exactly as without a spool: no re-read, no re-encode. A sink
+whose queue is full is *detached* instead of stopping the reader; it then reads the spool
+at its own position (:class:`SinkCatchUp`: its own reader, encoder and router), and when it
+has caught up with the spool it is attached again at that position. So one sink's outage
+never holds the others back, and a restart during an outage resumes from the spool.
+
+Spool gaps (``spool_full``, ``spool_corrupt``) become gap events with exact seq ranges;
+seq jumps between spooled records (the ring overwrote them before they were read) are
+reported by the sink's router as always. After the last record of an older boot comes the
+``reboot`` gap, from the record after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
+from forwarder.encoding.chunk import ChunkEncoder, Encode, FailureHook, ParseErrorHook
+from forwarder.encoding.reference import Event, GapReason, Identity, encode_gap
+from forwarder.routing import Item, Router, _Cursor
+from forwarder.spool.reader import SpooledRecord, SpoolEntry, SpoolGap, SpoolReader
+from forwarder.spool.spool import Spool
+
+
+class SharedRouter(Router):
+    """The live router, whose sinks can be detached (lagging) and attached again."""
+
+    def detach(self, sink: str) -> None:
+        """Stop routing to ``sink`` (it reads the spool from now on)."""
+        self._cursors.pop(sink, None)
+
+    def attach(self, sink: str, last_seq: int) -> None:
+        """Route to ``sink`` again; it has everything of the current boot up to ``last_seq``."""
+        self._cursors[sink] = _Cursor(last_seq)
+
+    def attached(self, sink: str) -> bool:
+        """True while ``sink`` takes the live path."""
+        return sink in self._cursors
+
+
+class CheckpointTracker(CheckpointStore):
+    """The checkpoint store, remembering each sink's last saved position (for release)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.positions: dict[str, tuple[str, int]] = {}
+
+    def load(self, sink: str) -> Checkpoint | None:
+        """The sink's checkpoint (see CheckpointStore), remembered as its position."""
+        checkpoint = super().load(sink)
+        if checkpoint is not None:
+            self.positions[sink] = (checkpoint.boot_id, checkpoint.seq)
+        return checkpoint
+
+    def save(self, sink: str, boot_id: str, seq: int, clock_offset_ns: int) -> Checkpoint:
+        """Durably replace the sink's checkpoint (see CheckpointStore) and remember it."""
+        checkpoint = super().save(sink, boot_id, seq, clock_offset_ns)
+        self.positions[sink] = (boot_id, seq)
+        return checkpoint
+
+
+class SinkCatchUp:
+    """One lagging sink reading the spool from its own position."""
+
+    def __init__(
+        self,
+        sink: str,
+        spool: Spool,
+        position: tuple[str, int] | None,
+        *,
+        identity_of: Callable[[str], Identity],
+        encode: Encode,
+        min_level: int,
+        on_parse_error: ParseErrorHook,
+        on_failure: FailureHook,
+        updated_at: str = "",
+    ) -> None:
+        self.sink = sink
+        # No position yet (a new sink starting at the oldest record): the oldest boot's start.
+        self.reader = SpoolReader(spool, *(position or ("", -1)))
+        self._identity_of = identity_of
+        self._encode = encode
+        self._min_level = min_level
+        self._on_parse_error = on_parse_error
+        self._on_failure = on_failure
+        self._updated_at = updated_at
+        self._position = position or ("", -1)  # what the sink has, as routed so far
+        self._fresh = position is None
+        self._router: Router | None = None
+        self._encoder: ChunkEncoder | None = None
+        # (reason, seq range or None) of every gap event emitted, for the metrics
+        self.gap_reports: list[tuple[str, tuple[str, int, int] | None]] = []
+
+    @property
+    def position(self) -> tuple[str, int]:
+        """(boot_id, seq): everything up to it has been handed to the sink's queue."""
+        return self._position
+
+    def next_items(self, max_records: int) -> list[Item] | None:
+        """The sink's next items from the spool; None when it has caught up."""
+        entries = self.reader.read(max_records)
+        if not entries:
+            return None
+        items: list[Item] = []
+        run: list[bytes] = []
+        run_boot = ""
+        for index, entry in enumerate(entries):
+            if isinstance(entry, SpooledRecord) and entry.boot_id == run_boot:
+                run.append(entry.raw)
+                continue
+            self._route(run, items)
+            run = []
+            run_boot = entry.boot_id
+            self._enter_boot(entry.boot_id, items)
+            if isinstance(entry, SpooledRecord):
+                run.append(entry.raw)
+            else:
+                items.extend(self._spool_gap(entry, entries[index + 1 :]))
+        self._route(run, items)
+        if self._router is not None and self.reader.boot_id == self._router.identity.boot_id:
+            self._position = self.reader.position
+        self._drain_router()
+        return items
+
+    def finish(self, identity: Identity) -> list[Item]:
+        """Items due before attaching to the live path of ``identity``'s boot (a reboot gap)."""
+        items: list[Item] = []
+        self._enter_boot(identity.boot_id, items)
+        self._drain_router()
+        return items
+
+    def _enter_boot(self, boot_id: str, items: list[Item]) -> None:
+        """Route from here on with ``boot_id``'s identity; an earlier boot ends in a reboot gap."""
+        if self._router is not None and self._router.identity.boot_id == boot_id:
+            return
+        old_boot, old_seq = self._position
+        identity = self._identity_of(boot_id)
+        checkpoint: Checkpoint | None
+        if self._fresh:
+            checkpoint = None
+            self._fresh = False
+            self._position = (boot_id, -1)
+        elif old_boot == boot_id:
+            checkpoint = Checkpoint(boot_id, old_seq, identity.clock_offset_ns)
+        else:
+            checkpoint = Checkpoint(old_boot, old_seq, 0, self._updated_at)
+            self._position = (boot_id, -1)
+        self._drain_router()
+        self._router = Router(
+            identity, {self.sink: checkpoint}, min_level=self._min_level, now_ns=time.time_ns
+        )
+        self._encoder = ChunkEncoder(identity, self._encode)
+        startup = self._router.startup_items()[self.sink]
+        for item in startup:
+            self._note(item)
+        items.extend(startup)
+
+    def _route(self, raws: list[bytes], items: list[Item]) -> None:
+        if not raws:
+            return
+        assert self._router is not None
+        assert self._encoder is not None
+        chunk = self._encoder.encode(raws, self._on_parse_error, self._on_failure)
+        out: dict[str, list[Item]] = {self.sink: []}
+        self._router.route_chunk(chunk, out)
+        routed = out[self.sink]
+        items.extend(routed)
+        if len(chunk):
+            self._position = (self._router.identity.boot_id, chunk.seqs[-1])
+
+    def _spool_gap(self, gap: SpoolGap, after: list[SpoolEntry]) -> list[Item]:
+        """The gap events of a spool loss (and of what before it was never spooled)."""
+        identity = self._identity_of(gap.boot_id)
+        following = next((e for e in after if isinstance(e, SpooledRecord)), None)
+        timestamp_ns = time.time_ns()
+        if following is not None and (ts_usec := _ts_usec(following.raw)) is not None:
+            timestamp_ns = identity.clock_offset_ns + ts_usec * 1000
+        events: list[Item] = []
+        boot_id, seq = self._position
+        if boot_id == gap.boot_id and gap.first_seq > seq + 1:
+            events.append(
+                self._gap(identity, seq + 1, gap.first_seq - 1, "missed_while_down", timestamp_ns)
+            )
+        events.append(self._gap(identity, gap.first_seq, gap.last_seq, gap.reason, timestamp_ns))
+        self._position = (gap.boot_id, gap.last_seq)
+        self._drain_router()
+        checkpoint = Checkpoint(gap.boot_id, gap.last_seq, identity.clock_offset_ns)
+        self._router = Router(
+            identity, {self.sink: checkpoint}, min_level=self._min_level, now_ns=time.time_ns
+        )
+        return events
+
+    def _gap(
+        self, identity: Identity, first: int, last: int, reason: GapReason, timestamp_ns: int
+    ) -> Event:
+        self.gap_reports.append((reason, (identity.boot_id, first, last)))
+        return encode_gap(
+            host=identity.host,
+            boot_id=identity.boot_id,
+            first_seq=first,
+            last_seq=last,
+            reason=reason,
+            timestamp_ns=timestamp_ns,
+            checkpoint_boot_id=identity.boot_id,
+            checkpoint_seq=last,
+        )
+
+    def _drain_router(self) -> None:
+        if self._router is not None:
+            self.gap_reports.extend(
+                (reason, None) for _, reason in self._router.drain_gap_reports()
+            )
+
+    def _note(self, item: Item) -> None:
+        self._position = (item.boot_id, item.checkpoint_seq)
+
+
+def _ts_usec(raw: bytes) -> int | None:
+    parts = raw.split(b",", 3)
+    if len(parts) < 3 or not parts[2].isdigit():
+        return None
+    return int(parts[2])

@@ -1,0 +1,317 @@
+"""How the running server feeds its sinks through the spool (README "Spool", "Reading").
+
+The reader appends each chunk's records once (:meth:`SpoolFeeds.append`), routes the chunk
+to the attached sinks as always, and hands their items over with :meth:`SpoolFeeds.deliver`:
+a caught-up sink gets them from memory; a failing sink with a few batches queued is
+detached and a catch-up task feeds it from the spool (:class:`SinkCatchUp`) until it has
+caught up, then attaches it again. :meth:`SpoolFeeds.plan` decides at start which sinks
+begin lagging, and :meth:`SpoolFeeds.housekeeping` syncs and releases the spool once a
+second from the checkpoints, the only cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import structlog
+
+from forwarder.delivery.checkpoint import Checkpoint
+from forwarder.delivery.worker import SinkWorker
+from forwarder.encoding.chunk import Chunk, Encode, ParseErrorHook
+from forwarder.encoding.reference import Identity
+from forwarder.routing import Item
+from forwarder.spool.fanout import CheckpointTracker, SharedRouter, SinkCatchUp
+from forwarder.spool.reader import SpoolReader
+from forwarder.spool.spool import Spool
+from forwarder.telemetry.events import Emitter
+
+log = structlog.get_logger("forwarder.spool")
+CATCH_UP_RECORDS: Final = 2048
+CATCH_UP_IDLE_S: Final = 0.05
+SPOOL_FULL_WAIT_S: Final = 0.1
+HOUSEKEEPING_S: Final = 1.0
+LAG_BATCHES: Final = 4  # a failing sink with this many batches queued reads from the spool
+
+
+class SpoolFeeds:
+    """The spool, and which sinks read it (lagging) rather than memory (attached)."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        store: CheckpointTracker,
+        *,
+        host: str,
+        start_at: str,
+        min_level: int,
+        encode: Encode,
+        on_parse_error: ParseErrorHook,
+        emit: Emitter,
+    ) -> None:
+        self.spool = spool
+        self._store = store
+        self._host = host
+        self._start_at = start_at
+        self._min_level = min_level
+        self._encode = encode
+        self._on_parse_error = on_parse_error
+        self._emit = emit
+        self.router: SharedRouter | None = None
+        self._select: Callable[[str, Sequence[Item]], Sequence[Item]] = lambda _name, items: items
+        self.workers: dict[str, SinkWorker] = {}
+        self.catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._queued: dict[str, tuple[str, int]] = {}  # per sink: last position queued live
+        self._lag_records: dict[str, int] = {}
+        self.fresh: set[str] = set()  # sinks with no position yet
+        self.reading_done = False
+        self._evicted_counted = 0
+        self._corrupt_counted: set[tuple[str, int, int]] = set()
+
+    # -- start-up --------------------------------------------------------------------
+
+    def plan(self, checkpoints: dict[str, Checkpoint | None]) -> dict[str, Checkpoint | None]:
+        """Sinks the spool holds more for start lagging; the others (returned) start live.
+
+        A new sink starting at the oldest record while the spool holds records gets its
+        start position persisted now: a restart before it delivers anything resumes there.
+        """
+        spool = self.spool
+        live: dict[str, Checkpoint | None] = {}
+        for name, checkpoint in checkpoints.items():
+            position = None if checkpoint is None else (checkpoint.boot_id, checkpoint.seq)
+            if position is None and self._start_at == "oldest":
+                oldest = next((b for b in spool.boots if b.oldest_seq() is not None), None)
+                if oldest is not None:
+                    first = oldest.oldest_seq()
+                    assert first is not None
+                    position = (oldest.boot_id, first - 1)
+                    self._store.save(name, oldest.boot_id, first - 1, oldest.clock_offset_ns)
+            if position is None:
+                self.fresh.add(name)
+                live[name] = checkpoint
+                continue
+            if SpoolReader(spool, *position).read(1):
+                updated_at = checkpoint.updated_at if checkpoint is not None else ""
+                self.catch_ups[name] = self._new_catch_up(name, position, updated_at)
+            else:
+                live[name] = checkpoint
+                self._queued[name] = position
+        return live
+
+    def attach_server(
+        self,
+        router: SharedRouter,
+        workers: dict[str, SinkWorker],
+        max_records: dict[str, int],
+        select: Callable[[str, Sequence[Item]], Sequence[Item]],
+    ) -> None:
+        """The live router, the workers, each sink's batch size and event selection."""
+        self.router = router
+        self.workers = workers
+        self._select = select
+        self._lag_records = {name: LAG_BATCHES * size for name, size in max_records.items()}
+
+    def start(self) -> None:
+        """Start a catch-up task for every sink that begins lagging (in the loop)."""
+        for name in list(self.catch_ups):
+            self._start_catch_up(name)
+
+    def startup_queued(self, name: str, items: list[Item]) -> None:
+        """The router's start-up items (a reboot gap) were queued for ``name``."""
+        self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
+
+    def _new_catch_up(
+        self, name: str, position: tuple[str, int] | None, updated_at: str = ""
+    ) -> SinkCatchUp:
+        return SinkCatchUp(
+            name,
+            self.spool,
+            position,
+            identity_of=self.identity_of,
+            encode=self._encode,
+            min_level=self._min_level,
+            on_parse_error=self._on_parse_error,
+            on_failure=_already_set_aside,
+            updated_at=updated_at,
+        )
+
+    def identity_of(self, boot_id: str) -> Identity:
+        """A boot's identity: its stored clock offset keeps ids and timestamps stable."""
+        if self.router is not None and boot_id == self.router.identity.boot_id:
+            return self.router.identity
+        return Identity(self._host, boot_id, self.spool.clock_offset_ns(boot_id) or 0)
+
+    # -- the reader's side -----------------------------------------------------------
+
+    async def append(self, chunk: Chunk, raws: list[bytes]) -> None:
+        """Append the chunk's records; while the spool refuses (block, disk and memory full), wait.
+
+        Waiting here is the backpressure that ends at the capture buffer, then the ring.
+        """
+        if not raws:
+            return
+        spool = self.spool
+        urgent_level = spool.config.fsync_min_level
+        urgent = any(prefix & 7 <= urgent_level for prefix in chunk.prefixes)
+        seqs = chunk.seqs
+        taken = spool.append(seqs, raws, [0] * len(raws) if urgent else None)
+        while taken < len(raws):
+            await asyncio.sleep(SPOOL_FULL_WAIT_S)
+            self.release()
+            spool.tick()
+            taken += spool.append(seqs[taken:], raws[taken:], None)
+        self._persist_fresh_starts(chunk)
+
+    def _persist_fresh_starts(self, chunk: Chunk) -> None:
+        """A sink with no position yet records where it begins: the first record it is given."""
+        if not self.fresh or not len(chunk):
+            return
+        assert self.router is not None
+        identity = self.router.identity
+        for name in sorted(self.fresh):
+            start = chunk.seqs[0] - 1
+            self._store.save(name, identity.boot_id, start, identity.clock_offset_ns)
+            self._queued[name] = (identity.boot_id, start)
+        self.fresh.clear()
+
+    async def deliver(self, out: dict[str, list[Item]]) -> None:
+        """Queue each caught-up sink's items; a failing sink that is backed up starts lagging.
+
+        A healthy sink that is only slower than the reader (a replay, a burst) still holds the
+        reader back, as without a spool: sending it from the spool would parse and encode
+        every record twice for no gain. A sink that fails never holds anyone back.
+        """
+        router = self.router
+        assert router is not None
+        for name, items in out.items():
+            if not items:
+                continue
+            if self._backed_up(name):
+                router.detach(name)
+                position = self._queued.get(name)
+                self.catch_ups[name] = self._new_catch_up(name, position)
+                self._start_catch_up(name)
+                log.info("sink_lagging", sink=name, position=position)
+                continue
+            await self.workers[name].batcher.put(items)
+            self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
+
+    def _backed_up(self, name: str) -> bool:
+        """A failing sink with a few batches (or a full queue) waiting: the rest waits spooled."""
+        worker = self.workers[name]
+        batcher = worker.batcher
+        failing = worker.health.failing_since is not None
+        return failing and (batcher.depth >= self._lag_records[name] or batcher.queue.full())
+
+    # -- lagging sinks ----------------------------------------------------------------
+
+    def _start_catch_up(self, name: str) -> None:
+        self._tasks[name] = asyncio.create_task(self._catch_up(name), name=f"catch-up-{name}")
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running catch-up tasks."""
+        return list(self._tasks.values())
+
+    async def _catch_up(self, name: str) -> None:
+        """Feed a lagging sink from the spool until it has caught up, then attach it again."""
+        try:
+            await self._catch_up_loop(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("catch_up_failed", sink=name)
+            raise
+
+    async def _catch_up_loop(self, name: str) -> None:
+        catch_up = self.catch_ups[name]
+        batcher = self.workers[name].batcher
+        router = self.router
+        assert router is not None
+        while True:
+            if self._backed_up(name):
+                await asyncio.sleep(CATCH_UP_IDLE_S)  # the sink is down: read no further
+                continue
+            items = catch_up.next_items(CATCH_UP_RECORDS)
+            self._count_gaps(name, catch_up)
+            if items:
+                await batcher.put(self._select(name, items))  # the kinds the sink takes
+                continue
+            if items is not None:
+                continue  # entries that meant nothing to send (set aside, filtered)
+            if self.reading_done:
+                await batcher.close()
+                return
+            if batcher.queue.qsize() < batcher.queue.maxsize // 2:
+                boot_id, _ = catch_up.position
+                if boot_id == router.identity.boot_id or self._boot_done(boot_id):
+                    # From the check to the attach nothing awaits: no record can slip between.
+                    pending = catch_up.finish(router.identity)
+                    self._count_gaps(name, catch_up)
+                    if pending:  # returns at once: the queue has room
+                        await batcher.put(self._select(name, pending))
+                    _, seq = catch_up.position
+                    router.attach(name, seq)
+                    self._queued[name] = (router.identity.boot_id, seq)
+                    del self.catch_ups[name]
+                    self._tasks.pop(name, None)
+                    log.info("sink_caught_up", sink=name, seq=seq)
+                    return
+            await asyncio.sleep(CATCH_UP_IDLE_S)
+
+    def _boot_done(self, boot_id: str) -> bool:
+        """True when the spool holds nothing more of ``boot_id`` (an older boot)."""
+        return self.spool.boot(boot_id) is not self.spool.current
+
+    def _count_gaps(self, name: str, catch_up: SinkCatchUp) -> None:
+        emit = self._emit
+        for reason, lost_range in catch_up.gap_reports:
+            emit.gap_emitted(name, reason)
+            # A quarantined range is counted once, however many sinks are told about it
+            # (spool_full is counted when evicted, from the spool's own figure).
+            if reason == "spool_corrupt" and lost_range not in self._corrupt_counted:
+                assert lost_range is not None
+                self._corrupt_counted.add(lost_range)
+                _, first, last = lost_range
+                emit.records_lost(reason, first, last, last - first + 1)
+        catch_up.gap_reports.clear()
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Once a second: the interval fsync, disk retries, release, eviction counts."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            self.spool.tick()
+            self.release()
+            evicted = self.spool.stats.evicted_records
+            if evicted > self._evicted_counted and self._emit.metrics is not None:
+                lost = evicted - self._evicted_counted
+                self._emit.metrics.records_lost.labels("spool_full").inc(lost)
+            self._evicted_counted = evicted
+
+    def release(self) -> None:
+        """Delete what every sink has delivered (their checkpoints are the only cursors)."""
+        if self.fresh:
+            return
+        positions = [self._store.positions.get(name) for name in self.workers]
+        if any(position is None for position in positions):
+            return
+        self.spool.release([p for p in positions if p is not None])
+
+    def lag_records(self, name: str) -> int:
+        """Records a lagging sink has yet to read from the spool (0 when attached)."""
+        catch_up = self.catch_ups.get(name)
+        current = self.spool.current
+        if catch_up is None or current is None or current.tail_seq is None:
+            return 0
+        boot_id, seq = catch_up.position
+        lag = current.tail_seq - seq if boot_id == current.boot_id else current.tail_seq + 1
+        return max(0, lag)
+
+
+def _already_set_aside(raw: bytes, error: Exception, seq: int | None) -> None:  # noqa: ARG001
+    """A record failing again as a lagging sink re-reads it: dead-lettered when it was read."""
+    log.debug("record_failed_again", seq=seq, error=str(error))

@@ -1,0 +1,171 @@
+"""The spool's bytes on disk: segment headers and blocks of record frames (pure, no I/O).
+
+A segment file ``<first_seq:020d>.seg`` starts with a fixed header::
+
+    magic "KMSGSPL1" | version u16 | boot_id length u16 | clock_offset_ns i64 | first_seq u64
+    | prev_last_seq u64 (NO_SEQ if none) | created_ns i64 | boot_id (64 B, zero padded) | crc32 u32
+
+then blocks, one per append (group commit)::
+
+    block:  length u32 | crc32 u32 | count u32 | first_seq u64 | frames (length bytes)
+    frame:  payload length u32 | seq u64 | payload (the raw kmsg record as captured)
+
+The CRC covers the block's length, count, first seq and every frame byte, so a torn or
+flipped length or seq can never make wrong bytes look valid. One CRC per block rather than
+per frame: a frame is framed in C (``map`` over ``struct.pack``) and the CRC runs once over
+contiguous bytes, so appending costs about one ``pack`` per record in Python. Corruption is
+handled per segment anyway (quarantined whole), so per-frame CRCs would buy nothing.
+
+The CRC is the stdlib ``zlib.crc32`` (IEEE): C speed, no new dependency. CRC32C's advantage is
+the SSE4.2 instruction on long buffers, a few hundred ns per 100 KiB block here; both detect
+every 1-3 bit error and every burst up to 32 bits.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+MAGIC = b"KMSGSPL1"
+VERSION = 1
+BOOT_ID_BYTES = 64
+NO_SEQ = 2**64 - 1
+_HEADER_BODY = struct.Struct(f"<8sHHqQQq{BOOT_ID_BYTES}s")
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEADER_BODY.size + _CRC.size
+_BLOCK_HEAD = struct.Struct("<IIIQ")
+_BLOCK_FIELDS = struct.Struct("<IIQ")  # length, count, first_seq: what the CRC covers first
+BLOCK_HEAD_SIZE = _BLOCK_HEAD.size
+_FRAME_HEAD = struct.Struct("<IQ")
+FRAME_HEAD_SIZE = _FRAME_HEAD.size
+# kmsg records are at most 8 KiB (16 KiB dump frames): anything longer is a corrupt length.
+MAX_PAYLOAD = 65_536
+MAX_BLOCK = 64 * 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    """What a segment says about itself."""
+
+    boot_id: str
+    clock_offset_ns: int
+    first_seq: int
+    prev_last_seq: int | None
+    created_ns: int
+
+
+def encode_header(header: SegmentHeader) -> bytes:
+    """The header bytes of a new segment."""
+    boot = header.boot_id.encode()
+    if len(boot) > BOOT_ID_BYTES:
+        raise ValueError(f"boot id longer than {BOOT_ID_BYTES} bytes")
+    prev = NO_SEQ if header.prev_last_seq is None else header.prev_last_seq
+    body = _HEADER_BODY.pack(
+        MAGIC,
+        VERSION,
+        len(boot),
+        header.clock_offset_ns,
+        header.first_seq,
+        prev,
+        header.created_ns,
+        boot,
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode_header(data: bytes) -> SegmentHeader | None:
+    """The header at the start of ``data``, or None if it is short, foreign or corrupt."""
+    if len(data) < HEADER_SIZE:
+        return None
+    body = data[: _HEADER_BODY.size]
+    (crc,) = _CRC.unpack_from(data, _HEADER_BODY.size)
+    if zlib.crc32(body) != crc:
+        return None
+    magic, version, boot_len, offset, first, prev, created, boot = _HEADER_BODY.unpack(body)
+    if magic != MAGIC or version != VERSION or boot_len > BOOT_ID_BYTES:
+        return None
+    try:
+        boot_id = boot[:boot_len].decode()
+    except UnicodeDecodeError:
+        return None
+    return SegmentHeader(boot_id, offset, first, None if prev == NO_SEQ else prev, created)
+
+
+def encode_block(seqs: Sequence[int], payloads: Sequence[bytes]) -> bytes:
+    """One block holding these records (seqs ascending); the loops run in C."""
+    heads = map(_FRAME_HEAD.pack, map(len, payloads), seqs)
+    body = b"".join(chain.from_iterable(zip(heads, payloads, strict=True)))
+    fields = _BLOCK_FIELDS.pack(len(body), len(payloads), seqs[0])
+    crc = zlib.crc32(body, zlib.crc32(fields))
+    return _BLOCK_HEAD.pack(len(body), crc, len(payloads), seqs[0]) + body
+
+
+def block_size(payload_bytes: int, count: int) -> int:
+    """Bytes of a block of ``count`` records with ``payload_bytes`` of payload in all."""
+    return BLOCK_HEAD_SIZE + count * FRAME_HEAD_SIZE + payload_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One record read back: its seq, payload and where its block ends."""
+
+    seq: int
+    payload: bytes
+    end: int
+
+
+def decode_frames(data: bytes, start: int = 0, after_seq: int = -1) -> tuple[list[Frame], int, str]:
+    """Every record of the complete valid blocks from ``start`` on, each seq above the last.
+
+    Returns (frames, offset after the last good block, how the scan ended): ``"end"`` (every
+    byte used), ``"short"`` (a block runs past the end of ``data``: a torn tail, or a window
+    cut mid-block) or ``"bad"`` (a bad CRC, length or count, or a seq that does not grow).
+    """
+    frames: list[Frame] = []
+    offset = start
+    size = len(data)
+    last_seq = after_seq
+    crc32 = zlib.crc32
+    while offset + BLOCK_HEAD_SIZE <= size:
+        length, crc, count, first_seq = _BLOCK_HEAD.unpack_from(data, offset)
+        if length > MAX_BLOCK:
+            return frames, offset, "bad"
+        body_start = offset + BLOCK_HEAD_SIZE
+        end = body_start + length
+        if end > size:
+            return frames, offset, "short"
+        body = data[body_start:end]
+        if crc32(body, crc32(_BLOCK_FIELDS.pack(length, count, first_seq))) != crc:
+            return frames, offset, "bad"
+        block = _decode_block(body, count, first_seq, last_seq, end)
+        if block is None:
+            return frames, offset, "bad"
+        frames.extend(block)
+        last_seq = block[-1].seq
+        offset = end
+    return frames, offset, "end" if offset == size else "short"
+
+
+def _decode_block(
+    body: bytes, count: int, first_seq: int, last_seq: int, end: int
+) -> list[Frame] | None:
+    """The frames of a block whose CRC matched; None if they contradict its header."""
+    frames: list[Frame] = []
+    position = 0
+    unpack = _FRAME_HEAD.unpack_from
+    for _ in range(count):
+        if position + FRAME_HEAD_SIZE > len(body):
+            return None
+        length, seq = unpack(body, position)
+        position += FRAME_HEAD_SIZE
+        if length > MAX_PAYLOAD or position + length > len(body) or seq <= last_seq:
+            return None
+        frames.append(Frame(seq, body[position : position + length], end))
+        position += length
+        last_seq = seq
+    if position != len(body) or not frames or frames[0].seq != first_seq:
+        return None
+    return frames
