@@ -88,13 +88,13 @@ class Reader:
                     # Spooled first: a sink that is detached below finds these records there.
                     await feeds.append(chunk, spooled)
                 self._route_chunk(chunk, window.records, router, out)
-                if feeds is not None:
-                    await feeds.deliver(out)
-                else:
-                    await self.put(out)
+                await self.put(out)
 
     async def put(self, out: dict[str, list[Item]]) -> None:
         """Queue each sink's items (waits while a sink is behind: backpressure)."""
+        if self._feeds is not None:  # a lagging sink's items wait for its spool cursor
+            await self._feeds.deliver(out)
+            return
         for name, items in out.items():
             if items:
                 await self._workers[name].batcher.put(items)

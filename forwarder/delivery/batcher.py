@@ -85,6 +85,11 @@ class Batcher:
         await self.queue.put(items)
         self._queued_items += _records(items)
 
+    def put_nowait(self, items: Sequence[Item]) -> None:
+        """Queue a group of items now (raises asyncio.QueueFull when the queue is full)."""
+        self.queue.put_nowait(items)
+        self._queued_items += _records(items)
+
     async def close(self) -> None:
         """Mark the end of the stream: the last batch is sent without lingering."""
         await self.queue.put(END)

@@ -274,7 +274,7 @@ class KernelEventStage:
             if starts is None:
                 items.extend(encoded)
             else:
-                _insert_after(items, position, encoded, lo=starts[sink])
+                insert_after(items, position, encoded, lo=starts[sink])
 
     def _count(self, event: KernelEvent) -> None:
         builtin = event.class_name in CLASSES
@@ -287,7 +287,7 @@ class KernelEventStage:
         )
 
 
-def _insert_after(items: list[Item], position: int, events: list[Event], *, lo: int) -> None:
+def insert_after(items: list[Item], position: int, events: list[Event], *, lo: int) -> None:
     """Put ``events`` right after the record at ``position`` in ``items`` (from ``lo`` on).
 
     Positions never decrease along a stream: the events go before the first item past

@@ -16,15 +16,24 @@ reported by the sink's router as always. After the last record of an older boot 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Final
+
+import structlog
 
 from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
 from forwarder.encoding.chunk import ChunkEncoder, Encode, FailureHook, ParseErrorHook
 from forwarder.encoding.reference import Event, GapReason, Identity, encode_gap
+from forwarder.kernel_events.stage import insert_after
 from forwarder.routing import Item, Router, _Cursor
 from forwarder.spool.reader import SpooledRecord, SpoolEntry, SpoolGap, SpoolReader
 from forwarder.spool.spool import Spool
+
+log = structlog.get_logger("forwarder.spool")
+# Kernel events made while a sink lags wait in memory for its cursor; they are rare (one per
+# report), so this bound is only reached by a sink down for days beside a noisy kernel.
+MAX_HELD_EVENTS: Final = 10_000
 
 
 class SharedRouter(Router):
@@ -95,6 +104,8 @@ class SinkCatchUp:
         self._encoder: ChunkEncoder | None = None
         # (reason, seq range or None) of every gap event emitted, for the metrics
         self.gap_reports: list[tuple[str, tuple[str, int, int] | None]] = []
+        self._held: list[Event] = []  # live kernel events, waiting for the cursor to pass them
+        self.dropped_events = 0
 
     @property
     def position(self) -> tuple[str, int]:
@@ -125,14 +136,54 @@ class SinkCatchUp:
         if self._router is not None and self.reader.boot_id == self._router.identity.boot_id:
             self._position = self.reader.position
         self._drain_router()
+        self._release_held(items, everything=False)
         return items
 
     def finish(self, identity: Identity) -> list[Item]:
-        """Items due before attaching to the live path of ``identity``'s boot (a reboot gap)."""
+        """Items due before attaching to the live path of ``identity``'s boot (a reboot gap).
+
+        Every held kernel event is among them: the cursor has reached the live path.
+        """
         items: list[Item] = []
         self._enter_boot(identity.boot_id, items)
         self._drain_router()
+        self._release_held(items, everything=True)
         return items
+
+    def hold(self, items: Sequence[Item]) -> None:
+        """Keep the live path's kernel events for this sink until the cursor passes them.
+
+        Records, filtered positions and gap events of the live path are dropped: the cursor
+        reads those records from the spool and its own router finds the same gaps.
+        """
+        for item in items:
+            if isinstance(item, Event) and item.kind == "kernel_event":
+                if len(self._held) >= MAX_HELD_EVENTS:
+                    self.dropped_events += 1
+                    log.warning("kernel_event_dropped_while_lagging", sink=self.sink, id=item.id)
+                    continue
+                self._held.append(item)
+
+    def _release_held(self, items: list[Item], *, everything: bool) -> None:
+        """Put the held events the cursor has passed right after their records in ``items``."""
+        if not self._held:
+            return
+        boot_id, seq = self._position
+        ready = [
+            event
+            for event in self._held
+            if everything or (event.boot_id == boot_id and event.checkpoint_seq <= seq)
+        ]
+        if not ready:
+            return
+        self._held = [event for event in self._held if event not in ready]
+        # Only this boot's items are ordered by seq alongside the events.
+        lo = next(
+            (index for index, item in enumerate(items) if item.boot_id == ready[0].boot_id),
+            len(items),
+        )
+        for event in ready:
+            insert_after(items, event.checkpoint_seq, [event], lo=lo)
 
     def _enter_boot(self, boot_id: str, items: list[Item]) -> None:
         """Route from here on with ``boot_id``'s identity; an earlier boot ends in a reboot gap."""

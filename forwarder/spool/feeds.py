@@ -184,20 +184,29 @@ class SpoolFeeds:
         reader back, as without a spool: sending it from the spool would parse and encode
         every record twice for no gain. A sink that fails never holds anyone back.
         """
-        router = self.router
-        assert router is not None
         for name, items in out.items():
             if not items:
                 continue
-            if self._backed_up(name):
-                router.detach(name)
-                position = self._queued.get(name)
-                self.catch_ups[name] = self._new_catch_up(name, position)
-                self._start_catch_up(name)
-                log.info("sink_lagging", sink=name, position=position)
+            catch_up = self.catch_ups.get(name)
+            if catch_up is None and self._backed_up(name):
+                catch_up = self._detach(name)
+            if catch_up is not None:
+                # A lagging sink reads its records from the spool at its own cursor: what the
+                # live path still has for it (kernel events) waits for that cursor.
+                catch_up.hold(items)
                 continue
             await self.workers[name].batcher.put(items)
             self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
+
+    def _detach(self, name: str) -> SinkCatchUp:
+        """Take ``name`` off the live path; one catch-up task feeds it from the spool."""
+        assert self.router is not None
+        self.router.detach(name)
+        position = self._queued.get(name)
+        catch_up = self.catch_ups[name] = self._new_catch_up(name, position)
+        self._start_catch_up(name)
+        log.info("sink_lagging", sink=name, position=position)
+        return catch_up
 
     def _backed_up(self, name: str) -> bool:
         """A failing sink with a few batches (or a full queue) waiting: the rest waits spooled."""
@@ -209,6 +218,8 @@ class SpoolFeeds:
     # -- lagging sinks ----------------------------------------------------------------
 
     def _start_catch_up(self, name: str) -> None:
+        running = self._tasks.get(name)
+        assert running is None or running.done(), f"a second catch-up for sink {name}"
         self._tasks[name] = asyncio.create_task(self._catch_up(name), name=f"catch-up-{name}")
 
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -250,8 +261,8 @@ class SpoolFeeds:
                     # From the check to the attach nothing awaits: no record can slip between.
                     pending = catch_up.finish(router.identity)
                     self._count_gaps(name, catch_up)
-                    if pending:  # returns at once: the queue has room
-                        await batcher.put(self._select(name, pending))
+                    if pending:  # the queue has room (checked above): no await, no interleaving
+                        batcher.put_nowait(self._select(name, pending))
                     _, seq = catch_up.position
                     router.attach(name, seq)
                     self._queued[name] = (router.identity.boot_id, seq)

@@ -1,0 +1,120 @@
+"""In process: a failing sink detached to the spool and attached again gets every record once, in order.
+
+The server follows a dump that grows step by step; a healthy sink and a failing one read
+it, and kernel reports (segfaults) among the records make kernel events while the failing
+sink is detached. Every step waits for a positive signal, so the hand-over between the
+spool feed and the live feed is exercised the same way on every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import orjson
+from structlog.testing import capture_logs
+
+from forwarder.config import Config, parse_config
+from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.server import Server
+from forwarder.sinks.outcome import Outcome
+from tests.support.fakes import FakeSink
+from tests.support.wait import wait_until_async
+
+BOOT_ID = "0f0f0f0f-0000-4000-8000-00000000a11e"
+STEP = 150  # records per step: more than the failing sink's lag threshold (4 batches of 10)
+STEPS = 6
+
+
+def _step(first: int) -> bytes:
+    """STEP records from seq ``first``; a segfault report (two records) closes each step."""
+    lines = [
+        f"6,{seq},{seq * 1000},-;handover record {seq}\n" for seq in range(first, first + STEP - 2)
+    ]
+    seq = first + STEP - 2
+    lines.append(
+        f"6,{seq},{seq * 1000},-;memhog[4242]: segfault at 0 ip 000055d0c3a1b1c4 sp "
+        "00007ffd4c1e5e30 error 6 in memhog[55d0c3a1b000+1000] likely on CPU 1 (core 1, socket 0)\n"
+    )
+    lines.append(
+        f"6,{seq + 1},{(seq + 1) * 1000},-;Code: 00 00 00 48 89 e5 c7 00 2a <c7> 00 5d c3\n"
+    )
+    return "".join(lines).encode()
+
+
+def _config(tmp_path: Path) -> Config:
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(_step(0))
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text(BOOT_ID + "\n")
+    return parse_config(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "retry": {"initial_backoff_ms": 5, "max_backoff_ms": 20},
+            "batch": {"max_records": 10, "linger_ms": 5},
+            "source": {"path": str(dump), "boot_id_path": str(boot_id), "follow": True},
+        }
+    )
+
+
+def _stored(sink: FakeSink) -> list[dict[str, object]]:
+    return [orjson.loads(event.json) for batch in sink.stored for event in batch.events]
+
+
+def _kmsg_seqs(sink: FakeSink) -> list[int]:
+    return [int(str(e["seq"])) for e in _stored(sink) if e["event"] == "kmsg"]
+
+
+def _kernel_events(sink: FakeSink) -> list[object]:
+    return [e["id"] for e in _stored(sink) if e["event"] == "kernel_event"]
+
+
+async def test_a_failing_sink_detached_and_attached_again_gets_each_record_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """Kernel events made while a sink lags wait for its spool cursor: no second cursor, no skipped record."""
+    config = _config(tmp_path)
+    web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
+    out = FakeSink("out")
+    server = Server(config, {"web": web, "out": out})
+    server.prepare()
+    serving = asyncio.create_task(server.serve())
+    dump = config.source.path
+    try:
+        with capture_logs() as logs:
+            await wait_until_async(lambda: len(_kmsg_seqs(out)) == STEP, what="the first step")
+            for step in range(1, STEPS):
+                with dump.open("ab") as grow:
+                    grow.write(_step(step * STEP))
+                await wait_until_async(
+                    lambda step=step: (
+                        len(_kmsg_seqs(out)) == (step + 1) * STEP
+                        and len(_kernel_events(out)) == step + 1
+                    ),
+                    timeout_s=30,
+                    what=f"step {step} in the healthy sink",
+                )
+            assert "sink_lagging" in [entry["event"] for entry in logs]
+            web.answers.clear()  # the receiver is back
+            last = STEPS * STEP - 1
+
+            def web_checkpointed() -> bool:
+                saved = CheckpointStore(config.state_dir).load("web")
+                return saved is not None and saved.seq == last
+
+            await wait_until_async(web_checkpointed, timeout_s=30, what="web caught up")
+            await wait_until_async(
+                lambda: "sink_caught_up" in [entry["event"] for entry in logs],
+                what="web attached again",
+            )
+    finally:
+        server.handle_exit(signal.SIGTERM)
+        code = await asyncio.wait_for(serving, timeout=30)
+    assert code == 0
+    assert _kmsg_seqs(out) == list(range(STEPS * STEP))
+    # Two batches may be in flight: a retried one can land after the next (sorted, then).
+    assert sorted(_kmsg_seqs(web)) == list(range(STEPS * STEP))
+    assert sorted(_kernel_events(web)) == sorted(_kernel_events(out))
+    assert len(_kernel_events(out)) == STEPS
+    assert [e for e in _stored(web) if e["event"] == "gap"] == []
