@@ -32,6 +32,7 @@ CATCH_UP_RECORDS: Final = 2048
 CATCH_UP_IDLE_S: Final = 0.05
 SPOOL_FULL_WAIT_S: Final = 0.1
 HOUSEKEEPING_S: Final = 1.0
+FAILING_CHECK_S: Final = 0.05  # how often a reader waiting on a full queue checks its sink
 LAG_BATCHES: Final = 4  # a failing sink with this many batches queued reads from the spool
 
 
@@ -195,8 +196,37 @@ class SpoolFeeds:
                 # live path still has for it (kernel events) waits for that cursor.
                 catch_up.hold(items)
                 continue
-            await self.workers[name].batcher.put(items)
+            if not await self._put_live(name, items):
+                self._detach(name).hold(items)
+                continue
             self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
+
+    async def _put_live(self, name: str, items: list[Item]) -> bool:
+        """Queue items for an attached sink; False if it fails while its queue is full.
+
+        A healthy sink that is full makes the reader wait (backpressure); one that starts
+        failing meanwhile is detached instead, or it would hold every other sink back.
+        """
+        batcher = self.workers[name].batcher
+        if not batcher.queue.full():
+            batcher.put_nowait(items)
+            return True
+        put = asyncio.ensure_future(batcher.put(items))
+        try:
+            while not put.done():
+                await asyncio.wait({put}, timeout=FAILING_CHECK_S)
+                if not put.done() and self._failing(name):
+                    put.cancel()  # asyncio.Queue.put leaves nothing behind when cancelled
+                    await asyncio.wait({put})
+                    return False
+        finally:
+            if not put.done():
+                put.cancel()
+        put.result()
+        return True
+
+    def _failing(self, name: str) -> bool:
+        return self.workers[name].health.failing_since is not None
 
     def _detach(self, name: str) -> SinkCatchUp:
         """Take ``name`` off the live path; one catch-up task feeds it from the spool."""
@@ -210,10 +240,9 @@ class SpoolFeeds:
 
     def _backed_up(self, name: str) -> bool:
         """A failing sink with a few batches (or a full queue) waiting: the rest waits spooled."""
-        worker = self.workers[name]
-        batcher = worker.batcher
-        failing = worker.health.failing_since is not None
-        return failing and (batcher.depth >= self._lag_records[name] or batcher.queue.full())
+        batcher = self.workers[name].batcher
+        backed_up = batcher.depth >= self._lag_records[name] or batcher.queue.full()
+        return backed_up and self._failing(name)
 
     # -- lagging sinks ----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 import orjson
+import pytest
 from structlog.testing import capture_logs
 
 from forwarder.config import Config, parse_config
@@ -22,6 +23,7 @@ from forwarder.sinks.outcome import Outcome
 from tests.support.fakes import FakeSink
 from tests.support.wait import wait_until_async
 
+pytestmark = pytest.mark.timeout(120)
 BOOT_ID = "0f0f0f0f-0000-4000-8000-00000000a11e"
 STEP = 150  # records per step: more than the failing sink's lag threshold (4 batches of 10)
 STEPS = 6
@@ -118,3 +120,43 @@ async def test_a_failing_sink_detached_and_attached_again_gets_each_record_once_
     assert sorted(_kernel_events(web)) == sorted(_kernel_events(out))
     assert len(_kernel_events(out)) == STEPS
     assert [e for e in _stored(web) if e["event"] == "gap"] == []
+
+
+async def test_a_sink_that_fails_after_its_queue_filled_never_holds_the_others_back(
+    tmp_path: Path,
+) -> None:
+    """The reader waiting on a full queue notices the sink failing: it detaches it and reads on."""
+    config = _config(tmp_path)
+    steps = 300  # 45,000 records: more 64 KiB windows than a sink's queue holds
+    with config.source.path.open("ab") as grow:
+        grow.write(b"".join(_step(step * STEP) for step in range(1, steps)))
+    total = steps * STEP
+    # Silent at first (the queue fills while no send has failed yet), then failing for good.
+    web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
+    web.gate.clear()
+    out = FakeSink("out")
+    server = Server(config, {"web": web, "out": out})
+    server.prepare()
+    serving = asyncio.create_task(server.serve())
+    try:
+        worker = server._workers["web"]
+        await wait_until_async(worker.batcher.queue.full, timeout_s=30, what="web's queue full")
+        web.gate.set()  # the receiver answers now: 503
+        await wait_until_async(
+            lambda: _count(out) >= total + steps, timeout_s=60, what="every record in the file"
+        )
+        web.answers.clear()
+        await wait_until_async(
+            lambda: _count(web) >= total + steps, timeout_s=60, what="every record in web"
+        )
+    finally:
+        server.handle_exit(signal.SIGTERM)
+        code = await asyncio.wait_for(serving, timeout=30)
+    assert code == 0
+    assert _kmsg_seqs(out) == list(range(total))
+    assert sorted(_kmsg_seqs(web)) == list(range(total))
+
+
+def _count(sink: FakeSink) -> int:
+    """Events stored (records and kernel events), without decoding them."""
+    return sum(len(batch) for batch in sink.stored)
