@@ -108,6 +108,14 @@ def block_size(payload_bytes: int, count: int) -> int:
     return BLOCK_HEAD_SIZE + count * FRAME_HEAD_SIZE + payload_bytes
 
 
+def block_span(data: bytes) -> int | None:
+    """Bytes of the block ``data`` starts with (head included); None if unknowable or too long."""
+    if len(data) < BLOCK_HEAD_SIZE:
+        return None
+    length = _BLOCK_HEAD.unpack_from(data)[0]
+    return None if length > MAX_BLOCK else BLOCK_HEAD_SIZE + length
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One record read back: its seq, payload and where its block ends."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from forwarder.spool.format import decode_frames
+from forwarder.spool.format import block_span, decode_frames
 from forwarder.spool.segments import Boot, Segment, SpoolGapReason
 from forwarder.spool.spool import Spool
 
@@ -150,10 +150,21 @@ class SpoolReader:
             return None
         try:
             while offset < end and len(out) < limit:
-                data = os.pread(fd, min(READ_BYTES, end - offset), offset)
+                wanted = min(READ_BYTES, end - offset)
+                data = os.pread(fd, wanted, offset)
                 frames, used, how = decode_frames(data, 0, floor)
+                span = block_span(data) if how == "short" and not frames else None
+                if span is not None and wanted < span <= end - offset:
+                    # One block longer than the window (a backlog written in one go): read it whole.
+                    wanted = span
+                    data = os.pread(fd, wanted, offset)
+                    frames, used, how = decode_frames(data, 0, floor)
                 window_end = offset + len(data)
-                if how == "bad" or (how == "short" and (not frames or window_end >= end)):
+                if (
+                    len(data) < wanted  # the file is shorter than written: cut behind our back
+                    or how == "bad"
+                    or (how == "short" and (not frames or window_end >= end))
+                ):
                     self.spool._quarantine(segment, "bad_frame")  # noqa: SLF001
                     self._hint = None
                     return None

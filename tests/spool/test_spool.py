@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forwarder.spool.config import SpoolConfig
+from forwarder.spool.format import HEADER_SIZE
 from forwarder.spool.reader import SpooledRecord, SpoolGap, SpoolReader
 from tests.spool.helpers import (
     BOOT,
@@ -185,3 +186,30 @@ def test_fsync_policy(tmp_path: Path) -> None:
     clock[0] = 6.5
     interval.tick()
     assert interval.stats.fsyncs == 1
+
+
+def test_a_segment_shorter_than_the_spool_believes_is_quarantined_not_looped_on(
+    tmp_path: Path,
+) -> None:
+    """A segment cut behind the spool's back (size on disk < size known) ends the read as damage."""
+    spool = open_spool(tmp_path, segment_bytes=2048)
+    spool.append(list(range(100)), [record(seq) for seq in range(100)])
+    first = spool.current.segments[0] if spool.current is not None else None
+    assert first is not None
+    assert first.sealed
+    with first.path.open("r+b") as cut:
+        cut.truncate(HEADER_SIZE)  # at a block boundary: a read there returns no byte at all
+    entries = read_all(SpoolReader(spool, BOOT, -1))
+    [gap] = gaps_of(entries)
+    assert (gap.reason, gap.first_seq) == ("spool_corrupt", 0)
+    assert [entry.seq for entry in records_of(entries)] == list(range(gap.last_seq + 1, 100))
+
+
+def test_a_block_larger_than_the_read_window_is_read_whole(tmp_path: Path) -> None:
+    """One append of 600 KiB (a backlog written after the disk came back) reads back intact."""
+    spool = open_spool(tmp_path)
+    raws = [record(seq, "x" * 1000) for seq in range(600)]
+    spool.append(list(range(600)), raws)
+    entries = read_all(SpoolReader(spool, BOOT, -1))
+    assert gaps_of(entries) == []
+    assert [entry.raw for entry in records_of(entries)] == raws
