@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.support.forwarder import ForwarderProcess, free_port
+from tests.support.forwarder import ForwarderProcess, StartForwarder, free_port
 
 # How long an example takes is not behaviour: a busy machine is slow, not wrong. No
 # per-example deadline and no "too slow" health check, so property tests cannot flake on it.
@@ -33,6 +33,28 @@ def forwarder_factory(tmp_path: Path) -> Iterator[ForwarderFactory]:
 
     yield create
     for process in created:
+        process.cleanup()
+
+
+@pytest.fixture
+def start_forwarder(tmp_path: Path) -> Iterator[StartForwarder]:
+    """Start forwarders in tmp_path/NAME; teardown stops each by pid (SIGTERM, wait, SIGKILL)."""
+    started: list[ForwarderProcess] = []
+
+    def start(
+        name: str, config: Mapping[str, Any], *, wait_serving: bool = True
+    ) -> ForwarderProcess:
+        workdir = tmp_path / name
+        workdir.mkdir()
+        process = ForwarderProcess(workdir, config)
+        started.append(process)  # before it runs: a failed start is cleaned up too
+        process.start()
+        if wait_serving:
+            process.wait_serving()
+        return process
+
+    yield start
+    for process in started:
         process.cleanup()
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.receivers.base import Reply
 from tests.receivers.http import HttpReceiver
-from tests.support.forwarder import ForwarderProcess, free_port, iter_gaps, read_ndjson
+from tests.support.forwarder import StartForwarder, free_port, iter_gaps, read_ndjson
 from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.timeout(240)
@@ -50,14 +50,6 @@ def _config(tmp_path: Path, receiver: HttpReceiver, dump: Path) -> dict[str, Any
     }
 
 
-def _start(tmp_path: Path, name: str, config: dict[str, Any]) -> ForwarderProcess:
-    workdir = tmp_path / name
-    workdir.mkdir()
-    process = ForwarderProcess(workdir, config).start()
-    process.wait_serving()
-    return process
-
-
 async def _file_has(path: Path, count: int) -> None:
     def arrived() -> bool:
         return len({e["seq"] for e in read_ndjson(path) if e.get("event") == "kmsg"}) >= count
@@ -66,7 +58,7 @@ async def _file_has(path: Path, count: int) -> None:
 
 
 async def test_down_sink_never_holds_the_file_sink_and_resumes_from_the_spool(
-    tmp_path: Path,
+    tmp_path: Path, start_forwarder: StartForwarder
 ) -> None:
     """20,000 records while HTTP answers 503, SIGKILL, restart: the file never waits; all arrive."""
     dump = tmp_path / "kmsg.dump"
@@ -74,12 +66,12 @@ async def test_down_sink_never_holds_the_file_sink_and_resumes_from_the_spool(
     async with HttpReceiver(path="/in") as receiver:
         receiver.script(*[Reply(503, "down")] * 1_000_000)
         config = _config(tmp_path, receiver, dump)
-        first = await asyncio.to_thread(_start, tmp_path, "first", config)
+        first = await asyncio.to_thread(start_forwarder, "first", config)
         await _file_has(tmp_path / "out.ndjson", 10_000)
         first.kill()
         with dump.open("a") as more:
             more.write(_lines(10_000, 10_000))
-        second = await asyncio.to_thread(_start, tmp_path, "second", config)
+        second = await asyncio.to_thread(start_forwarder, "second", config)
         await _file_has(tmp_path / "out.ndjson", 20_000)
         assert not [e for e in receiver.events.values() if e.get("event") == "kmsg"]
         receiver._script.clear()
@@ -100,7 +92,9 @@ async def test_down_sink_never_holds_the_file_sink_and_resumes_from_the_spool(
     assert all(by_id[e["id"]] == e for e in web)  # byte-identical events on both paths
 
 
-async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(tmp_path: Path) -> None:
+async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(
+    tmp_path: Path, start_forwarder: StartForwarder
+) -> None:
     """Many small windows through a FIFO fill the down sink's queue: it lags, then catches up."""
     fifo = tmp_path / "kmsg.fifo"
     os.mkfifo(fifo)
@@ -108,9 +102,7 @@ async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(tmp_path:
         receiver.script(*[Reply(503, "down")] * 1_000_000)
         config = _config(tmp_path, receiver, fifo)
         config["source"]["follow"] = False
-        workdir = tmp_path / "run"
-        workdir.mkdir()
-        run = ForwarderProcess(workdir, config).start()
+        run = start_forwarder("run", config, wait_serving=False)
         writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # the forwarder opens it
         try:
 
@@ -169,7 +161,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_a_full_spool_disk_shows_on_readyz_and_never_stops_the_forwarder(
-    tmp_path: Path, small_fs: Path
+    tmp_path: Path, small_fs: Path, start_forwarder: StartForwarder
 ) -> None:
     """ENOSPC on the spool: /readyz says degraded, sinks still get every record; freed space heals it."""
     filler = small_fs / "filler"
@@ -179,7 +171,7 @@ async def test_a_full_spool_disk_shows_on_readyz_and_never_stops_the_forwarder(
     async with HttpReceiver(path="/in") as receiver:
         config = _config(tmp_path, receiver, dump)
         config["spool"] = {"path": small_fs / "spool"}
-        run = await asyncio.to_thread(_start, tmp_path, "run", config)
+        run = await asyncio.to_thread(start_forwarder, "run", config)
         await _file_has(tmp_path / "out.ndjson", 5_000)
 
         def kmsg_received() -> int:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -130,13 +130,19 @@ class ForwarderProcess:
         if self.process is not None:
             self.process.wait(timeout=10)
 
-    def cleanup(self) -> None:
-        """Make sure nothing we started is left running (teardown)."""
-        if self.process is not None:
-            self.signal_group(signal.SIGCONT)
-            self.signal_group(signal.SIGKILL)
+    def cleanup(self, term_timeout_s: float = 5) -> None:
+        """Make sure nothing we started is left running: SIGTERM, a bounded wait, SIGKILL (by pid)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.signal_group(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            with suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
             with suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=term_timeout_s)
+        self.signal_group(signal.SIGKILL)  # the capture process too, whatever happened
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
 
     def stderr_lines(self) -> list[dict[str, Any]]:
         """The forwarder's JSON log lines so far."""
@@ -196,3 +202,7 @@ def records_with_tag(events: list[dict[str, Any]], tag: str) -> list[dict[str, A
 def iter_gaps(events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The gap events among ``events``."""
     return (e for e in events if e.get("event") == "gap")
+
+
+StartForwarder = Callable[..., ForwarderProcess]
+"""The ``start_forwarder`` fixture: ``start(name, config, wait_serving=True)``."""
