@@ -146,7 +146,7 @@ class SpoolReader:
         try:
             fd = os.open(segment.path, os.O_RDONLY)
         except OSError:
-            self.spool._quarantine(segment, "unreadable")  # noqa: SLF001 - the spool's own reader
+            self.spool.quarantine(segment, "unreadable")
             return None
         try:
             while offset < end and len(out) < limit:
@@ -165,7 +165,7 @@ class SpoolReader:
                     or how == "bad"
                     or (how == "short" and (not frames or window_end >= end))
                 ):
-                    self.spool._quarantine(segment, "bad_frame")  # noqa: SLF001
+                    self.spool.quarantine(segment, "bad_frame")
                     self._hint = None
                     return None
                 boot_id = boot.boot_id
@@ -180,11 +180,11 @@ class SpoolReader:
                 self._hint = (segment, offset, floor)
             if offset >= end and segment.last_seq is not None and floor < segment.last_seq:
                 # The next segment's header says this one went further: it was cut short.
-                self.spool._quarantine(segment, "truncated")  # noqa: SLF001
+                self.spool.quarantine(segment, "truncated")
                 self._hint = None
                 return None
         except OSError:
-            self.spool._quarantine(segment, "read_error")  # noqa: SLF001
+            self.spool.quarantine(segment, "read_error")
             return None
         finally:
             os.close(fd)

@@ -53,7 +53,7 @@ def disk_bytes(directory: Path) -> int:
 
 def durable_seqs(spool: Spool) -> tuple[Path, int, int | None] | None:
     """The active segment, its fsynced length, and the last seq inside that length."""
-    segment = spool._active
+    segment = spool._writer.active
     if segment is None:
         return None
     data = segment.path.read_bytes()[: segment.synced_size]

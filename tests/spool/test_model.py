@@ -113,7 +113,7 @@ class SpoolMachine(RuleBasedStateMachine):
     def crash(self, power: bool, refill: bool) -> None:
         """The process dies (power: the machine too); start again, maybe re-reading the ring."""
         durable = durable_seqs(self.spool) if power else None
-        self.spool._abandon_active()
+        self.spool._writer.abandon()
         if durable is not None:
             path, length, _ = durable
             with path.open("r+b") as segment_file:
@@ -179,7 +179,7 @@ class SpoolMachine(RuleBasedStateMachine):
         """A sink reads everything: it then holds every record it is owed, or a gap for it."""
         reader = self.readers[name]
         self._check(name, read_all(reader))
-        if self.spool._pending or reader.position[0] != self.boots[-1]:
+        if self.spool._memory.records or reader.position[0] != self.boots[-1]:
             return
         start = self._order(*self.owed_from[name])
         position = self._order(*reader.position)

@@ -42,7 +42,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
     """Records written before a crash (no close) are read after reopening, clock offset too."""
     spool = open_spool(tmp_path, segment_bytes=2048)
     spool.append(list(range(100)), [record(seq) for seq in range(100)])
-    spool._abandon_active()  # a process crash: nothing closed or synced
+    spool._writer.abandon()  # a process crash: nothing closed or synced
     again = open_spool(tmp_path)
     assert again.clock_offset_ns(BOOT) == 1_700_000_000_000_000_000
     got = records_of(read_all(SpoolReader(again, BOOT, 41)))
