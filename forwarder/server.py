@@ -201,7 +201,7 @@ class Server:
             self._store,
             host=self.config.host,
             start_at=self.config.source.start_at,
-            min_level=self.config.source.min_level,
+            min_level=int(self.config.source.min_level),
             encode=self._encode,
             on_parse_error=lambda _raw, error: self.emit.parse_error(error),
             emit=self.emit,

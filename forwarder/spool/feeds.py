@@ -155,8 +155,9 @@ class SpoolFeeds:
         if not raws:
             return
         spool = self.spool
-        urgent_level = spool.config.fsync_min_level
-        urgent = any(prefix & 7 <= urgent_level for prefix in chunk.prefixes)
+        urgent_level = int(spool.config.fsync_min_level)
+        # A few distinct prefixes per chunk: the set is built in C, the loop is short.
+        urgent = any(prefix & 7 <= urgent_level for prefix in set(chunk.prefixes))
         seqs = chunk.seqs
         taken = spool.append(seqs, raws, [0] * len(raws) if urgent else None)
         while taken < len(raws):

@@ -7,7 +7,7 @@ more, so the capture buffer and then the kernel ring hold the rest. It never exi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -49,7 +49,7 @@ class MemoryHold:
                 "takes writes again; free space or fix the device",
             )
 
-    def hold(self, seqs: list[int], raws: list[bytes]) -> int:
+    def hold(self, seqs: Sequence[int], raws: Sequence[bytes]) -> int:
         """Keep records in memory; how many leading ones fit ``memory_bytes``."""
         taken = 0
         for seq, raw in zip(seqs, raws, strict=True):

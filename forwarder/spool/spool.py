@@ -171,9 +171,9 @@ class Spool:
                 start += 1
         if start == len(seqs):
             return start
-        new_seqs = list(seqs[start:])
-        new_raws = list(raws[start:])
-        urgent = levels is not None and min(levels[start:]) <= self.config.fsync_min_level
+        new_seqs = seqs[start:] if start else seqs
+        new_raws = raws[start:] if start else raws
+        urgent = levels is not None and min(levels[start:]) <= int(self.config.fsync_min_level)
         if self._memory.degraded:
             self._retry_held()
         if self._memory.degraded:
@@ -186,9 +186,11 @@ class Spool:
         self._sync_if_due(urgent=urgent)
         return start + taken
 
-    def _write(self, seqs: list[int], raws: list[bytes]) -> int:
+    def _write(self, seqs: Sequence[int], raws: Sequence[bytes]) -> int:
         """Write records to segments (rolling and evicting as needed); how many were written."""
         writer = self._writer
+        if (whole := self._write_whole(seqs, raws)) is not None:
+            return whole
         written = 0
         count = len(seqs)
         # Cumulative frame bytes, computed in C: the room check is a bisect, not a loop.
@@ -225,6 +227,24 @@ class Spool:
                 return written + self._memory.hold(seqs[written:], raws[written:])
             written = end
         return written
+
+    def _write_whole(self, seqs: Sequence[int], raws: Sequence[bytes]) -> int | None:
+        """The common case, one block that fits the active segment; None if it does not."""
+        active = self._writer.active
+        if active is None:
+            return None
+        size = BLOCK_HEAD_SIZE + FRAME_HEAD_SIZE * len(raws) + sum(map(len, raws))
+        if (
+            active.size + size > self.segment_bytes
+            or self.total_bytes() + size > self.config.max_bytes
+        ):
+            return None
+        try:
+            self._writer.write_block(seqs, raws)
+        except OSError as error:
+            self._degrade(error)
+            return self._memory.hold(seqs, raws)
+        return len(seqs)
 
     def _current(self) -> Boot:
         assert self.current is not None, "open() first"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from forwarder.spool.config import SpoolConfig
@@ -80,7 +80,7 @@ class SegmentWriter:
         self._fd = fd
         self.active = segment
 
-    def write_block(self, seqs: list[int], raws: list[bytes]) -> None:
+    def write_block(self, seqs: Sequence[int], raws: Sequence[bytes]) -> None:
         """Append one block to the active segment; on error it is cut back (or abandoned)."""
         segment = self.active
         assert segment is not None
