@@ -96,6 +96,13 @@ class SinkWorker:
                     await last_commit
             await self.sink.close()
 
+    def save_start(self, boot_id: str, seq: int) -> None:
+        """Record where a sink that has delivered nothing yet begins (``seq``: the one before).
+
+        A restart before its first delivery resumes there rather than at ``start_at`` again.
+        """
+        self._checkpoints.advance(boot_id, seq)
+
     async def _commit(
         self,
         batch: PendingBatch,

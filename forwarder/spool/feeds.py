@@ -67,6 +67,7 @@ class SpoolFeeds:
         self._queued: dict[str, tuple[str, int]] = {}  # per sink: last position queued live
         self._lag_records: dict[str, int] = {}
         self.fresh: set[str] = set()  # sinks with no position yet
+        self._starts: dict[str, tuple[str, int]] = {}  # new sinks' start positions, to save
         self.reading_done = False
         self._evicted_counted = 0
         self._corrupt_counted: set[tuple[str, int, int]] = set()
@@ -89,7 +90,7 @@ class SpoolFeeds:
                     first = oldest.oldest_seq()
                     assert first is not None
                     position = (oldest.boot_id, first - 1)
-                    self._store.save(name, oldest.boot_id, first - 1, oldest.clock_offset_ns)
+                    self._starts[name] = position  # saved by its worker once running
             if position is None:
                 self.fresh.add(name)
                 live[name] = checkpoint
@@ -116,7 +117,13 @@ class SpoolFeeds:
         self._lag_records = {name: LAG_BATCHES * size for name, size in max_records.items()}
 
     def start(self) -> None:
-        """Start a catch-up task for every sink that begins lagging (in the loop)."""
+        """Save new sinks' start positions; start a catch-up for each lagging sink (in the loop).
+
+        Positions are saved by each sink's one checkpoint writer, like any other.
+        """
+        for name, (boot_id, seq) in self._starts.items():
+            self.workers[name].save_start(boot_id, seq)
+        self._starts.clear()
         for name in list(self.catch_ups):
             self._start_catch_up(name)
 
@@ -175,7 +182,7 @@ class SpoolFeeds:
         identity = self.router.identity
         for name in sorted(self.fresh):
             start = chunk.seqs[0] - 1
-            self._store.save(name, identity.boot_id, start, identity.clock_offset_ns)
+            self.workers[name].save_start(identity.boot_id, start)
             self._queued[name] = (identity.boot_id, start)
         self.fresh.clear()
 
