@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 SEPARATOR: Final = b"\x00"
 CONTROL: Final = b"\x01"
+_NEWLINE_SEPARATED: Final = b"\n" + SEPARATOR
+_SEPARATED_CONTINUATION: Final = b"\n" + SEPARATOR + b" "
 READ_SIZE: Final = 16_384  # > 8 KiB: a record larger than the buffer is lost (EINVAL)
 FILE_CHUNK: Final = 1 << 16
 # The kernel formats a whole record (header, text, dictionary lines) into one buffer of
@@ -503,12 +505,10 @@ class DumpFramer:
             cut = data.rfind(b"\n", 0, cut)
         if not (self._discarding or SEPARATOR in data or CONTROL in data):
             complete, tail = data[: cut + 1], data[cut + 1 :]
-            # A separator after every newline but those of continuation lines (marked with
-            # 0x01, which the chunk does not hold, while the others are replaced).
-            block = (
-                complete.replace(b"\n ", CONTROL + b" ")
-                .replace(b"\n", b"\n" + SEPARATOR)
-                .replace(CONTROL + b" ", b"\n ")
+            # A separator after every newline, then taken out again before continuation
+            # lines (the chunk holds no separator of its own: a "\n\0 " is one we made).
+            block = complete.replace(b"\n", _NEWLINE_SEPARATED).replace(
+                _SEPARATED_CONTINUATION, b"\n "
             )
             if len(tail) <= MAX_RECORD_BYTES and not _has_long_record(block):
                 self._pending = tail
