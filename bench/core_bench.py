@@ -220,9 +220,9 @@ def idle_rows(workdir: Path) -> list[Row]:
         idle_cpu = capture.cpu_seconds(pids) - before
     finally:
         capture.stop(forwarder)
-    parts = " + ".join(f"{mib:.0f}" for mib in resident)
+    parts = " + ".join(f"{mib:.1f}" for mib in resident)
     return [
-        Row("idle RSS, default config (MiB)", f"{sum(resident):.0f} ({parts})", target="<= 40"),
+        Row("idle RSS, default config (MiB)", f"{sum(resident):.1f} ({parts})", target="<= 40"),
         Row(f"idle CPU over {IDLE_MEASURE_S:.0f} s (s)", f"{idle_cpu:.2f}", target="~0"),
     ]
 

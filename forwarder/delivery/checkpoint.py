@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -126,11 +127,11 @@ class CheckpointWriter:
     """Writes one sink's checkpoint in a thread: always the latest position handed to it.
 
     The delivery worker hands positions over in order, once each batch and every earlier
-    one are confirmed. While a write is under way, and for ``min_interval_s`` after one
-    began, newer positions wait and only the latest is written next: a slow disk or a fast
-    stream of small batches costs fewer writes, never order, and never holds a send (each
-    write is two fsyncs). :meth:`flush` writes the last position at once. A failed write is
-    raised by :meth:`check` and :meth:`flush` (the sink stops).
+    one are confirmed. While a write is under way, and until ``min_interval_s`` after the
+    last one began, newer positions wait and only the latest is written next: a slow disk
+    or a fast stream of small batches costs fewer writes, never order, and never holds a
+    send (each write is two fsyncs). :meth:`flush` writes the last position at once. A
+    failed write is raised by :meth:`check` and :meth:`flush` (the sink stops).
     """
 
     def __init__(
@@ -151,6 +152,7 @@ class CheckpointWriter:
         self._pending: tuple[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # set by flush(): no more waiting between writes
+        self._last_began = -math.inf  # loop time the last write began
 
     def advance(self, boot_id: str, seq: int) -> None:
         """The sink confirmed everything up to ``seq`` of ``boot_id``: write it soon."""
@@ -180,14 +182,17 @@ class CheckpointWriter:
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending is not None:
+            # Spaced from the last write's start, also when this one is the first in a
+            # while: batches confirmed one by one, each after the last write ended, would
+            # otherwise cost a write (two fsyncs) each.
+            wait_s = self._last_began + self._min_interval_s - loop.time()
+            if wait_s > 0 and not self._flushing:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
             (boot_id, seq), self._pending = self._pending, None
-            began = loop.time()
+            self._last_began = loop.time()
             await asyncio.to_thread(
                 self._store.save, self._sink, boot_id, seq, self._clock_offset_ns
             )
             self._on_saved(seq)
-            wait_s = self._min_interval_s - (loop.time() - began)
-            if self._pending is not None and wait_s > 0 and not self._flushing:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait_s)

@@ -39,6 +39,7 @@ from forwarder.source.parser import (
 # Bytes that JSON-encode as themselves: printable ASCII but the quote and the backslash.
 _SAFE: Final = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
 _CACHED_TAILS: Final = 256
+ZERO_DIGIT: Final = ord("0")
 _FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the reference path
 
 
@@ -147,7 +148,7 @@ class ChunkEncoder:
             + orjson.dumps(identity.boot_id)
             + b',"seq":'
         ).replace(b"%", b"%%")
-        start = head + b'-%d","@timestamp":"%b.%06dZ' + host_boot + b'%d,"monotonic_us":%d%b'
+        start = head + b'-%b","@timestamp":"%b.%06dZ' + host_boot + b'%b,"monotonic_us":%b%b'
         self._plain = start + b'","message":"%b"%b'  # a message that needs no escaping
         self._escaped = start + b'","message":%b%b'  # a message already JSON-encoded
         self._prefix_parts = {
@@ -174,24 +175,30 @@ class ChunkEncoder:
         plain, escaped = self._plain, self._escaped
         prefix_parts, seconds_cache, offset_us = self._prefix_parts, self._seconds, self._offset_us
         tails, reference_only = self._tails, self._reference_only
+        safe, u64_max, ts_usec_max, zero = _SAFE, U64_MAX, TS_USEC_MAX, ZERO_DIGIT
         set_aside = 0
         for raw in raws:
             try:
                 if reference_only:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
-                parts = raw.split(b",", 3)
-                if len(parts) < 4:
-                    raise _Fallback  # noqa: TRY301 - inline: no call per record
-                raw_prefix, raw_seq, raw_ts, rest = parts
+                # Fewer than four fields: a ValueError, and the reference decides.
+                raw_prefix, raw_seq, raw_ts, rest = raw.split(b",", 3)
                 known = prefix_parts.get(raw_prefix)
-                if known is None or not (raw_seq.isdigit() and raw_ts.isdigit()):
+                # The digits are copied into the JSON as they are: only canonical ones (a
+                # leading zero, or a zero, goes through the reference; that is one record a boot).
+                if (
+                    known is None
+                    or not (raw_seq.isdigit() and raw_ts.isdigit())
+                    or raw_seq[0] == zero
+                    or raw_ts[0] == zero
+                ):
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
                 flags, semicolon, body = rest.partition(b";")
                 if not semicolon:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
                 prefix, flag_part, prefix_part = known
                 seq, ts_usec = int(raw_seq), int(raw_ts)
-                if seq > U64_MAX or ts_usec > TS_USEC_MAX:
+                if seq > u64_max or ts_usec > ts_usec_max:
                     raise _Fallback  # noqa: TRY301 - inline: no call per record
                 caller = None
                 if flags != b"-":
@@ -202,7 +209,7 @@ class ChunkEncoder:
                                 caller = extra[7:]
                     if not flags:
                         flags = b"-"
-                    elif flags.translate(None, _SAFE):
+                    elif flags.translate(None, safe):
                         raise _Fallback  # noqa: TRY301 - inline: no call per record
                     flag_part = prefix_part + flags
                 text, _, dictionary = body.partition(b"\n")
@@ -211,15 +218,24 @@ class ChunkEncoder:
                     tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
                 seconds, micros = divmod(offset_us + ts_usec, 1_000_000)
                 stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
-                unsafe = text.translate(None, _SAFE)
+                unsafe = text.translate(None, safe)
                 if not unsafe:
-                    line = plain % (seq, stamp, micros, seq, ts_usec, flag_part, text, tail)
+                    line = plain % (raw_seq, stamp, micros, raw_seq, raw_ts, flag_part, text, tail)
                 else:
                     if not unsafe.strip(b'"'):
                         message = b'"%b"' % text.replace(b'"', b'\\"')
                     else:
                         message = orjson.dumps(unescape(text))
-                    line = escaped % (seq, stamp, micros, seq, ts_usec, flag_part, message, tail)
+                    line = escaped % (
+                        raw_seq,
+                        stamp,
+                        micros,
+                        raw_seq,
+                        raw_ts,
+                        flag_part,
+                        message,
+                        tail,
+                    )
             except Exception:  # _Fallback, or any surprise of the fast path: the reference decides
                 try:
                     record = parse_record(raw)

@@ -25,7 +25,6 @@ kernel escapes it, so the framing survives any input.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import io
@@ -51,6 +50,8 @@ if TYPE_CHECKING:
 
 SEPARATOR: Final = b"\x00"
 CONTROL: Final = b"\x01"
+_NEWLINE_SEPARATED: Final = b"\n" + SEPARATOR
+_SEPARATED_CONTINUATION: Final = b"\n" + SEPARATOR + b" "
 READ_SIZE: Final = 16_384  # > 8 KiB: a record larger than the buffer is lost (EINVAL)
 FILE_CHUNK: Final = 1 << 16
 # The kernel formats a whole record (header, text, dictionary lines) into one buffer of
@@ -61,6 +62,7 @@ PIPE_SIZE: Final = 1 << 20
 # Frames read between two writes to the pipe (~350 short records): one write per chunk.
 CHUNK_BYTES: Final = 32 << 10
 SEGMENT_BYTES: Final = 1 << 20  # the buffer grows and shrinks by this much
+RELEASE_MIN_BYTES: Final = 64 << 10  # idle with this much of the tail used: give it back
 WRITEV_CHUNKS: Final = 64  # a pipe write takes up to 2 MiB when the forwarder catches up
 # Bounded in bytes, not records: 128 MiB hold ~1.4M short records (~20 s of the
 # forwarder falling 70k/s behind a flood) and cost nothing until a backlog builds.
@@ -119,7 +121,8 @@ class _Segment:
     __slots__ = ("filled", "memory", "unsent", "view")
 
     def __init__(self) -> None:
-        self.memory = mmap.mmap(-1, SEGMENT_BYTES)
+        # Private: released pages read as zeros (a shared mapping would show the old bytes).
+        self.memory = mmap.mmap(-1, SEGMENT_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.view = memoryview(self.memory)
         self.filled = 0
         self.unsent = 0  # chunks cut from this segment and not written yet
@@ -127,6 +130,12 @@ class _Segment:
     def clear(self) -> None:
         """Zero what was used, for reuse."""
         self.view[: self.filled] = _ZEROS[: self.filled]
+        self.filled = 0
+
+    def release(self) -> None:
+        """Hand the used pages back to the kernel (they read as zeros again), for reuse."""
+        if self.filled:
+            self.memory.madvise(mmap.MADV_DONTNEED, 0, self.filled)
         self.filled = 0
 
 
@@ -293,6 +302,18 @@ class _Output:
             segment.clear()
             self._spare = segment
 
+    def release_idle(self) -> None:
+        """Before sleeping with nothing queued: give a past burst's memory back to the kernel.
+
+        Only after ``RELEASE_MIN_BYTES`` went through the tail (or with a spare segment), so
+        a trickle of records costs one ``madvise`` per that many bytes, not one per record.
+        """
+        if not self.empty or (self.tail.filled < RELEASE_MIN_BYTES and self._spare is None):
+            return
+        self.tail.release()
+        self.start = 0
+        self._spare = None
+
     def wait_writable(self) -> None:
         """Sleep until the pipe has room."""
         select.select([], [self.fd], [])
@@ -349,6 +370,7 @@ def read_device(source_fd: int, output: _Output, spin_s: float) -> None:
                 flushed_at = now
         elif read_since_wake < SPIN_MIN_RECORDS or now - dry_since >= spin_s:
             output.flush()
+            output.release_idle()
             # Soon after a flood, wake up on a timer too: poll() alone wakes us at the
             # next scheduler tick, later than a writer that paused and resumed needs.
             watching = now - flood_at < FLOOD_WATCH_S
@@ -483,12 +505,10 @@ class DumpFramer:
             cut = data.rfind(b"\n", 0, cut)
         if not (self._discarding or SEPARATOR in data or CONTROL in data):
             complete, tail = data[: cut + 1], data[cut + 1 :]
-            # A separator after every newline but those of continuation lines (marked with
-            # 0x01, which the chunk does not hold, while the others are replaced).
-            block = (
-                complete.replace(b"\n ", CONTROL + b" ")
-                .replace(b"\n", b"\n" + SEPARATOR)
-                .replace(CONTROL + b" ", b"\n ")
+            # A separator after every newline, then taken out again before continuation
+            # lines (the chunk holds no separator of its own: a "\n\0 " is one we made).
+            block = complete.replace(b"\n", _NEWLINE_SEPARATED).replace(
+                _SEPARATED_CONTINUATION, b"\n "
             )
             if len(tail) <= MAX_RECORD_BYTES and not _has_long_record(block):
                 self._pending = tail
@@ -593,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _die_with_parent() -> None:
+    import ctypes  # noqa: PLC0415 - here only: the forwarder imports this module too
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -207,3 +207,20 @@ async def test_writes_are_spaced_but_flush_writes_the_last_position_at_once(tmp_
     await asyncio.wait_for(writer.flush(), timeout=10)
     assert store.saved == [1, 3]
     assert store.load("a").seq == 3
+
+
+async def test_batches_confirmed_one_by_one_after_each_write_still_wait_for_the_interval(tmp_path):
+    """A position handed over after the last write ended waits for the interval from its start."""
+    store = GatedStore(tmp_path / "state")
+    store.prepare()
+    store.gate.set()
+    saved = asyncio.Event()
+    writer = CheckpointWriter(store, "a", 0, lambda _seq: saved.set(), min_interval_s=3600)
+    writer.advance(BOOT, 1)
+    await asyncio.wait_for(saved.wait(), timeout=10)  # the first write is done
+    for seq in (2, 3, 4):  # one batch at a time, each after the write before ended
+        writer.advance(BOOT, seq)
+        await asyncio.sleep(0)
+    assert store.saved == [1]  # spaced: nothing written yet
+    await asyncio.wait_for(writer.flush(), timeout=10)
+    assert store.saved == [1, 4]

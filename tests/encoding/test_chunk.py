@@ -38,8 +38,9 @@ RECORDS = st.builds(
 )
 RAW_BYTES = st.binary(max_size=60).map(lambda tail: b"6,1,2,-;" + tail)
 MANGLED = st.tuples(st.sampled_from([b"6", b"06", b"x", b"", b"999999"]),
-                    st.sampled_from([b"1", b"0012", b"", b"-1", b"18446744073709551615"]),
-                    st.sampled_from([b"0", b"77", b"a"]),
+                    st.sampled_from([b"1", b"0012", b"", b"-1", b"18446744073709551615", b"0",
+                                     b"+5", b" 5", b"1_0", b"18446744073709551616"]),
+                    st.sampled_from([b"0", b"77", b"a", b"007", b"+3", b"3_0", b"00"]),
                     st.sampled_from([b"", b",-", b",c,caller=T1", b",-,other", b",\xff"]),
                     st.sampled_from([b";m\n", b"m\n", b";\n", b";a\n X=1\nbad\n =v\n"]),
                     ).map(lambda parts: parts[0] + b"," + parts[1] + b"," + b"".join(parts[2:]))  # fmt: skip

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -27,6 +28,7 @@ from forwarder.source.capture_process import (
     CHUNK_BYTES,
     CONTROL,
     MAX_RECORD_BYTES,
+    RELEASE_MIN_BYTES,
     SEGMENT_BYTES,
     SEPARATOR,
     DumpFramer,
@@ -232,6 +234,46 @@ def test_a_segment_freed_by_the_pipe_is_reused_zeroed(pipe):
         if failure is not None:
             break
     assert frames == long_records + [record(seq, 20) for seq in range(400, 900)]
+
+
+def _anonymous_kib() -> int:
+    """Resident anonymous memory of the test process (RssAnon), KiB."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("RssAnon:")).split()[1])
+
+
+def test_idle_after_a_burst_gives_the_memory_back_and_reads_on_cleanly(pipe):
+    """Going idle after a burst releases the tail's pages; later records stay NUL-separated."""
+    read_fd, write_fd = pipe
+    output = _Output(write_fd, max_bytes=1 << 30)
+    burst = [record(seq, 1000) for seq in range(1, 600)]  # ~600 KiB of the first segment
+    device = FakeDevice(burst)
+    frames: list[bytes] = []
+    for _ in range(len(burst) + 1):
+        _read, failure = output.read_chunk(device.readinto)
+        frames += drain(output, read_fd)
+        if failure is not None:
+            break
+    assert output.empty
+    before = _anonymous_kib()
+    output.release_idle()
+    assert before - _anonymous_kib() >= 500  # KiB: the burst's ~600 KiB of pages went back
+    after = [record(seq, 30) for seq in range(600, 650)]  # shorter: old bytes would show
+    device = FakeDevice(after)
+    output.read_chunk(device.readinto)
+    frames += drain(output, read_fd)
+    assert frames == burst + after
+
+
+def test_a_trickle_is_not_released_record_by_record(pipe):
+    """Below RELEASE_MIN_BYTES going idle keeps the tail: no madvise per record."""
+    read_fd, write_fd = pipe
+    output = _Output(write_fd, max_bytes=1 << 30)
+    output.read_chunk(FakeDevice([record(1, 200)]).readinto)
+    drain(output, read_fd)
+    filled = output.tail.filled
+    output.release_idle()
+    assert output.tail.filled == filled < RELEASE_MIN_BYTES
 
 
 def test_capture_process_holds_a_backlog_beyond_the_pipe(tmp_path):
