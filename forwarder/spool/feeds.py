@@ -289,7 +289,11 @@ class SpoolFeeds:
                 continue
             if items is not None:
                 continue  # entries that meant nothing to send (set aside, filtered)
-            if self.reading_done:
+            if self.reading_done:  # the drain: what the live path held for it goes first
+                pending = catch_up.finish(router.identity)
+                self._count_gaps(name, catch_up)
+                if pending:
+                    await batcher.put(self._select(name, pending))
                 await batcher.close()
                 return
             if batcher.queue.qsize() < batcher.queue.maxsize // 2:

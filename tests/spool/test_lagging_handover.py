@@ -45,7 +45,7 @@ def _step(first: int) -> bytes:
     return "".join(lines).encode()
 
 
-def _config(tmp_path: Path) -> Config:
+def _config(tmp_path: Path, **options: object) -> Config:
     dump = tmp_path / "kmsg.dump"
     dump.write_bytes(_step(0))
     boot_id = tmp_path / "boot_id"
@@ -56,6 +56,7 @@ def _config(tmp_path: Path) -> Config:
             "retry": {"initial_backoff_ms": 5, "max_backoff_ms": 20},
             "batch": {"max_records": 10, "linger_ms": 5},
             "source": {"path": str(dump), "boot_id_path": str(boot_id), "follow": True},
+            **options,
         }
     )
 
@@ -160,3 +161,35 @@ async def test_a_sink_that_fails_after_its_queue_filled_never_holds_the_others_b
 def _count(sink: FakeSink) -> int:
     """Events stored (records and kernel events), without decoding them."""
     return sum(len(batch) for batch in sink.stored)
+
+
+async def test_a_drain_gives_a_lagging_sink_the_kernel_events_held_for_it(tmp_path: Path) -> None:
+    """Stopped while a sink lags: once it answers again, its records and held kernel events arrive."""
+    config = _config(tmp_path, shutdown_timeout_s=60)
+    web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
+    out = FakeSink("out")
+    server = Server(config, {"web": web, "out": out})
+    server.prepare()
+    serving = asyncio.create_task(server.serve())
+    try:
+        with capture_logs() as logs:
+            for step in range(1, STEPS):
+                with config.source.path.open("ab") as grow:
+                    grow.write(_step(step * STEP))
+                await wait_until_async(
+                    lambda step=step: len(_kernel_events(out)) == step + 1,
+                    timeout_s=30,
+                    what=f"step {step}'s kernel event in the healthy sink",
+                )
+            assert "sink_lagging" in [entry["event"] for entry in logs]
+            server.handle_exit(signal.SIGTERM)  # the drain begins while web lags
+            await wait_until_async(
+                lambda: any(entry["event"] == "stopping" for entry in logs), what="the drain"
+            )
+            web.answers.clear()
+        code = await asyncio.wait_for(serving, timeout=60)
+    finally:
+        server.handle_exit(signal.SIGTERM)
+    assert code == 0
+    assert sorted(_kmsg_seqs(web)) == list(range(STEPS * STEP))
+    assert sorted(_kernel_events(web)) == sorted(_kernel_events(out))
