@@ -528,6 +528,11 @@ def main() -> int:
     parser.add_argument("--idle-s", type=float, default=3.0, help="a reader idle this long is done")
     parser.add_argument("--no-rsyslog", action="store_true")
     parser.add_argument(
+        "--sink-options",
+        default="",
+        help='TOML after the file sink table, e.g. "[spool]\\nenabled = false" (comparisons)',
+    )
+    parser.add_argument(
         "--injector-rt",
         action="store_true",
         help="run the injector at SCHED_RR 1, so that it reaches the rate on a busy machine",

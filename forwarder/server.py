@@ -355,7 +355,7 @@ class Server:
         feeds = self._feeds
         if feeds is not None:
             feeds.reading_done = True
-            feeds.spool.sync()
+            feeds.sync()
         for name, worker in self._workers.items():
             if feeds is None or name not in feeds.catch_ups:  # a lagging one closes when done
                 await worker.batcher.close()
@@ -380,7 +380,7 @@ class Server:
         if self._capture is not None:
             self._capture.stop()
         if self._feeds is not None:
-            self._feeds.spool.close()
+            self._feeds.close()
         self._bad_input.flush_log()
         if self._status_server is not None:
             await self._status_server.stop()

@@ -22,6 +22,7 @@ from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.chunk import Chunk, Encode, ParseErrorHook
 from forwarder.encoding.reference import Identity
 from forwarder.routing import Item
+from forwarder.spool.appender import SpoolAppender
 from forwarder.spool.fanout import CheckpointTracker, SharedRouter, SinkCatchUp
 from forwarder.spool.reader import SpoolReader
 from forwarder.spool.spool import Spool
@@ -30,7 +31,6 @@ from forwarder.telemetry.events import Emitter
 log = structlog.get_logger("forwarder.spool")
 CATCH_UP_RECORDS: Final = 2048
 CATCH_UP_IDLE_S: Final = 0.05
-SPOOL_FULL_WAIT_S: Final = 0.1
 HOUSEKEEPING_S: Final = 1.0
 FAILING_CHECK_S: Final = 0.05  # how often a reader waiting on a full queue checks its sink
 LAG_BATCHES: Final = 4  # a failing sink with this many batches queued reads from the spool
@@ -52,6 +52,7 @@ class SpoolFeeds:
         emit: Emitter,
     ) -> None:
         self.spool = spool
+        self._appender = SpoolAppender(spool, self.release)
         self._store = store
         self._host = host
         self._start_at = start_at
@@ -155,24 +156,28 @@ class SpoolFeeds:
     # -- the reader's side -----------------------------------------------------------
 
     async def append(self, chunk: Chunk, raws: list[bytes]) -> None:
-        """Append the chunk's records; while the spool refuses (block, disk and memory full), wait.
+        """Append the chunk's records (``appender``: small ones coalesced, urgent ones at once).
 
-        Waiting here is the backpressure that ends at the capture buffer, then the ring.
+        While the spool refuses (block mode full, disk and memory full) this waits: the
+        backpressure that ends at the capture buffer, then the ring.
         """
-        if not raws:
-            return
-        spool = self.spool
-        urgent_level = int(spool.config.fsync_min_level)
-        # A few distinct prefixes per chunk: the set is built in C, the loop is short.
-        urgent = any(prefix & 7 <= urgent_level for prefix in set(chunk.prefixes))
-        seqs = chunk.seqs
-        taken = spool.append(seqs, raws, [0] * len(raws) if urgent else None)
-        while taken < len(raws):
-            await asyncio.sleep(SPOOL_FULL_WAIT_S)
-            self.release()
-            spool.tick()
-            taken += spool.append(seqs[taken:], raws[taken:], None)
-        self._persist_fresh_starts(chunk)
+        if raws:
+            await self._appender.append(chunk.seqs, raws, chunk.prefixes)
+            self._persist_fresh_starts(chunk)
+
+    def flush(self) -> None:
+        """Write what the appender gathered: before anything reads the spool or syncs it."""
+        self._appender.flush()
+
+    def sync(self) -> None:
+        """Write what was gathered and fsync it (the drain)."""
+        self._appender.flush()
+        self.spool.sync()
+
+    def close(self) -> None:
+        """Write what was gathered; seal the spool (shutdown)."""
+        self._appender.flush()
+        self.spool.close()
 
     def _persist_fresh_starts(self, chunk: Chunk) -> None:
         """A sink with no position yet records where it begins: the first record it is given."""
@@ -282,6 +287,7 @@ class SpoolFeeds:
             if self._backed_up(name):
                 await asyncio.sleep(CATCH_UP_IDLE_S)  # the sink is down: read no further
                 continue
+            self.flush()  # the cursor must see every record the live path has routed
             items = catch_up.next_items(CATCH_UP_RECORDS)
             self._count_gaps(name, catch_up)
             if items:
@@ -336,6 +342,7 @@ class SpoolFeeds:
         """Once a second: the interval fsync, disk retries, release, eviction counts."""
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
+            self.flush()
             self.spool.tick()
             self.release()
             evicted = self.spool.stats.evicted_records
