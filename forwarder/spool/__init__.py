@@ -1,6 +1,8 @@
 """The durable disk spool: one shared log of raw kmsg records in front of every sink.
 
-``spool.Spool`` writes and bounds it, ``reader.SpoolReader`` reads it at a sink's
-checkpoint, ``check.check_spool`` verifies it (``kmsg-forwarder spool check``); the bytes on
-disk are described in ``format``. README "Spool" has the guarantees per crash point.
+``spool.Spool`` writes and bounds it (``writer``, ``recovery``, ``eviction``, ``memory``),
+``appender`` is the reader's way in, ``reader.SpoolReader`` reads it at a sink's checkpoint,
+``fanout`` and ``feeds`` feed lagging sinks from it, ``check.inspect_spool`` verifies it
+(``kmsg-forwarder spool check``); the bytes on disk are described in ``format``. README
+"Spool" has the guarantees per crash point.
 """

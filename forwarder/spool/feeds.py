@@ -231,7 +231,8 @@ class SpoolFeeds:
                 if not put.done() and self._failing(name):
                     put.cancel()  # asyncio.Queue.put leaves nothing behind when cancelled
                     await asyncio.wait({put})
-                    return False
+                    if put.cancelled():
+                        return False
         finally:
             if not put.done():
                 put.cancel()
