@@ -47,13 +47,14 @@ class SpoolMachine(RuleBasedStateMachine):
         self.stored: dict[tuple[str, int], bytes] = {}  # what the model says the spool holds
         self.next_seq = 0
         self.corrupted = False
+        self.now = 0.0  # the spool's clock: time passes only by the rule below (deterministic)
         self.spool = self._open()
         self.readers = {name: SpoolReader(self.spool, "boot-0", -1) for name in SINKS}
         self.owed_from = dict.fromkeys(SINKS, ("boot-0", -1))
         self.seen: dict[str, set[tuple[str, int]]] = {name: set() for name in SINKS}
 
     def _open(self) -> Spool:
-        spool = Spool(self.config, self.directory)
+        spool = Spool(self.config, self.directory, monotonic=lambda: self.now)
         spool.open(self.boots[-1], len(self.boots))
         return spool
 
@@ -108,6 +109,12 @@ class SpoolMachine(RuleBasedStateMachine):
         content[where] ^= 0xFF
         segment.path.write_bytes(bytes(content))
         self.corrupted = True
+
+    @rule(seconds=st.sampled_from([0.3, 1.5]))
+    def time_passes(self, seconds: float) -> None:
+        """Time passes and the housekeeping ticks: an interval fsync falls due now and then."""
+        self.now += seconds
+        self.spool.tick()
 
     @rule(power=st.booleans(), refill=st.booleans())
     def crash(self, power: bool, refill: bool) -> None:
@@ -199,5 +206,5 @@ class SpoolMachine(RuleBasedStateMachine):
             assert disk_bytes(self.directory) <= self.config.max_bytes
 
 
-SpoolMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+SpoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_spool_model = SpoolMachine.TestCase
