@@ -288,3 +288,16 @@ def test_routing_a_chunk_is_routing_each_record(windows, positions, min_level, l
         assert chunked.route_chunk(chunk, out) == expected_gaps
         assert {name: expand(items) for name, items in out.items()} == expected
         assert chunked.drain_gap_reports() == one_by_one.drain_gap_reports()
+
+
+def test_a_chunk_after_the_largest_seq_routes_without_overflow():
+    """A record at seq 2**64-2 then lower seqs (a fuzzed dump): routed one by one, no OverflowError."""
+    raws = [
+        b"6,18446744073709551614,1,-;last but one\n",
+        b"6,26,2,-;a lower seq\n",
+        b"6,27,3,-;and the next\n",
+    ]
+    chunk = ChunkEncoder(IDENTITY).encode(raws, pytest.fail, pytest.fail)
+    out = {"a": [], "b": []}
+    router({"a": None, "b": None}).route_chunk(chunk, out)
+    assert [item.checkpoint_seq for item in out["a"]] == [18446744073709551614]
