@@ -76,6 +76,7 @@ class KernelEventStage:
             if not selection.takes_everything
         }
         self._emit_event = emit
+        self._counting = emit.metrics is not None  # without metrics, counting is a no-op
         self._clock = clock
         self._classifier: KernelEventClassifier | None = None
         self._every_facility = False
@@ -265,7 +266,7 @@ class KernelEventStage:
         for kernel_event in events:
             position = max(position, kernel_event.completed_by_seq)
             encoded.append(encode_kernel_event(kernel_event, position))
-            if self._counted_above is None or position > self._counted_above:
+            if self._counting and (self._counted_above is None or position > self._counted_above):
                 self._count(kernel_event)
         for sink, resume in self._resume.items():
             if resume is not None and position <= resume:
