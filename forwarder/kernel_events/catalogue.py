@@ -67,7 +67,10 @@ PREFIX_DETECTORS: Final[tuple[tuple[tuple[str, ...], Detector], ...]] = (
 )  # fmt: skip
 SUBSTRING_DETECTORS: Final[tuple[tuple[str, Detector], ...]] = (
     ("oom-killer", detect_oom),
-    (" process ", detect_oom),
+    # What detect_oom can open without a prefix: a Killed line ("Killed process ... shmem-rss:")
+    # after a reason, or the legacy "...: Kill process N (comm) score N or sacrifice child".
+    ("shmem-rss:", detect_oom),
+    (" or sacrifice child", detect_oom),
     ("segfault", detect_user_fault),
     (" error, dev ", detect_block_io_error),
     ("taint", detect_kernel_taint),
