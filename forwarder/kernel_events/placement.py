@@ -20,7 +20,7 @@ import operator
 from array import array
 from collections.abc import Sequence
 from dataclasses import replace
-from itertools import repeat
+from itertools import accumulate, chain, count, repeat
 from operator import add
 
 from forwarder.encoding.chunk import Chunk, Slice
@@ -54,15 +54,16 @@ class MergedChunk:
     """A chunk with its read's kernel events as rows after their records' (built once)."""
 
     def __init__(self, chunk: Chunk, groups: Sequence[Group]) -> None:
-        # By record, the latest group first at a tie, as insert_after leaves them.
-        ordered = [
-            group for _, group in sorted(enumerate(groups), key=lambda at: (at[1][0], -at[0]))
-        ]
+        indices = [index for index, _ in groups]
+        ordered = groups
+        if not all(map(operator.lt, indices, indices[1:])):
+            # By record, the latest group first at a tie, as insert_after leaves them.
+            ordered = [group for _, group in sorted(enumerate(groups), key=_by_record_latest_first)]
+            indices = [index for index, _ in ordered]
         self.chunk = _merged(chunk, ordered)
-        self._indices = [index for index, _ in ordered]
-        self._before = [0]  # events in the groups before each group
-        for _, events in ordered:
-            self._before.append(self._before[-1] + len(events))
+        self._indices = indices
+        # Events in the groups before each group.
+        self._before = [0, *accumulate(map(len, map(operator.itemgetter(1), ordered)))]
 
     def slice(self, part: Slice) -> Slice:
         """``part`` (records of the original chunk) with the events of its records."""
@@ -73,6 +74,10 @@ class MergedChunk:
     def _rows(self, index: int) -> int:
         """Event rows before record ``index``'s row."""
         return self._before[bisect.bisect_left(self._indices, index)]
+
+
+def _by_record_latest_first(numbered: tuple[int, Group]) -> tuple[int, int]:
+    return numbered[1][0], -numbered[0]
 
 
 def one_slice(items: Sequence[Item], chunk: Chunk) -> Slice | None:
@@ -106,44 +111,39 @@ def takes_merged(part: Slice, chunk: Chunk, groups: Sequence[Group], owed: Seque
 
 
 def _merged(chunk: Chunk, ordered: Sequence[Group]) -> Chunk:
-    """The rows of ``chunk`` with each group's events after its record's row."""
+    """The rows of ``chunk`` with each group's events after its record's row.
+
+    Every column is built in C loops: an event row repeats its record's seq, prefix and
+    time; the line ends are counted again from the merged NDJSON (no JSON holds a newline).
+    """
     view = memoryview(chunk.data)
-    old_ends, old_seqs, old_prefixes, old_stamps = (
-        chunk.ends,
-        chunk.seqs,
-        chunk.prefixes,
-        chunk.ts_usec,
-    )
+    old_ends = chunk.ends
     pieces: list[bytes | memoryview] = []
-    ends, seqs, stamps = array("Q"), array("Q"), array("Q")
-    prefixes: list[int] = []
-    rows: dict[int, Event] = {}
-    copied = offset = shift = 0  # records copied, their bytes in chunk.data, bytes inserted
-
-    def copy(stop: int) -> None:
-        nonlocal copied, offset
-        end = old_ends[stop - 1] if stop else 0
-        pieces.append(view[offset:end])
-        ends.extend(map(add, old_ends[copied:stop], repeat(shift, stop - copied)))
-        seqs.extend(old_seqs[copied:stop])
-        prefixes.extend(old_prefixes[copied:stop])
-        stamps.extend(old_stamps[copied:stop])
-        copied, offset = stop, end
-
-    for index, events in ordered:
-        if index + 1 > copied:
-            copy(index + 1)
-        seq, prefix, stamp = old_seqs[index], old_prefixes[index], old_stamps[index]
-        for event in events:
-            rows[len(seqs)] = event
-            pieces += (event.json, b"\n")
-            shift += len(event.json) + 1
-            ends.append(offset + shift)
-            seqs.append(seq)
-            prefixes.append(prefix)
-            stamps.append(stamp)
-    copy(len(chunk))
+    rows_of = [1] * len(chunk)  # rows per record: itself and the events after it
+    events: dict[int, Event] = {}
+    offset = 0  # bytes of chunk.data copied
+    add_piece = pieces.append
+    for index, group in ordered:
+        end = old_ends[index]
+        add_piece(view[offset:end])
+        offset = end
+        row = index + len(events)  # the record's row: events placed so far are all before it
+        for event in group:
+            row += 1
+            events[row] = event
+            add_piece(event.json)
+            add_piece(b"\n")
+        rows_of[index] += len(group)
+    pieces.append(view[offset:])
     data = b"".join(pieces)
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline
     return replace(
-        chunk, data=data, ends=ends, seqs=seqs, prefixes=prefixes, ts_usec=stamps, events=rows
+        chunk,
+        data=data,
+        ends=array("Q", map(add, accumulate(map(len, lines)), count(1))),
+        seqs=array("Q", chain.from_iterable(map(repeat, chunk.seqs, rows_of))),
+        prefixes=list(chain.from_iterable(map(repeat, chunk.prefixes, rows_of))),
+        ts_usec=array("Q", chain.from_iterable(map(repeat, chunk.ts_usec, rows_of))),
+        events=events,
     )
