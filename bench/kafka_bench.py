@@ -148,6 +148,9 @@ def run_forwarder(
     config.write_text(
         f'host = "{HOST}"\nstate_dir = "{state}"\n'
         f'[source]\npath = "{dump}"\nboot_id_path = "{boot_id}"\n'
+        # Records only, the messages the aiokafka producer sends too (kernel events: the cost
+        # bench of bench/kernel_events_cost_bench.py).
+        "[kernel_events]\nenabled = false\n"
         f"[batch]\nmax_records = {batch_records}\nmax_bytes = 4194304\nlinger_ms = 50\n"
         f'[sinks.kafka]\ntype = "kafka"\nbootstrap_servers = ["{bootstrap}"]\ntopic = "{topic}"\n'
         f"enable_idempotence = false\nlinger_ms = {LINGER_MS}\nmax_batch_bytes = {MAX_BATCH_BYTES}\n"

@@ -123,6 +123,19 @@ def test_a_metrics_listener_loads_prometheus_client_then_aiohttp_when_serving(
     assert serving == {"prometheus_client", "aiohttp", "yarl", "forwarder.telemetry.status_server"}
 
 
+def test_the_command_line_parser_does_not_import_shutil() -> None:
+    """The help formatter gets its width from os: shutil, bz2 and lzma stay unloaded."""
+    probe = (
+        "import sys; from forwarder.cli import _parser; _parser().format_help(); "
+        "print(sorted(m for m in ('shutil', 'bz2', 'lzma') if m in sys.modules))"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, check=True, timeout=20, env=environment
+    )
+    assert result.stdout.decode().strip() == "[]"
+
+
 def test_the_capture_process_imports_only_the_standard_library_it_uses(tmp_path: Path) -> None:
     """The capture process loads neither the forwarder package nor typing, argparse, re or asyncio."""
     dump = tmp_path / "kmsg.dump"

@@ -49,7 +49,7 @@ from tests.support.machine import (
     make_ext4_image,
     mounted,
     process_state,
-    read_sysctl,
+    read_settled_sysctl,
 )
 
 pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(30)]
@@ -123,7 +123,7 @@ def test_segfault_of_a_child_gives_one_user_fault_event(
     With kernel.print-fatal-signals on, the fatal-signal register dump that follows is
     shipped as records and joins no event.
     """
-    sysctls_before = {name: read_sysctl(name) for name in SEGFAULT_SYSCTLS}
+    sysctls_before = {name: read_settled_sysctl(name) for name in SEGFAULT_SYSCTLS}
     with segfault(comm_tag(), fatal_signal_dump=fatal_signal_dump) as made:
         line = kernel_log.wait_for_text(f"{made.comm}[{made.pid}]: segfault at 0 ")
         code = kernel_log.wait_for(
@@ -134,7 +134,7 @@ def test_segfault_of_a_child_gives_one_user_fault_event(
             dump_end = kernel_log.wait_for(
                 lambda r: r.seq > code.seq and r.message.startswith("FS: "), what="the dump's FS:"
             )
-    assert {name: read_sysctl(name) for name in SEGFAULT_SYSCTLS} == sysctls_before
+    assert {name: read_settled_sysctl(name) for name in SEGFAULT_SYSCTLS} == sysctls_before
 
     events = _events(kernel_log)
     event = the_one(events, "user_fault", pid=made.pid)
@@ -171,14 +171,14 @@ def test_task_blocked_on_a_frozen_ext4_gives_one_hung_task_event(
     kernel_log: KernelLog, tmp_path: Path, make_comm: Callable[[], str]
 ) -> None:
     """A child writing to an fsfreeze'd ext4 is one hung_task after a 2 s detector timeout."""
-    sysctls_before = {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS}
+    sysctls_before = {name: read_settled_sysctl(name) for name in HUNG_TASK_SYSCTLS}
     with hung_task(make_comm(), tmp_path) as made:
         start = _hung_report_start(kernel_log, made)
         end = kernel_log.wait_for(
             lambda r: r.seq > start.seq and r.message.startswith("Future hung task reports"),
             what="the last hung task report",
         )
-    assert {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS} == sysctls_before
+    assert {name: read_settled_sysctl(name) for name in HUNG_TASK_SYSCTLS} == sysctls_before
     assert process_state(made.pid) == ""
     _assert_gone(made.filesystem)
 
@@ -233,11 +233,11 @@ def _fail_inside(manager: AbstractContextManager[T], check: Callable[[T], bool])
 
 def test_hung_task_undoes_everything_when_the_test_fails_midway(tmp_path: Path) -> None:
     """A failure while a task is blocked still thaws, reaps, restores sysctls, unmounts, detaches."""
-    sysctls_before = {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS}
+    sysctls_before = {name: read_settled_sysctl(name) for name in HUNG_TASK_SYSCTLS}
     made = _fail_inside(
         hung_task(comm_tag(), tmp_path), lambda task: process_state(task.pid) == "D"
     )
-    assert {name: read_sysctl(name) for name in HUNG_TASK_SYSCTLS} == sysctls_before
+    assert {name: read_settled_sysctl(name) for name in HUNG_TASK_SYSCTLS} == sysctls_before
     assert process_state(made.pid) == ""
     _assert_gone(made.filesystem)
 

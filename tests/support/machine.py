@@ -38,6 +38,16 @@ def read_sysctl(name: str) -> str:
     return (PROC_SYS / name.replace(".", "/")).read_text().strip()
 
 
+def read_settled_sysctl(name: str) -> str:
+    """A sysctl's value while no suite holds it changed (its flock held for the read).
+
+    What a test compares after undoing its own change: another worktree's suite running at the
+    same time may have the value changed for its own block, and gives it back before unlocking.
+    """
+    with _exclusive(PROC_SYS / name.replace(".", "/")):
+        return read_sysctl(name)
+
+
 @contextmanager
 def sysctl(name: str, value: str) -> Iterator[str]:
     """Set a sysctl for the block, then write back the value it had; yields the old value.
