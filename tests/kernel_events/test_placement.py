@@ -68,7 +68,7 @@ def _batches(streams: list[list[Item]], config: BatchConfig) -> list[tuple[bytes
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(records, max_size=25),
+    st.lists(st.one_of(records, st.sampled_from(CORE)), max_size=40),
     st.lists(st.integers(1, 300), min_size=1, max_size=4),
     st.integers(-1, 60),
     st.integers(1, 7),
