@@ -75,7 +75,23 @@ def detect_netfilter_log(record: Record, text: str) -> NetfilterLog | None:
 
 
 def parse_packet(rest: str) -> Fields:
-    """The packet part of a LOG line (after ``OUT=``), as fields."""
+    """The packet part of a LOG line (after ``OUT=``), as fields.
+
+    The usual line (no ICMP inner packet, no options, no whitespace but spaces, a space
+    after the last token) is split on spaces instead of matched token by token: the tokens
+    of :func:`parse_packet_reference`.
+    """
+    if not rest.endswith(" ") or "[" in rest or "OPT (" in rest or not rest.isprintable():
+        return parse_packet_reference(rest)
+    fields: Fields = {}
+    after_proto = False
+    for token in rest.split():
+        after_proto = _take_token(token, fields, after_proto=after_proto)
+    return fields
+
+
+def parse_packet_reference(rest: str) -> Fields:
+    """:func:`parse_packet` with the token regex alone."""
     fields: Fields = {}
     after_proto = False
     for match in _TOKEN.finditer(rest):
