@@ -9,11 +9,12 @@ prefix column says which), unless a user rule asks for another facility.
 
 An event goes into the stream right after the record that completed it, and carries
 that record's seq as its checkpoint position; the batcher never separates the two
-(``forwarder.delivery.batcher``). A sink whose checkpoint stood at or past that seq at
-start got the event before the restart and does not get it again. A report closed by a
-flush (end of a dump, or 2 s of wall time with no record on a live source) takes the
-position of the newest record read. At a stop, open reports are not flushed: the next
-run re-reads their records from the ring and completes them.
+(``forwarder.delivery.batcher``). How it goes there (between slices, or as a row of a
+merged chunk) is ``forwarder.kernel_events.placement``'s. A sink whose checkpoint stood
+at or past that seq at start got the event before the restart and does not get it again.
+A report closed by a flush (end of a dump, or 2 s of wall time with no record on a live
+source) takes the position of the newest record read. At a stop, open reports are not
+flushed: the next run re-reads their records from the ring and completes them.
 
 Then each sink's :class:`EventSelection` turns what it does not take into Position markers.
 """
