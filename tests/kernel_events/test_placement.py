@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -11,11 +14,13 @@ from forwarder.delivery.batcher import Batcher
 from forwarder.delivery.checkpoint import Checkpoint
 from forwarder.encoding.chunk import Slice
 from forwarder.encoding.reference import Event
+from forwarder.kernel_events import CLASSES
 from forwarder.options import BatchConfig
 from forwarder.routing import Item
 from forwarder.sinks.base import Batch
 from tests.kernel_events.test_fast_path import IDLE_USB, records
 from tests.kernel_events.test_stage import BOOT, Harness
+from tests.support.forwarder import render_toml
 
 LINK_UP = "e1000e 0000:00:1f.1 eth0: NIC Link is Up 1000 Mbps Full Duplex, Flow Control: Rx/Tx"
 Described = tuple[str, str, str, int, int, bytes]
@@ -116,3 +121,34 @@ def test_a_lines_only_sink_gets_one_slice_per_read_however_many_events() -> None
         assert kinds.count("kernel_event") >= 30
         assert len(got["kafka"]) > 60  # a sink that reads columns: each event between two slices
         assert _described(got["kafka"]) == _described(got["file"])
+
+
+def test_the_forwarder_writes_merged_events_as_it_writes_inserted_ones(tmp_path: Path) -> None:
+    """A file sink naming every class (events inserted) writes what one taking all (merged) does."""
+    raws = _raws(CORE * 600)  # 3,000 records, as many events: every read merges
+    (tmp_path / "kmsg.dump").write_bytes(b"".join(raws))
+    (tmp_path / "boot_id").write_text(BOOT + "\n")
+    sink = {"type": "file", "batch": {"max_records": 7, "max_bytes": 1024}}
+    config = {
+        "host": "node-1",
+        "state_dir": str(tmp_path / "state"),
+        "source": {"path": str(tmp_path / "kmsg.dump"), "boot_id_path": str(tmp_path / "boot_id")},
+        "sinks": {
+            "merged": {**sink, "path": str(tmp_path / "merged.ndjson")},
+            "inserted": {
+                **sink,
+                "path": str(tmp_path / "inserted.ndjson"),
+                "kernel_event_classes": list(CLASSES),
+            },
+        },
+    }
+    (tmp_path / "c.toml").write_text(render_toml(config), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "forwarder", "run", "--config", str(tmp_path / "c.toml")],
+        capture_output=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    merged = (tmp_path / "merged.ndjson").read_bytes()
+    assert merged == (tmp_path / "inserted.ndjson").read_bytes()
+    assert merged.count(b'{"event":"kernel_event"') == len(raws)
+    assert merged.count(b'{"event":"kmsg"') == len(raws)
