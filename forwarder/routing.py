@@ -38,7 +38,8 @@ class Position:
 
 Item = Event | Position | Slice
 """What a sink's queue holds: a standalone event (gap, kernel event), a filtered record's
-position, or a slice of a chunk's records."""
+position, or a slice of a chunk's records (of a merged chunk's rows, kernel events included,
+for a sink that reads lines only: see forwarder.kernel_events.placement)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,7 +221,15 @@ class Server:
             for name, table in self.config.sinks.items()
             if name in self._sinks
         }
-        return KernelEventStage(self.config.kernel_events, identity, resume, selections, self.emit)
+        lines_only = [name for name, sink in self._sinks.items() if sink.reads_lines_only]
+        return KernelEventStage(
+            self.config.kernel_events,
+            identity,
+            resume,
+            selections,
+            self.emit,
+            lines_only=lines_only,
+        )
 
     def _live_source(self) -> bool:
         """A device or FIFO, or a followed file: reports may wait for records that never come."""

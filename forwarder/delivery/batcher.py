@@ -173,12 +173,20 @@ def _fitting(part: Slice, room: int, budget: int, *, first: bool) -> int:
     """How many records from the start of ``part`` fit in ``room`` records and ``budget`` bytes.
 
     The first record of a batch always fits (a record larger than ``max_bytes`` goes alone).
+    The kernel events a merged chunk holds right after a record (rows at its seq) stay in
+    its batch, as a standalone event at the batch's position does: the checkpoint must not
+    reach the position before they are delivered.
     """
     chunk = part.chunk
     limit = part.start + max(0, min(room, len(part)))
     fit = bisect_right(chunk.ends, chunk.start(part.start) + budget, part.start, limit)
-    taken = fit - part.start
-    return 1 if first and taken == 0 else taken
+    if first and fit == part.start:
+        fit += 1
+    if chunk.events is not None and part.start < fit < part.stop:
+        seqs = chunk.seqs
+        while fit < part.stop and seqs[fit] == seqs[fit - 1]:
+            fit += 1
+    return fit - part.start
 
 
 def _records(items: Sequence[Item]) -> int:

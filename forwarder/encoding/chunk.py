@@ -15,7 +15,7 @@ moves past its seq without a gap and without sending it.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, count
 from operator import add
@@ -50,7 +50,9 @@ class Chunk:
     ``data`` holds every record's event JSON followed by a newline (a record set aside has
     an empty line); ``ends[i]`` is the offset just past record i's newline. ``seqs[i]``,
     ``prefixes[i]`` (``facility << 3 | level``) and ``ts_usec[i]`` are its kernel header,
-    ``identity`` what stamped it (id, boot, clock offset).
+    ``identity`` what stamped it (id, boot, clock offset). A chunk the kernel-event stage
+    merged also holds standalone events: ``events`` maps their rows to them (their seq is
+    their checkpoint position, that of the record row before them).
     """
 
     identity: Identity
@@ -60,6 +62,7 @@ class Chunk:
     prefixes: list[int]
     ts_usec: array[int]
     set_aside: int = 0  # how many records are set aside (empty lines)
+    events: Mapping[int, Event] | None = None
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -79,6 +82,8 @@ class Chunk:
 
     def event(self, index: int) -> Event:
         """Record ``index`` as a standalone :class:`Event` (JSON decoded only on demand)."""
+        if self.events is not None and (event := self.events.get(index)) is not None:
+            return event
         boot_id, seq = self.identity.boot_id, self.seqs[index]
         timestamp_ns = self.identity.clock_offset_ns + self.ts_usec[index] * 1000
         return Event("kmsg", f"{boot_id}-{seq}", boot_id, seq, timestamp_ns, self.line(index))

@@ -18,6 +18,8 @@ _AUDIT: Final = re.compile(
     r"audit: type=(?P<type>\d+) audit\((?P<time>\d+\.\d+):(?P<serial>\d+)\): (?P<body>.*)$"
 )
 _PAIR: Final = re.compile(r"([\w-]+)=(\"[^\"]*\"|\S*)")
+# The same pairs, the quotes' inside and an unquoted value in groups of their own.
+_PAIR_PARTS: Final = re.compile(r"([\w-]+)=(?:\"([^\"]*)\"|(\S*))")
 _SELINUX: Final = re.compile(r"avc: +(?P<outcome>denied|granted)")
 _HEX: Final = re.compile(r"(?:[0-9A-F]{2})+")
 _UNTRUSTED: Final = frozenset(
@@ -45,13 +47,33 @@ def audit_value(key: str, raw: str) -> str:
     return raw
 
 
+def audit_pairs(body: str) -> dict[str, str]:
+    """Every ``key=value`` of ``body``, each value as :func:`audit_value` gives it."""
+    pairs = {}
+    for key, quoted, bare in _PAIR_PARTS.findall(body):
+        # An unquoted value is all of \S*; a quoted one only matches when it closes.
+        pairs[key] = quoted if not bare else _plain(key, bare)
+    return pairs
+
+
+def audit_pairs_reference(body: str) -> dict[str, str]:
+    """:func:`audit_pairs` the obvious way (for tests)."""
+    return {key: audit_value(key, raw) for key, raw in _PAIR.findall(body)}
+
+
+def _plain(key: str, raw: str) -> str:
+    if key in _UNTRUSTED and _HEX.fullmatch(raw):
+        return bytes.fromhex(raw).decode("utf-8", "replace")
+    return raw
+
+
 def detect_audit(record: Record, text: str) -> Audit | None:
     """An ``audit: type=... audit(...): ...`` record."""
     match = _AUDIT.match(text)
     if match is None:
         return None
     audit_type = int(match["type"])
-    pairs = {key: audit_value(key, raw) for key, raw in _PAIR.findall(match["body"])}
+    pairs = audit_pairs(match["body"])
     fields: Fields = {
         "audit_type": audit_type,
         "audit_time": match["time"],

@@ -67,7 +67,10 @@ PREFIX_DETECTORS: Final[tuple[tuple[tuple[str, ...], Detector], ...]] = (
 )  # fmt: skip
 SUBSTRING_DETECTORS: Final[tuple[tuple[str, Detector], ...]] = (
     ("oom-killer", detect_oom),
-    (" process ", detect_oom),
+    # What detect_oom can open without a prefix: a Killed line ("Killed process ... shmem-rss:")
+    # after a reason, or the legacy "...: Kill process N (comm) score N or sacrifice child".
+    ("shmem-rss:", detect_oom),
+    (" or sacrifice child", detect_oom),
     ("segfault", detect_user_fault),
     (" error, dev ", detect_block_io_error),
     ("taint", detect_kernel_taint),
@@ -141,8 +144,17 @@ def _start_pattern() -> re.Pattern[bytes]:
     return re.compile(b";(?:" + b"|".join(starts) + b")")
 
 
+def _text_ends_with_space(raw: bytes) -> bool:
+    """Whether the raw record's text ends with a space (the kernel never escapes one)."""
+    start = raw.find(b";") + 1
+    end = raw.find(b"\n", start)
+    return raw.endswith(b" ", start, len(raw) if end < 0 else end)
+
+
 _STARTS: Final = _start_pattern()
 _SUBSTRINGS: Final = tuple(sorted({substring.encode() for substring, _ in SUBSTRING_DETECTORS}))
+# What a substring's detector also needs of the raw record (a LOG line ends with a space).
+_RAW_CHECKS: Final = {b" OUT=": _text_ends_with_space}
 
 
 def might_open(raw: bytes) -> bool:
@@ -151,9 +163,17 @@ def might_open(raw: bytes) -> bool:
     Searched in the raw bytes, before any parsing: every start prefix and substring is
     printable ASCII without a backslash, which the kernel never escapes, so it is in the
     raw text whenever it is in the unescaped one (the converse may fail: that only costs a
-    parse). The prefixes are anchored on the ``;`` that ends the header.
+    parse). The prefixes are anchored on the ``;`` that ends the header. A netfilter LOG
+    line must also end with a space, as its detector requires.
     """
-    return _STARTS.search(raw) is not None or any(sub in raw for sub in _SUBSTRINGS)
+    if _STARTS.search(raw) is not None:
+        return True
+    for substring in _SUBSTRINGS:
+        if substring in raw:
+            check = _RAW_CHECKS.get(substring)
+            if check is None or check(raw):
+                return True
+    return False
 
 
 def might_open_at(raws: Sequence[bytes]) -> set[int]:
@@ -167,9 +187,11 @@ def might_open_at(raws: Sequence[bytes]) -> set[int]:
     found = {bisect.bisect_right(ends, match.start()) for match in _STARTS.finditer(joined)}
     find = joined.find
     for substring in _SUBSTRINGS:
+        check = _RAW_CHECKS.get(substring)
         at = find(substring)
         while at != -1:
             index = bisect.bisect_right(ends, at)
-            found.add(index)
+            if check is None or check(raws[index]):
+                found.add(index)
             at = find(substring, ends[index])
     return found

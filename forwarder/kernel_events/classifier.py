@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable
 from forwarder.kernel_events.catalogue import detect
 from forwarder.kernel_events.crashes import OopsReport, WarningReport
 from forwarder.kernel_events.model import KernelEvent
-from forwarder.kernel_events.report import MAX_IDLE_RECORDS, QUIET_USEC, Report, Verdict
+from forwarder.kernel_events.report import (
+    MAX_IDLE_RECORDS,
+    QUIET_USEC,
+    Report,
+    SingleReport,
+    Verdict,
+)
 from forwarder.kernel_events.rules import UserRule
 from forwarder.source.parser import Record
 
@@ -215,6 +221,15 @@ class KernelEventClassifier:
         return True
 
     def _start(self, report: Report, record: Record, events: list[KernelEvent]) -> None:
+        if isinstance(report, SingleReport):
+            # Done at its start, so never open, and no class of several records shares its
+            # name: nothing to close first, nothing to absorb (ReferenceClassifier checks).
+            report.finish()
+            events.append(self._event(report, record.seq))
+            return
+        self._start_generic(report, record, events)
+
+    def _start_generic(self, report: Report, record: Record, events: list[KernelEvent]) -> None:
         for old in list(self._open):
             if (
                 old.class_name == report.class_name
@@ -246,18 +261,19 @@ class KernelEventClassifier:
             self._open.remove(report)
             self._bounds_stale = True
         report.finish()
-        events.append(
-            KernelEvent(
-                class_name=report.class_name,
-                host=self._host,
-                boot_id=self._boot_id,
-                member_seqs=tuple(report.member_seqs),
-                complete=report.complete,
-                timestamp_ns=self._clock_offset_ns + report.first_ts_usec * 1000,
-                level_code=report.level_code,
-                fields=report.fields,
-                completed_by_seq=completed_by_seq,
-            )
+        events.append(self._event(report, completed_by_seq))
+
+    def _event(self, report: Report, completed_by_seq: int) -> KernelEvent:
+        return KernelEvent(
+            class_name=report.class_name,
+            host=self._host,
+            boot_id=self._boot_id,
+            member_seqs=tuple(report.member_seqs),
+            complete=report.complete,
+            timestamp_ns=self._clock_offset_ns + report.first_ts_usec * 1000,
+            level_code=report.level_code,
+            fields=report.fields,
+            completed_by_seq=completed_by_seq,
         )
 
     def _apply_rules(self, record: Record) -> list[KernelEvent]:
@@ -283,6 +299,9 @@ class KernelEventClassifier:
 
 class ReferenceClassifier(KernelEventClassifier):
     """The slow, obvious grouping (for tests): every open report is offered every record."""
+
+    def _start(self, report: Report, record: Record, events: list[KernelEvent]) -> None:
+        self._start_generic(report, record, events)
 
     def _offer(self, record: Record, text: str, events: list[KernelEvent]) -> bool:
         for report in list(self._open):

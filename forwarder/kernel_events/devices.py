@@ -32,6 +32,8 @@ _USB_TEXT: Final = {
     "Manufacturer: ": "manufacturer",
     "SerialNumber: ": "serial",
 }
+# How every line a connect's report takes begins after "usb <path>: " (the regexes below).
+_JOINING: Final = ("New USB device found, ", "New USB device strings: ", *_USB_TEXT)
 _TAINTS: Final = (
     (re.compile(r"(?P<module>\S+): loading out-of-tree module taints kernel\."), "O",
      "out_of_tree"),
@@ -59,7 +61,8 @@ class UsbDevice(Report):
     def offer(self, record: Record, text: str, previous_text: str) -> Verdict:
         """The same path's ``New USB device ...``, Product, Manufacturer, SerialNumber lines."""
         del record, previous_text
-        if not text.startswith(self._head):  # most records: no regex at all
+        # Most records: no regex at all. A member's message starts with one of _JOINING.
+        if not text.startswith(self._head) or not text.startswith(_JOINING, len(self._head)):
             return Verdict.REJECT
         match = _USB.match(text)
         if match is None or match["path"] != self.key:

@@ -75,7 +75,23 @@ def detect_netfilter_log(record: Record, text: str) -> NetfilterLog | None:
 
 
 def parse_packet(rest: str) -> Fields:
-    """The packet part of a LOG line (after ``OUT=``), as fields."""
+    """The packet part of a LOG line (after ``OUT=``), as fields.
+
+    The usual line (no ICMP inner packet, no options, no whitespace but spaces, a space
+    after the last token) is split on spaces instead of matched token by token: the tokens
+    of :func:`parse_packet_reference`.
+    """
+    if not rest.endswith(" ") or "[" in rest or "OPT (" in rest or not rest.isprintable():
+        return parse_packet_reference(rest)
+    fields: Fields = {}
+    after_proto = False
+    for token in rest.split():
+        after_proto = _take_token(token, fields, after_proto=after_proto)
+    return fields
+
+
+def parse_packet_reference(rest: str) -> Fields:
+    """:func:`parse_packet` with the token regex alone."""
     fields: Fields = {}
     after_proto = False
     for match in _TOKEN.finditer(rest):
@@ -121,6 +137,28 @@ def _name(key: str, fields: Fields, *, after_proto: bool) -> str:
 
 
 def _take_address(name: str, value: str, fields: Fields) -> None:
+    if is_canonical_ipv4(value):  # the usual: ipaddress would give it back unchanged
+        fields["ip_version"] = 4
+        fields[name] = value
+        return
+    take_address_reference(name, value, fields)
+
+
+def is_canonical_ipv4(value: str) -> bool:
+    """Whether ``str(ipaddress.ip_address(value))`` is ``value``, an IPv4 address (cheaply)."""
+    octets = value.split(".")
+    return len(octets) == 4 and all(
+        octet.isascii()
+        and octet.isdigit()
+        and len(octet) <= 3
+        and (octet[0] != "0" or octet == "0")
+        and int(octet) <= 255
+        for octet in octets
+    )
+
+
+def take_address_reference(name: str, value: str, fields: Fields) -> None:
+    """An address field the obvious way: validated and normalised by ipaddress."""
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

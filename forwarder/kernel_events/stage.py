@@ -9,11 +9,12 @@ prefix column says which), unless a user rule asks for another facility.
 
 An event goes into the stream right after the record that completed it, and carries
 that record's seq as its checkpoint position; the batcher never separates the two
-(``forwarder.delivery.batcher``). A sink whose checkpoint stood at or past that seq at
-start got the event before the restart and does not get it again. A report closed by a
-flush (end of a dump, or 2 s of wall time with no record on a live source) takes the
-position of the newest record read. At a stop, open reports are not flushed: the next
-run re-reads their records from the ring and completes them.
+(``forwarder.delivery.batcher``). How it goes there (between slices, or as a row of a
+merged chunk) is ``forwarder.kernel_events.placement``'s. A sink whose checkpoint stood
+at or past that seq at start got the event before the restart and does not get it again.
+A report closed by a flush (end of a dump, or 2 s of wall time with no record on a live
+source) takes the position of the newest record read. At a stop, open reports are not
+flushed: the next run re-reads their records from the ring and completes them.
 
 Then each sink's :class:`EventSelection` turns what it does not take into Position markers.
 """
@@ -23,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import operator
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
 from forwarder.delivery.selection import EventSelection
-from forwarder.encoding.chunk import Chunk, Slice
+from forwarder.encoding.chunk import Chunk
 from forwarder.encoding.reference import Event, Identity
 from forwarder.errors import RecordParseError
 from forwarder.kernel_events.catalogue import CLASSES, might_open_at
@@ -36,12 +36,18 @@ from forwarder.kernel_events.classifier import KernelEventClassifier
 from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.model import KernelEvent
+from forwarder.kernel_events.placement import (
+    Group,
+    MergedChunk,
+    insert_after,
+    one_slice,
+    takes_merged,
+)
 from forwarder.kernel_events.rules import UserRule
 from forwarder.routing import Gap, Item, Router
 from forwarder.source.parser import Record, parse_record, unescape
 from forwarder.telemetry.events import Emitter
 
-_position = operator.attrgetter("checkpoint_seq")
 IDLE_CHECK_S = 0.25
 _KERN_PREFIXES = 8  # prefix = facility << 3 | level: kern is 0..7
 
@@ -53,7 +59,8 @@ class KernelEventStage:
     """Owns the classifier of the running forwarder and the sinks' event selections.
 
     ``resume`` is each sink's checkpoint seq in this boot at start (-1 for a checkpoint
-    of another boot, None for none).
+    of another boot, None for none); ``lines_only`` names the sinks that read batches as
+    lines only (``Sink.reads_lines_only``).
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class KernelEventStage:
         selections: Mapping[str, EventSelection],
         emit: Emitter,
         *,
+        lines_only: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._resume = dict(resume)
@@ -75,7 +83,10 @@ class KernelEventStage:
             for sink, selection in selections.items()
             if not selection.takes_everything
         }
+        # Sinks that may take a read's events inside its chunk (see MergedChunk).
+        self._merging = frozenset(lines_only) - set(self._selections)
         self._emit_event = emit
+        self._counting = emit.metrics is not None  # without metrics, counting is a no-op
         self._clock = clock
         self._classifier: KernelEventClassifier | None = None
         self._every_facility = False
@@ -120,9 +131,8 @@ class KernelEventStage:
             completed.extend(self._advance(chunk))
             starts = {sink: len(items) for sink, items in out.items()}
             gaps = router.route_chunk(chunk, out)
-            # Latest first: each insertion leaves the places of the earlier ones as they were.
-            for index, events in reversed(completed):
-                self._emit(events, chunk.seqs[index], out, starts)
+            if completed:
+                self._place(chunk, completed, out, starts)
         if len(chunk):
             self._last_seq = max(self._last_seq, chunk.seqs[-1])
         if end and self._classifier is not None:
@@ -248,33 +258,63 @@ class KernelEventStage:
         self._fed_seq = max(self._fed_seq, seqs[wanted[-1]])
         return completed
 
-    def _emit(
-        self,
-        events: list[KernelEvent],
-        position: int,
-        out: Out,
-        starts: Mapping[str, int] | None = None,
-    ) -> None:
-        """Queue ``events`` at ``position`` for every sink that did not get them before.
+    def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
+        """Queue ``events`` at the end, at ``position``, for every sink that did not get them."""
+        encoded, position = self._encode(events, position)
+        for sink, resume in self._resume.items():
+            if resume is None or position > resume:
+                out[sink].extend(encoded)
 
-        With ``starts`` (where this read's items begin in each sink's list) they go right
-        after the item at ``position``, before any later one (positions never decrease along
-        a stream); without, at the end.
+    def _place(
+        self,
+        chunk: Chunk,
+        completed: list[tuple[int, list[KernelEvent]]],
+        out: Out,
+        starts: Mapping[str, int],
+    ) -> None:
+        """Put each group of events right after its record, for each sink that did not get it.
+
+        ``starts`` says where this read's items begin in each sink's list.
+
+        A sink that reads lines only and takes this read as one slice gets the slice of a
+        :class:`MergedChunk` (built once for all of them); the others get the events
+        inserted between their items, latest group first (positions never decrease along a
+        stream: each insertion leaves the places of the earlier ones as they were).
+        """
+        groups: list[Group] = []
+        positions: list[int] = []
+        for index, events in completed:
+            encoded, position = self._encode(events, chunk.seqs[index])
+            groups.append((index, encoded))
+            positions.append(position)
+        merged: MergedChunk | None = None
+        for sink, resume in self._resume.items():
+            owed = [
+                at for at, position in enumerate(positions) if resume is None or position > resume
+            ]
+            if not owed:
+                continue
+            items, lo = out[sink], starts[sink]
+            part = one_slice(items[lo:], chunk) if sink in self._merging else None
+            if part is not None and takes_merged(part, chunk, groups, [groups[at] for at in owed]):
+                merged = merged or MergedChunk(chunk, groups)
+                items[lo:] = [merged.slice(part)]
+                continue
+            for at in reversed(owed):
+                insert_after(items, positions[at], groups[at][1], lo=lo)
+
+    def _encode(self, events: list[KernelEvent], position: int) -> tuple[list[Event], int]:
+        """The events' Events (each at the newest position so far) and the group's position.
+
+        Each is counted unless every sink could have had it before a restart.
         """
         encoded = []
         for kernel_event in events:
             position = max(position, kernel_event.completed_by_seq)
             encoded.append(encode_kernel_event(kernel_event, position))
-            if self._counted_above is None or position > self._counted_above:
+            if self._counting and (self._counted_above is None or position > self._counted_above):
                 self._count(kernel_event)
-        for sink, resume in self._resume.items():
-            if resume is not None and position <= resume:
-                continue
-            items = out[sink]
-            if starts is None:
-                items.extend(encoded)
-            else:
-                insert_after(items, position, encoded, lo=starts[sink])
+        return encoded, position
 
     def _count(self, event: KernelEvent) -> None:
         builtin = event.class_name in CLASSES
@@ -285,23 +325,6 @@ class KernelEventStage:
             kind if isinstance(kind, str) else "",
             severity if isinstance(severity, str) else "",
         )
-
-
-def insert_after(items: list[Item], position: int, events: list[Event], *, lo: int) -> None:
-    """Put ``events`` right after the record at ``position`` in ``items`` (from ``lo`` on).
-
-    Positions never decrease along a stream: the events go before the first item past
-    ``position``; a slice that holds ``position`` and later records is cut in two around them.
-    """
-    at = bisect.bisect_right(items, position, lo=lo, key=_position)
-    if at < len(items):
-        item = items[at]
-        if isinstance(item, Slice):
-            cut = bisect.bisect_right(item.chunk.seqs, position, item.start, item.stop) - item.start
-            if cut > 0:
-                items[at : at + 1] = [item.part(0, cut), *events, item.part(cut, len(item))]
-                return
-    items[at:at] = events
 
 
 def _parse(raw: bytes) -> Record | None:

@@ -142,6 +142,9 @@ class Sink(abc.ABC):
 
     max_in_flight: ClassVar[int | None] = None
     """The most batches this sink may have in flight at once (None: what ``[batch]`` says)."""
+    reads_lines_only: ClassVar[bool] = False
+    """True when ``send`` reads a batch only as lines (``ndjson``, ``lines``, ``events``),
+    never a slice's columns: its kernel events may then ride in its records' chunk."""
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -32,6 +32,7 @@ class FileSink(Sink):
     """Appends each event as one JSON line; durable (fsync) before acknowledging."""
 
     max_in_flight: ClassVar[int | None] = 1
+    reads_lines_only: ClassVar[bool] = True
 
     def __init__(self, name: str, path: Path, *, fsync: bool = True) -> None:
         super().__init__(name)

@@ -27,6 +27,7 @@ class StdoutSink(Sink):
     """Writes each event as one JSON line to a binary stream, one batch at a time."""
 
     max_in_flight: ClassVar[int | None] = 1
+    reads_lines_only: ClassVar[bool] = True
 
     def __init__(self, name: str, stream: BinaryIO) -> None:
         super().__init__(name)

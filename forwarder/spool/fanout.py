@@ -23,9 +23,9 @@ from typing import Final
 import structlog
 
 from forwarder.delivery.checkpoint import Checkpoint, CheckpointStore
-from forwarder.encoding.chunk import ChunkEncoder, Encode, FailureHook, ParseErrorHook
+from forwarder.encoding.chunk import ChunkEncoder, Encode, FailureHook, ParseErrorHook, Slice
 from forwarder.encoding.reference import Event, GapReason, Identity, encode_gap
-from forwarder.kernel_events.stage import insert_after
+from forwarder.kernel_events.placement import insert_after
 from forwarder.routing import Item, Router, _Cursor
 from forwarder.spool.reader import SpooledRecord, SpoolEntry, SpoolGap, SpoolReader
 from forwarder.spool.spool import Spool
@@ -157,12 +157,22 @@ class SinkCatchUp:
         reads those records from the spool and its own router finds the same gaps.
         """
         for item in items:
-            if isinstance(item, Event) and item.kind == "kernel_event":
-                if len(self._held) >= MAX_HELD_EVENTS:
-                    self.dropped_events += 1
-                    log.warning("kernel_event_dropped_while_lagging", sink=self.sink, id=item.id)
-                    continue
-                self._held.append(item)
+            if isinstance(item, Event):
+                self._hold_event(item)
+            elif isinstance(item, Slice) and item.chunk.events:  # a merged chunk's event rows
+                rows = item.chunk.events
+                for row in range(item.start, item.stop):
+                    if (event := rows.get(row)) is not None:
+                        self._hold_event(event)
+
+    def _hold_event(self, event: Event) -> None:
+        if event.kind != "kernel_event":
+            return
+        if len(self._held) >= MAX_HELD_EVENTS:
+            self.dropped_events += 1
+            log.warning("kernel_event_dropped_while_lagging", sink=self.sink, id=event.id)
+            return
+        self._held.append(event)
 
     def _release_held(self, items: list[Item], *, everything: bool) -> None:
         """Put the held events the cursor has passed right after their records in ``items``."""

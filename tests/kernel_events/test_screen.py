@@ -67,3 +67,15 @@ def test_common_chatter_with_a_report_prefix_is_screened_out() -> None:
     ]
     assert not any(might_open(raw) for raw in chatter)
     assert might_open_at(chatter) == set()
+
+
+def test_a_line_with_out_equals_but_no_trailing_space_is_screened_out() -> None:
+    """A netfilter LOG line ends with a space; one without it (the core bench's) is not parsed."""
+    log = b"4,1,1,-;[fw-drop] IN=eth0 OUT= MAC= SRC=10.0.0.2 DST=10.0.0.1 PROTO=TCP SYN "
+    cut = log.rstrip(b" ")
+    dictionary = b"\n SUBSYSTEM=net\n DEVICE=n2\n"
+    assert might_open(log + b"\n")
+    assert might_open(log + dictionary)
+    assert not might_open(cut + b"\n")
+    assert not might_open(cut + dictionary)
+    assert might_open_at([cut + b"\n", log + dictionary, cut + dictionary]) == {1}

@@ -50,6 +50,8 @@ class Harness:
         self,
         checkpoints: dict[str, Checkpoint | None],
         selections: dict[str, EventSelection] | None = None,
+        *,
+        lines_only: tuple[str, ...] = (),
         **config: Any,
     ) -> None:
         self.metrics = Metrics()
@@ -65,6 +67,7 @@ class Harness:
             resume,
             selections or {},
             Emitter(self.metrics),
+            lines_only=lines_only,
             clock=lambda: self.now,
         )
         self.encoder = ChunkEncoder(IDENTITY)

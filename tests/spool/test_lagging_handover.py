@@ -73,13 +73,20 @@ def _kernel_events(sink: FakeSink) -> list[object]:
     return [e["id"] for e in _stored(sink) if e["event"] == "kernel_event"]
 
 
+class LinesOnlySink(FakeSink):
+    """A fake sink that reads batches as lines (it is given kernel events merged into chunks)."""
+
+    reads_lines_only = True
+
+
+@pytest.mark.parametrize("sink_type", [FakeSink, LinesOnlySink], ids=["columns", "lines"])
 async def test_a_failing_sink_detached_and_attached_again_gets_each_record_once_in_order(
-    tmp_path: Path,
+    tmp_path: Path, sink_type: type[FakeSink]
 ) -> None:
     """Kernel events made while a sink lags wait for its spool cursor: no second cursor, no skipped record."""
     config = _config(tmp_path)
-    web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
-    out = FakeSink("out")
+    web = sink_type("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
+    out = sink_type("out")
     server = Server(config, {"web": web, "out": out})
     server.prepare()
     serving = asyncio.create_task(server.serve())

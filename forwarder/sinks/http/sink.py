@@ -15,6 +15,7 @@ dead-lettered as ``http_4xx`` (501: ``http_5xx``; see :mod:`forwarder.sinks.http
 from __future__ import annotations
 
 import hashlib
+from typing import ClassVar
 
 import aiohttp
 from yarl import URL
@@ -29,6 +30,8 @@ _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json_array": "application/j
 
 class HttpSink(Sink):
     """Sends each batch as one request."""
+
+    reads_lines_only: ClassVar[bool] = True
 
     def __init__(
         self,
