@@ -79,6 +79,9 @@ class Reader:
                 out: dict[str, list[Item]] = {name: [] for name in sink_names}
                 self._route_window(window, router, out)
                 await self.put(out)
+            # Not kept while waiting for the next read: an idle forwarder would hold the last
+            # window's records and their chunk (a few hundred KiB after the ring's backlog).
+            del window, out
 
     async def put(self, out: dict[str, list[Item]]) -> None:
         """Queue each sink's items (waits while a sink is behind: backpressure)."""
