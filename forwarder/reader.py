@@ -89,6 +89,9 @@ class Reader:
                     await feeds.append(chunk, spooled)
                 self._route_chunk(chunk, window.records, router, out)
                 await self.put(out)
+            # Not kept while waiting for the next read: an idle forwarder would hold the last
+            # window's records and their chunk (a few hundred KiB after the ring's backlog).
+            del window, out
 
     async def put(self, out: dict[str, list[Item]]) -> None:
         """Queue each sink's items (waits while a sink is behind: backpressure)."""

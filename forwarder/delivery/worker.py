@@ -83,6 +83,7 @@ class SinkWorker:
                 self._checkpoints.check()  # a failed checkpoint write stops this sink
                 send = asyncio.create_task(self._deliver(batch.batch()))
                 last_commit = asyncio.create_task(self._commit(batch, send, last_commit, slots))
+                del batch, send  # the tasks hold them: an idle sink keeps no batch
             if last_commit is not None:
                 await last_commit
             await self._checkpoints.flush()

@@ -39,7 +39,7 @@ from forwarder.source.parser import (
 # Bytes that JSON-encode as themselves: printable ASCII but the quote and the backslash.
 _SAFE: Final = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
 _CACHED_TAILS: Final = 256
-ZERO_DIGIT: Final = ord("0")
+_ZERO_DIGIT: Final = ord("0")
 _FAST_PREFIXES: Final = 24 * 8  # the named facilities; others take the reference path
 
 
@@ -180,7 +180,7 @@ class ChunkEncoder:
         plain, escaped = self._plain, self._escaped
         prefix_parts, seconds_cache, offset_us = self._prefix_parts, self._seconds, self._offset_us
         tails, reference_only = self._tails, self._reference_only
-        safe, u64_max, ts_usec_max, zero = _SAFE, U64_MAX, TS_USEC_MAX, ZERO_DIGIT
+        safe, u64_max, ts_usec_max, zero = _SAFE, U64_MAX, TS_USEC_MAX, _ZERO_DIGIT
         set_aside = 0
         for raw in raws:
             try:
