@@ -91,7 +91,7 @@ class Reader:
                 await self.put(out)
             # Not kept while waiting for the next read: an idle forwarder would hold the last
             # window's records and their chunk (a few hundred KiB after the ring's backlog).
-            del window, out
+            del window, out, chunk, spooled
 
     async def put(self, out: dict[str, list[Item]]) -> None:
         """Queue each sink's items (waits while a sink is behind: backpressure)."""
