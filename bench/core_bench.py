@@ -162,12 +162,20 @@ def replay_rows(records: int, workdir: Path) -> list[Row]:
         large.unlink()
     per_million = 1e6 / records
     return [
+        # Issue 8's figure is the core's (spool off); the spool has its own budget (issue 11).
         Row(
-            f"replay {records:,} into file sink, CPU s/M (forwarder+capture)",
+            f"replay {records:,} into file sink, spool off, CPU s/M (forwarder+capture)",
+            f"{nospool_s * per_million:.1f}",
+            f"{naive_s * per_million:.1f} naive loop",
+            f"{nospool_s / naive_s:.2f}x",
+            "<= 0.6x",
+        ),
+        Row(
+            "the same, spool on (the default)",
             f"{ours_s * per_million:.1f}",
             f"{naive_s * per_million:.1f} naive loop",
             f"{ours_s / naive_s:.2f}x",
-            "<= 0.6x",
+            "-",
         ),
         Row(
             "replay CPU s/M, spool on vs off (issue 11)",

@@ -182,6 +182,7 @@ class ChunkEncoder:
         tails, reference_only = self._tails, self._reference_only
         safe, u64_max, ts_usec_max, zero = _SAFE, U64_MAX, TS_USEC_MAX, _ZERO_DIGIT
         set_aside = 0
+        stamp, second_start, second_end = b"", 0, 0  # the second of the last fast-path record
         for raw in raws:
             try:
                 if reference_only:
@@ -221,8 +222,14 @@ class ChunkEncoder:
                 tail = b"}"
                 if dictionary or caller is not None:
                     tail = tails.get((dictionary, caller)) or self._tail(dictionary, caller)
-                seconds, micros = divmod(offset_us + ts_usec, 1_000_000)
-                stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
+                wall_us = offset_us + ts_usec
+                if second_start <= wall_us < second_end:  # the second of the record before
+                    micros = wall_us - second_start
+                else:
+                    seconds, micros = divmod(wall_us, 1_000_000)
+                    stamp = seconds_cache.get(seconds) or self._second_bytes(seconds)
+                    second_start = seconds * 1_000_000
+                    second_end = second_start + 1_000_000
                 unsafe = text.translate(None, safe)
                 if not unsafe:
                     line = plain % (raw_seq, stamp, micros, raw_seq, raw_ts, flag_part, text, tail)
