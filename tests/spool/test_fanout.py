@@ -6,8 +6,9 @@ from pathlib import Path
 
 import orjson
 
-from forwarder.encoding.chunk import Slice
+from forwarder.encoding.chunk import ChunkEncoder, Slice
 from forwarder.encoding.reference import Event, Identity, encode_record
+from forwarder.kernel_events.placement import MergedChunk
 from forwarder.routing import Item
 from forwarder.source.parser import parse_record
 from forwarder.spool.fanout import SinkCatchUp
@@ -107,3 +108,24 @@ def test_records_never_spooled_before_an_evicted_range_are_reported_too(tmp_path
     assert (first["reason"], first["first_seq"], first["last_seq"]) == ("missed_while_down", 50, 99)
     assert (second["reason"], second["first_seq"]) == ("spool_full", 100)
     assert second["last_seq"] == events[2]["seq"] - 1  # type: ignore[operator]
+
+
+def test_kernel_events_in_a_merged_chunk_are_held_and_placed_after_their_records(
+    tmp_path: Path,
+) -> None:
+    """A lagging sink's live merged-chunk slice gives up its event rows, placed after their records."""
+    spool = open_spool(tmp_path, boot_id="boot-a")
+    spool.append(list(range(6)), [record(seq) for seq in range(6)])
+    catch_up = _catch_up(spool, ("boot-a", -1))
+    identity = Identity("node-1", "boot-a", spool.clock_offset_ns("boot-a") or 0)
+    chunk = ChunkEncoder(identity).encode(
+        [record(seq) for seq in range(6)], lambda _raw, _error: None, lambda *_args: None
+    )
+    kernel_event = Event(
+        "kernel_event", "boot-a-2-audit", "boot-a", 2, 0, b'{"event":"kernel_event"}'
+    )
+    merged = MergedChunk(chunk, [(2, [kernel_event])])
+    catch_up.hold([merged.slice(Slice(chunk, 0, len(chunk)))])
+    items = _all(catch_up)
+    kinds = [event["event"] for event in _events(items)]
+    assert kinds == ["kmsg", "kmsg", "kmsg", "kernel_event", "kmsg", "kmsg", "kmsg"]
