@@ -51,6 +51,7 @@ from tests.support.machine import (
     process_state,
     read_settled_sysctl,
 )
+from tests.support.wait import wait_until
 
 pytestmark = [requires_kernel, pytest.mark.kernel, pytest.mark.timeout(30)]
 T = TypeVar("T")
@@ -231,12 +232,16 @@ def _fail_inside(manager: AbstractContextManager[T], check: Callable[[T], bool])
     return made[0]
 
 
+def _blocked(task: HungTask) -> bool:
+    """The task is (back) in D state: it may leave it for a moment when the kernel wakes it."""
+    wait_until(lambda: process_state(task.pid) == "D", timeout_s=10, what="the task in D state")
+    return True
+
+
 def test_hung_task_undoes_everything_when_the_test_fails_midway(tmp_path: Path) -> None:
     """A failure while a task is blocked still thaws, reaps, restores sysctls, unmounts, detaches."""
     sysctls_before = {name: read_settled_sysctl(name) for name in HUNG_TASK_SYSCTLS}
-    made = _fail_inside(
-        hung_task(comm_tag(), tmp_path), lambda task: process_state(task.pid) == "D"
-    )
+    made = _fail_inside(hung_task(comm_tag(), tmp_path), _blocked)
     assert {name: read_settled_sysctl(name) for name in HUNG_TASK_SYSCTLS} == sysctls_before
     assert process_state(made.pid) == ""
     _assert_gone(made.filesystem)
