@@ -27,6 +27,27 @@ def kmsg(
     return parse_record(f"{header};{escaped}\n".encode())
 
 
+RawItem = tuple[int, int, str, "str | None", str, int]
+
+
+def raw_records(items: list[RawItem], *, dictionary_every: int = 0) -> list[bytes]:
+    """Raw records from (prefix, ts step, flags, caller, text, repeat) items, seq from 1.
+
+    With ``dictionary_every`` N, every Nth record carries USB dictionary lines.
+    """
+    raws: list[bytes] = []
+    seq, ts = 0, 0
+    for prefix, step, flags, caller, text, repeat in items:
+        for _ in range(repeat):
+            seq, ts = seq + 1, ts + step
+            header = f"{prefix},{seq},{ts},{flags}" + (f",caller={caller}" if caller else "")
+            escaped = text.replace("\\", "\\x5c").replace("\n", "\\x0a")
+            with_dictionary = dictionary_every and seq % dictionary_every == 0
+            dictionary = "\n SUBSYSTEM=usb\n DEVICE=c189:1" if with_dictionary else ""
+            raws.append(f"{header};{escaped}{dictionary}\n".encode())
+    return raws
+
+
 def run(records: list[Record], **options: Any) -> list[dict[str, Any]]:
     """Feed records to a fresh classifier, flush, return the event objects."""
     classifier = KernelEventClassifier(host="h", boot_id="b", clock_offset_ns=0, **options)

@@ -14,6 +14,7 @@ from forwarder.kernel_events.classifier import ReferenceClassifier
 from forwarder.kernel_events.envelope import encode_kernel_event
 from forwarder.kernel_events.stage import parse_for_classification
 from forwarder.source.parser import parse_record
+from tests.kernel_events.support import raw_records
 from tests.kernel_events.test_fuzz import KNOWN_LINES
 from tests.kernel_events.test_stage import BOOT, IDENTITY, Harness, _expanded
 
@@ -91,15 +92,7 @@ def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
     The reference feeds every kern record and, as the stage does, lets each read's newest
     record (kern or not) end quiet windows.
     """
-    raws: list[bytes] = []
-    seq, ts = 0, 0
-    for prefix, step, flags, caller, text, repeat in items:
-        for _ in range(repeat):
-            seq, ts = seq + 1, ts + step
-            header = f"{prefix},{seq},{ts},{flags}" + (f",caller={caller}" if caller else "")
-            escaped = text.replace("\\", "\\x5c").replace("\n", "\\x0a")
-            dictionary = "\n SUBSYSTEM=usb\n DEVICE=c189:1" if seq % 3 == 0 else ""
-            raws.append(f"{header};{escaped}{dictionary}\n".encode())
+    raws = raw_records(items, dictionary_every=3)
     harness = Harness({"out": None})
     reference = ReferenceClassifier(
         host="node-1", boot_id=BOOT, clock_offset_ns=IDENTITY.clock_offset_ns
@@ -128,7 +121,10 @@ def test_the_stage_passing_over_unparsed_records_emits_like_the_reference(
             (newest.seq, newest.seq, encode_kernel_event(e, newest.seq).json)
             for e in reference.advance(newest.seq, newest.ts_usec)
         )
-    want.extend((seq, seq, encode_kernel_event(e, seq).json) for e in reference.flush())
+    last_seq = len(raws)  # seqs run from 1
+    want.extend(
+        (last_seq, last_seq, encode_kernel_event(e, last_seq).json) for e in reference.flush()
+    )
     assert got == want
 
 

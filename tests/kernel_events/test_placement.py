@@ -18,6 +18,7 @@ from forwarder.kernel_events import CLASSES
 from forwarder.options import BatchConfig
 from forwarder.routing import Item
 from forwarder.sinks.base import Batch
+from tests.kernel_events.support import raw_records
 from tests.kernel_events.test_fast_path import IDLE_USB, records
 from tests.kernel_events.test_stage import BOOT, Harness
 from tests.support.forwarder import render_toml
@@ -30,18 +31,6 @@ CORE = [  # the core bench's templates: a link, a USB connect and an audit recor
     (6, 50, "-", None, LINK_UP, 2),
     (6, 50, "-", None, "usb 1-1: new high-speed USB device number 4 using xhci_hcd", 1),
 ]  # fmt: skip
-
-
-def _raws(items: list[tuple[int, int, str, str | None, str, int]]) -> list[bytes]:
-    raws: list[bytes] = []
-    seq, ts = 0, 0
-    for prefix, step, flags, caller, text, repeat in items:
-        for _ in range(repeat):
-            seq, ts = seq + 1, ts + step
-            header = f"{prefix},{seq},{ts},{flags}" + (f",caller={caller}" if caller else "")
-            escaped = text.replace("\\", "\\x5c").replace("\n", "\\x0a")
-            raws.append(f"{header};{escaped}\n".encode())
-    return raws
 
 
 def _described(items: list[Item]) -> list[Described]:
@@ -92,7 +81,7 @@ def test_a_merged_chunk_gives_the_stream_and_batches_of_inserted_events(
     checkpoints = {"fresh": None, "restarted": Checkpoint(BOOT, checkpoint_seq, "")}
     inserted = Harness(dict(checkpoints))
     merged = Harness(dict(checkpoints), lines_only=("fresh", "restarted"))
-    raws = _raws(items)
+    raws = raw_records(items)
     streams: dict[str, dict[str, list[list[Item]]]] = {"inserted": {}, "merged": {}}
     start, read = 0, 0
     while start < len(raws):
@@ -110,7 +99,7 @@ def test_a_merged_chunk_gives_the_stream_and_batches_of_inserted_events(
 
 def test_a_lines_only_sink_gets_one_slice_per_read_however_many_events() -> None:
     """The core bench's records: each read is one slice holding its events, not one per event."""
-    raws = _raws(CORE * 30)
+    raws = raw_records(CORE * 30)
     merged = Harness({"file": None, "kafka": None}, lines_only=("file",))
     for start in (0, 64):
         got = merged.route(raws[start : start + 64])
@@ -125,7 +114,7 @@ def test_a_lines_only_sink_gets_one_slice_per_read_however_many_events() -> None
 
 def test_the_forwarder_writes_merged_events_as_it_writes_inserted_ones(tmp_path: Path) -> None:
     """A file sink naming every class (events inserted) writes what one taking all (merged) does."""
-    raws = _raws(CORE * 600)  # 3,000 records, as many events: every read merges
+    raws = raw_records(CORE * 600)  # 3,000 records, as many events: every read merges
     (tmp_path / "kmsg.dump").write_bytes(b"".join(raws))
     (tmp_path / "boot_id").write_text(BOOT + "\n")
     sink = {"type": "file", "batch": {"max_records": 7, "max_bytes": 1024}}

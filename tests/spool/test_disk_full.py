@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +13,6 @@ from forwarder.spool.spool import Spool
 from tests.spool.helpers import BOOT, gaps_of, read_all, record, records_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted in a temp dir, unmounted afterwards."""
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        check=True,
-        timeout=10,
-    )
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True, timeout=10)
 
 
 def test_disk_full_degrades_to_memory_then_refuses_then_recovers(small_fs: Path) -> None:

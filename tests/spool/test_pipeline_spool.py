@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,24 +138,6 @@ async def test_a_sink_whose_queue_fills_is_detached_and_attached_again(
     )
     assert [e["seq"] for e in web] == list(range(written))
     assert [e for e in receiver.events.values() if e.get("event") == "gap"] == []
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted in a temp dir, unmounted afterwards (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        check=True,
-        timeout=10,
-    )
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True, timeout=10)
 
 
 async def test_a_full_spool_disk_shows_on_readyz_and_never_stops_the_forwarder(

@@ -179,6 +179,17 @@ def loop_mount(image: Path, mountpoint: Path, options: str = "") -> Iterator[Loo
         yield LoopFilesystem(image, device, mountpoint)
 
 
+@contextmanager
+def tmpfs(mountpoint: Path, size: str = "1m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``mountpoint`` (made) for the block, lazily unmounted after."""
+    mountpoint.mkdir()
+    run_tool("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint))
+    try:
+        yield mountpoint
+    finally:
+        run_tool("umount", "-l", str(mountpoint))
+
+
 def iptables_rules() -> str:
     """``iptables -S``: every rule of the filter table, as the commands that add them."""
     return run_tool("iptables", "-w", "-S")

@@ -174,13 +174,7 @@ class ColumnEntries:
             if meta_format is not None:  # the usual: every value's length fits one byte
                 values: list[Any] = []
                 for kind in kinds:
-                    value = (
-                        seq_text
-                        if kind == "seq"
-                        else id_head + seq_text
-                        if kind == "id"
-                        else b"%d" % stamps[index]
-                    )
+                    value = _metadata_value(kind, seq_text, id_head, stamps[index])
                     values += (len(value) + _HEADS[kind], len(value), value)
                 yield (
                     index - part.start,
@@ -196,13 +190,7 @@ class ColumnEntries:
                     parts.append(item)
                     continue
                 head, kind = item
-                value = (
-                    seq_text
-                    if kind == "seq"
-                    else id_head + seq_text
-                    if kind == "id"
-                    else b"%d" % stamps[index]
-                )
+                value = _metadata_value(kind, seq_text, id_head, stamps[index])
                 parts.append(length_prefixed(0x1A, head + varint(len(value)) + value))
             yield index - part.start, labels, problem, timestamp_ns, b"".join(parts)
 
@@ -255,3 +243,12 @@ class ColumnEntries:
             self._tails.clear()
         self._tails[key] = decoded
         return decoded
+
+
+def _metadata_value(kind: str, seq_text: bytes, id_head: bytes, ts_usec: int) -> bytes:
+    """A structured-metadata value of one record: its ``seq``, its ``id`` or its monotonic time."""
+    if kind == "seq":
+        return seq_text
+    if kind == "id":
+        return id_head + seq_text
+    return b"%d" % ts_usec
