@@ -116,8 +116,8 @@ class Reader:
             self._parse_error(raw, error)
 
         chunk = self._encoder.encode(raws, parse_error, self._bad_input.failed)
-        if not refused:
-            return chunk, list(raws)
+        if not refused:  # the usual: no copy
+            return chunk, raws
         ids = {id(raw) for raw in refused}
         return chunk, [raw for raw in raws if id(raw) not in ids]
 
