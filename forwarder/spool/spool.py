@@ -7,29 +7,30 @@ ties the parts together, each in its own module:
 
 - **Start-up** (``recovery``): never raises on spool contents and never loops; a bad header
   is quarantined (``*.seg.bad``, an exact ``spool_corrupt`` hole), a torn tail truncated.
-- **Writing** (``writer``): one active segment; ``fsync = "interval"`` syncs at most every
-  ``fsync_interval_ms`` and at once after a record at ``fsync_min_level`` or worse;
-  ``"always"`` after every append; ``"never"`` only when a segment is sealed or closed.
-- **Bound** (``eviction``): the files never exceed ``max_bytes``; ``drop_oldest`` evicts whole
-  segments, oldest boot first, each range recorded before the unlink (exact ``spool_full``
-  gaps); ``block`` refuses records until :meth:`Spool.release` frees delivered segments.
+- **Writing** (``writer``, ``syncer``): one active segment; ``fsync = "interval"`` syncs at
+  most every ``fsync_interval_ms`` and at once after a record at ``fsync_min_level`` or worse,
+  both in the syncer thread; ``"always"`` after every append, before it returns; ``"never"``
+  only when a segment is sealed or closed.
+- **Bound** (``bounded``, ``eviction``): the files never exceed ``max_bytes``; ``drop_oldest``
+  evicts whole segments, oldest boot first, each range recorded before the unlink (exact
+  ``spool_full`` gaps); ``block`` refuses records until :meth:`Spool.release` frees delivered
+  segments.
 - **Degraded** (``memory``): a failed write (ENOSPC, EIO) keeps records in memory, bounded,
   and retries with backoff; beyond that :meth:`append` refuses. Never exits.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate
 from pathlib import Path
 
 import structlog
 
 from forwarder.spool import eviction
+from forwarder.spool.bounded import BoundedWriter
 from forwarder.spool.config import SpoolConfig
-from forwarder.spool.format import BLOCK_HEAD_SIZE, FRAME_HEAD_SIZE, HEADER_SIZE
 from forwarder.spool.memory import MemoryHold
 from forwarder.spool.recovery import recover_boot
 from forwarder.spool.segments import Boot, Segment, boot_directory_name, fsync_directory
@@ -49,7 +50,9 @@ class Spool:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         time_ns: Callable[[], int] = time.time_ns,
+        fsync: Callable[[int], None] = os.fsync,
     ) -> None:
+        """``fsync`` syncs the active segment's data (a seam: the header's stays ``os.fsync``)."""
         self.config = config
         self.directory = directory
         self.segment_bytes = config.effective_segment_bytes()
@@ -57,9 +60,17 @@ class Spool:
         self.boots: list[Boot] = []  # oldest first; the current boot is last
         self.current: Boot | None = None
         self._time_ns = time_ns
-        self._writer = SegmentWriter(config, self.stats, monotonic)
+        self._writer = SegmentWriter(config, self.stats, monotonic, fsync)
         self._memory = MemoryHold(config.memory_bytes, monotonic)
-        self._released: dict[str, int] = {}  # per boot: every sink delivered up to this seq
+        self._bounded = BoundedWriter(
+            config,
+            self.boots,
+            self._writer,
+            self._memory,
+            current=self._current,
+            degrade=self._degrade,
+            stats=self.stats,
+        )
 
     # -- start-up -------------------------------------------------------------------
 
@@ -136,7 +147,7 @@ class Spool:
 
     def total_bytes(self) -> int:
         """Bytes of every segment file, quarantined ones included (what max_bytes bounds)."""
-        return sum(segment.size for boot in self.boots for segment in boot.segments)
+        return self._bounded.total_bytes()
 
     @property
     def unwritable(self) -> str | None:
@@ -179,87 +190,27 @@ class Spool:
         if self._memory.degraded:
             taken = self._memory.hold(new_seqs, new_raws)
         else:
-            taken = self._write(new_seqs, new_raws)
+            taken = self._bounded.write(new_seqs, new_raws)
         if taken:
             boot.tail_seq = new_seqs[taken - 1]
             self.stats.appended_records += taken
         self._sync_if_due(urgent=urgent)
         return start + taken
 
-    def _write(self, seqs: Sequence[int], raws: Sequence[bytes]) -> int:
-        """Write records to segments (rolling and evicting as needed); how many were written."""
-        writer = self._writer
-        if (whole := self._write_whole(seqs, raws)) is not None:
-            return whole
-        written = 0
-        count = len(seqs)
-        # Cumulative frame bytes, computed in C: the room check is a bisect, not a loop.
-        ends = list(accumulate(map(FRAME_HEAD_SIZE.__add__, map(len, raws))))
-        while written < count:
-            if writer.active is not None and writer.active.size >= self.segment_bytes:
-                self._seal()
-            active = writer.active
-            used = active.size if active is not None else HEADER_SIZE
-            before = ends[written - 1] if written else 0
-            room = self.segment_bytes - used - BLOCK_HEAD_SIZE
-            end = bisect_right(ends, before + room, written)
-            if end == written:  # not even one record fits the active segment: roll
-                if active is None or active.size == HEADER_SIZE:
-                    # One record larger than the whole spool: it can only be evicted.
-                    self._evict_everything_and(seqs[written])
-                    written += 1
-                    continue
-                self._seal()
-                continue
-            needed = ends[end - 1] - before + BLOCK_HEAD_SIZE
-            if active is None:
-                needed += HEADER_SIZE
-            if not self._make_room(needed):
-                return written
-            if active is not None and writer.active is None:
-                continue  # the active segment itself was evicted: a new one needs a header too
-            try:
-                if writer.active is None:
-                    writer.open_segment(self._current(), seqs[written])
-                writer.write_block(seqs[written:end], raws[written:end])
-            except OSError as error:
-                self._degrade(error)
-                return written + self._memory.hold(seqs[written:], raws[written:])
-            written = end
-        return written
-
-    def _write_whole(self, seqs: Sequence[int], raws: Sequence[bytes]) -> int | None:
-        """The common case, one block that fits the active segment; None if it does not."""
-        active = self._writer.active
-        if active is None:
-            return None
-        size = BLOCK_HEAD_SIZE + FRAME_HEAD_SIZE * len(raws) + sum(map(len, raws))
-        if (
-            active.size + size > self.segment_bytes
-            or self.total_bytes() + size > self.config.max_bytes
-        ):
-            return None
-        try:
-            self._writer.write_block(seqs, raws)
-        except OSError as error:
-            self._degrade(error)
-            return self._memory.hold(seqs, raws)
-        return len(seqs)
-
     def _current(self) -> Boot:
         assert self.current is not None, "open() first"
         return self.current
-
-    def _seal(self) -> None:
-        try:
-            self._writer.seal()
-        except OSError as error:
-            self._degrade(error)
 
     def _sync_if_due(self, *, urgent: bool) -> None:
         try:
             self._writer.sync_if_due(urgent=urgent)
         except OSError as error:
+            self._degrade(error)
+        self._take_sync_error()
+
+    def _take_sync_error(self) -> None:
+        """An fsync that failed in the syncer thread degrades the spool here, on this thread."""
+        if (error := self._writer.take_error()) is not None:
             self._degrade(error)
 
     def tick(self) -> None:
@@ -269,54 +220,22 @@ class Spool:
         self._sync_if_due(urgent=False)
 
     def sync(self) -> None:
-        """Sync what was written (on drain; never raises)."""
+        """Sync what was written, here, after a running fsync (on drain; never raises)."""
+        self._take_sync_error()
         try:
             self._writer.fsync()
         except OSError as error:
             self._degrade(error)
 
     def close(self) -> None:
-        """Sync and close the active segment."""
-        self._seal()
+        """Sync and close the active segment; stop the syncer thread (never raises)."""
+        self._take_sync_error()
+        try:
+            self._writer.close()
+        except OSError as error:
+            self._degrade(error)
 
     # -- bound ----------------------------------------------------------------------
-
-    def _make_room(self, needed: int) -> bool:
-        """Evict (drop_oldest) until ``needed`` more bytes fit; False if block mode is full."""
-        while self.total_bytes() + needed > self.config.max_bytes:
-            victim = self._oldest_segment()
-            if victim is None:
-                return True  # nothing left to evict: an empty spool takes one segment
-            if self.config.when_full == "block":
-                return False
-            self._evict(*victim)
-        return True
-
-    def _oldest_segment(self) -> tuple[Boot, Segment] | None:
-        for boot in self.boots:
-            if boot.segments:
-                return boot, boot.segments[0]
-        return None
-
-    def _evict(self, boot: Boot, segment: Segment) -> None:
-        if segment is self._writer.active:
-            self._writer.abandon()
-        released = self._released.get(boot.boot_id, -1)
-        try:
-            eviction.evict(
-                boot, segment, is_current=boot is self.current, released=released, stats=self.stats
-            )
-        except OSError as error:
-            self._degrade(error)
-
-    def _evict_everything_and(self, seq: int) -> None:
-        """A record larger than the spool: evict everything, then the record itself."""
-        while (victim := self._oldest_segment()) is not None:
-            self._evict(*victim)
-        try:
-            eviction.evict_record(self._current(), seq, self.stats)
-        except OSError as error:
-            self._degrade(error)
 
     def release(self, positions: Iterable[tuple[str, int]]) -> None:
         """Delete what every sink has delivered (``positions``: each sink's checkpoint)."""
@@ -327,7 +246,7 @@ class Spool:
         for boot in self.boots[:lowest]:
             eviction.delete_boot(boot)
             self.boots.remove(boot)
-        self._released[keep.boot_id] = delivered
+        self._bounded.released[keep.boot_id] = delivered
         eviction.reclaim(
             keep, delivered, active=self._writer.active, is_current=keep is self.current
         )
@@ -345,7 +264,7 @@ class Spool:
             return
         seqs = [seq for seq, _ in held]
         raws = [raw for _, raw in held]
-        written = self._write(seqs, raws)
+        written = self._bounded.write(seqs, raws)
         if written < len(held) and not self._memory.records:
             self._memory.hold(seqs[written:], raws[written:])  # block mode and full: keep them
         if self._memory.unwritable is None:

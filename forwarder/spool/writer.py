@@ -5,19 +5,24 @@ A new segment is its header, fsynced, and its directory fsynced, before any reco
 block either lands whole or the file is cut back to where it was, so a failed write never
 leaves garbage for a reader. Errors are raised (``OSError``): the spool decides what a
 failing disk means (degraded mode, ``forwarder.spool.memory``).
+
+Which thread syncs: ``fsync = "interval"`` requests its fsyncs (due, or after an urgent
+record) from the :class:`~forwarder.spool.syncer.Syncer` thread and returns at once;
+``"always"``, a seal, the drain and shutdown sync on the caller's thread (``"always"`` means
+durable when the append returns). Creating a segment (header, directory) stays synchronous.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from forwarder.spool.config import SpoolConfig
 from forwarder.spool.format import HEADER_SIZE, SegmentHeader, encode_block, encode_header
 from forwarder.spool.segments import Boot, Segment, fsync_directory, segment_name
+from forwarder.spool.syncer import Syncer
 
 INDEX_EVERY = 256  # records between two entries of a segment's sparse seq index
 
@@ -39,15 +44,20 @@ class SegmentWriter:
     """Appends to the active segment of the current boot (at most one is open)."""
 
     def __init__(
-        self, config: SpoolConfig, stats: SpoolStats, monotonic: Callable[[], float]
+        self,
+        config: SpoolConfig,
+        stats: SpoolStats,
+        monotonic: Callable[[], float],
+        fsync: Callable[[int], None] = os.fsync,
     ) -> None:
         self._config = config
         self._stats = stats
         self._monotonic = monotonic
         self._fd = -1
         self.active: Segment | None = None
-        self._dirty = False
+        self._dirty = False  # written since the last fsync or request of one
         self._last_sync = monotonic()
+        self._syncer = Syncer(stats, fsync)
 
     def open_segment(self, boot: Boot, first_seq: int) -> None:
         """Create ``boot``'s segment starting at ``first_seq`` and make it the active one."""
@@ -79,6 +89,7 @@ class SegmentWriter:
         boot.segments.append(segment)
         self._fd = fd
         self.active = segment
+        self._syncer.attach(fd, segment)
 
     def write_block(self, seqs: Sequence[int], raws: Sequence[bytes]) -> None:
         """Append one block to the active segment; on error it is cut back (or abandoned)."""
@@ -104,6 +115,7 @@ class SegmentWriter:
         if self.active is not None:
             self.active.sealed = True
         if self._fd >= 0:
+            self._syncer.detach()  # waits for an fsync of it in the syncer thread
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd = -1
@@ -119,25 +131,46 @@ class SegmentWriter:
             self.abandon()
 
     def sync_if_due(self, *, urgent: bool) -> None:
-        """The fsync policy after a write: always, or at an interval and after urgent records."""
-        if not self._dirty or self._fd < 0:
+        """After a write: ``always`` fsyncs here; ``interval`` (due, or urgent) asks the thread.
+
+        The ``interval`` request never waits for an fsync (``syncer``).
+        """
+        segment = self.active
+        if not self._dirty or segment is None:
             return
         policy = self._config.fsync
-        due = self._monotonic() - self._last_sync >= self._config.fsync_interval_ms / 1000
-        if policy == "always" or (policy == "interval" and (urgent or due)):
+        if policy == "always":
             self.fsync()
+            return
+        now = self._monotonic()
+        due = now - self._last_sync >= self._config.fsync_interval_ms / 1000
+        if policy == "interval" and (urgent or due):
+            self._syncer.request(segment, segment.size)
+            self._dirty = False
+            self._last_sync = now
 
     def fsync(self) -> None:
-        """Make what was written durable (raises OSError)."""
-        if self._fd < 0 or self.active is None:
+        """Make what was written durable now, after any running fsync (raises OSError)."""
+        segment = self.active
+        if segment is None:
             return
-        began = time.perf_counter()
-        os.fsync(self._fd)
-        self._stats.fsyncs += 1
-        self._stats.fsync_seconds += time.perf_counter() - began
-        self.active.synced_size = self.active.size
+        self._syncer.sync_now(segment, segment.size)
         self._dirty = False
         self._last_sync = self._monotonic()
+
+    def take_error(self) -> OSError | None:
+        """An fsync error from the syncer thread, once; what it failed to sync is due again."""
+        error = self._syncer.take_error()
+        if error is not None:
+            self._dirty = True
+        return error
+
+    def close(self) -> None:
+        """Seal the active segment and stop the syncer thread (raises OSError from the seal)."""
+        try:
+            self.seal()
+        finally:
+            self._syncer.stop()
 
 
 def _write_all(fd: int, data: bytes) -> None:

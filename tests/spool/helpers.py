@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,19 @@ def durable_seqs(spool: Spool) -> tuple[Path, int, int | None] | None:
     data = segment.path.read_bytes()[: segment.synced_size]
     frames, _, _ = decode_frames(data, HEADER_SIZE)
     return segment.path, segment.synced_size, frames[-1].seq if frames else None
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` passed (False): the syncer thread."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def crash_spool(spool: Spool) -> None:
+    """The process dies: the active segment is dropped unsynced, the syncer thread ends with it."""
+    spool._writer.abandon()
+    spool._writer._syncer.stop()

@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from forwarder.spool.config import SpoolConfig
 from forwarder.spool.reader import SpooledRecord, SpoolGap, SpoolReader
 from forwarder.spool.spool import Spool
-from tests.spool.helpers import disk_bytes, durable_seqs, read_all, records_of
+from tests.spool.helpers import crash_spool, disk_bytes, durable_seqs, read_all, records_of
 
 SINKS = ("a", "b", "c")
 
@@ -120,7 +120,7 @@ class SpoolMachine(RuleBasedStateMachine):
     def crash(self, power: bool, refill: bool) -> None:
         """The process dies (power: the machine too); start again, maybe re-reading the ring."""
         durable = durable_seqs(self.spool) if power else None
-        self.spool._writer.abandon()
+        crash_spool(self.spool)
         if durable is not None:
             path, length, _ = durable
             with path.open("r+b") as segment_file:
