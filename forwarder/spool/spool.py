@@ -206,11 +206,11 @@ class Spool:
             self._writer.sync_if_due(urgent=urgent)
         except OSError as error:
             self._degrade(error)
-        self._take_sync_error()
+        self._take_sync_errors()
 
-    def _take_sync_error(self) -> None:
+    def _take_sync_errors(self) -> None:
         """An fsync that failed in the syncer thread degrades the spool here, on this thread."""
-        if (error := self._writer.take_error()) is not None:
+        for error in self._writer.take_errors():
             self._degrade(error)
 
     def tick(self) -> None:
@@ -221,7 +221,7 @@ class Spool:
 
     def sync(self) -> None:
         """Sync what was written, here, after a running fsync (on drain; never raises)."""
-        self._take_sync_error()
+        self._take_sync_errors()
         try:
             self._writer.fsync()
         except OSError as error:
@@ -229,11 +229,11 @@ class Spool:
 
     def close(self) -> None:
         """Sync and close the active segment; stop the syncer thread (never raises)."""
-        self._take_sync_error()
         try:
             self._writer.close()
         except OSError as error:
             self._degrade(error)
+        self._take_sync_errors()  # the thread has ended: none can come later
 
     # -- bound ----------------------------------------------------------------------
 

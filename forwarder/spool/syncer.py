@@ -11,7 +11,7 @@ The fd belongs to the writer; the syncer only borrows its number between :meth:`
 writer closes the fd only after the thread let go of it, and the thread never fsyncs a
 number that was closed (and maybe reused: a checkpoint file opened meanwhile gets the lowest
 free number). An fsync error in the thread is kept for the loop thread to pick up
-(:meth:`take_error`): the spool's degraded mode handles it there, as it does a failed write.
+(:meth:`take_errors`): the spool's degraded mode handles it there, as it does a failed write.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Syncer:
         self._segment: Segment | None = None
         self._wake = threading.Condition(threading.Lock())  # guards the fields below
         self._wanted: tuple[Segment, int] | None = None  # the newest request: durable up to
-        self._error: OSError | None = None
+        self._errors: list[OSError] = []  # failed fsyncs the spool has not picked up yet
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -71,11 +71,11 @@ class Syncer:
         """Make ``segment`` durable up to ``size`` bytes before returning (raises OSError)."""
         self._sync(segment, size)
 
-    def take_error(self) -> OSError | None:
-        """The thread's last fsync error, once (None if there was none)."""
+    def take_errors(self) -> list[OSError]:
+        """The thread's fsync errors since the last call, oldest first, each once."""
         with self._wake:
-            error, self._error = self._error, None
-        return error
+            errors, self._errors = self._errors, []
+        return errors
 
     def stop(self) -> None:
         """End the thread and wait for it (a later request starts another)."""
@@ -107,7 +107,7 @@ class Syncer:
 
     def _keep(self, error: OSError) -> None:
         with self._wake:
-            self._error = error
+            self._errors.append(error)
 
     def _sync(self, segment: Segment, size: int) -> None:
         with self._fd_lock:

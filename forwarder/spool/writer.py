@@ -158,12 +158,12 @@ class SegmentWriter:
         self._dirty = False
         self._last_sync = self._monotonic()
 
-    def take_error(self) -> OSError | None:
-        """An fsync error from the syncer thread, once; what it failed to sync is due again."""
-        error = self._syncer.take_error()
-        if error is not None:
+    def take_errors(self) -> list[OSError]:
+        """Fsync errors from the syncer thread, each once; what they failed to sync is due again."""
+        errors = self._syncer.take_errors()
+        if errors:
             self._dirty = True
-        return error
+        return errors
 
     def close(self) -> None:
         """Seal the active segment and stop the syncer thread (raises OSError from the seal)."""

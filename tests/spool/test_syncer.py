@@ -207,3 +207,16 @@ def test_the_thread_starts_at_the_first_request_and_close_joins_it(tmp_path: Pat
         assert len(_syncer_threads()) == (policy == "interval")
         spool.close()
         assert _syncer_threads() == []
+
+
+def test_an_fsync_error_just_before_close_is_still_counted(tmp_path: Path) -> None:
+    """An error the thread met is picked up by close too: each failed fsync counts once."""
+    seam, clock = FsyncSeam(), [0.0]
+    seam.error = OSError(errno.EIO, os.strerror(errno.EIO))
+    spool = _spool(tmp_path, seam, clock)
+    spool.append([1], [record(1, level=2)], CRIT)
+    assert wait_until(lambda: len(seam.calls) == 1)
+    spool.close()  # the seal's own fsync fails too
+    assert len(seam.calls) == 2
+    assert (spool.stats.write_errors, spool.stats.fsyncs) == (2, 0)
+    assert spool.unwritable == os.strerror(errno.EIO)
