@@ -157,9 +157,7 @@ class Server:
         lagging = self._feeds.catch_ups if self._feeds is not None else {}
         if self._feeds is not None:
             assert isinstance(router, SharedRouter)
-            self._feeds.attach_server(
-                router, self._workers, max_records, self._kernel_events.select
-            )
+            self._feeds.attach_server(router, self._workers, max_records, self._kernel_events)
         seek_newest = self.config.source.start_at == "newest" and all(
             checkpoint is None and name not in lagging for name, checkpoint in checkpoints.items()
         )
@@ -212,10 +210,16 @@ class Server:
         self, identity: Identity, checkpoints: Mapping[str, Checkpoint | None]
     ) -> KernelEventStage:
         """The classifier for this run: each sink's resume point and event selection."""
-        resume = {
+        resume: dict[str, int | None] = {
             name: None if c is None else c.seq if c.boot_id == identity.boot_id else -1
             for name, c in checkpoints.items()
         }
+        if self._feeds is not None:
+            # A sink lagging at start gets the kernel events of what the spool held then from
+            # its catch-up (forwarder.spool.catch_up); the live stage makes the later ones.
+            for name, tail in self._feeds.live_events_from.items():
+                seq = resume[name]
+                resume[name] = tail if seq is None else max(tail, seq)
         selections = {
             name: EventSelection.of(table.events, table.kernel_event_classes)
             for name, table in self.config.sinks.items()

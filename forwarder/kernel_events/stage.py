@@ -74,6 +74,9 @@ class KernelEventStage:
         lines_only: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._config = config
+        self._all_selections = dict(selections)
+        self._lines_only = frozenset(lines_only)
         self._resume = dict(resume)
         positions = [seq for seq in resume.values() if seq is not None]
         # An event at or below every sink's checkpoint was sent (and counted) before a restart.
@@ -113,6 +116,39 @@ class KernelEventStage:
     def enabled(self) -> bool:
         """Whether kernel events are classified at all."""
         return self._classifier is not None
+
+    def for_sink(
+        self, sink: str, identity: Identity, resume: int | None
+    ) -> KernelEventStage | None:
+        """A stage of its own for one sink reading other records (a spool catch-up).
+
+        ``resume``: the sink's seq in ``identity``'s boot (None: it has none); None when
+        kernel events are off.
+        """
+        if self._classifier is None:
+            return None
+        selection = self._all_selections.get(sink)
+        return KernelEventStage(
+            self._config,
+            identity,
+            {sink: resume},
+            {} if selection is None else {sink: selection},
+            self._emit_event,
+            lines_only=self._lines_only & {sink},
+            clock=self._clock,
+        )
+
+    def flush(self, out: Out) -> None:
+        """Close every open report now (its records' boot ended), at the newest position."""
+        if self._classifier is None:
+            return
+        try:
+            self._emit(self._classifier.flush(), self._last_seq, out)
+        except Exception as error:  # the safety net, as for a record
+            self._failed(error, self._last_seq)
+            return
+        for sink, selection in self._selections.items():
+            out[sink] = selection.apply(out[sink])
 
     def select(self, sink: str, items: Sequence[Item]) -> Sequence[Item]:
         """``items`` as ``sink`` takes them (unchanged unless it narrowed its events)."""

@@ -12,7 +12,7 @@ second from the checkpoints, the only cursors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 import structlog
@@ -21,9 +21,11 @@ from forwarder.delivery.checkpoint import Checkpoint
 from forwarder.delivery.worker import SinkWorker
 from forwarder.encoding.chunk import Chunk, Encode, ParseErrorHook
 from forwarder.encoding.reference import Identity
+from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item
 from forwarder.spool.appender import SpoolAppender
-from forwarder.spool.fanout import CheckpointTracker, SharedRouter, SinkCatchUp
+from forwarder.spool.catch_up import SinkCatchUp
+from forwarder.spool.fanout import CheckpointTracker, SharedRouter
 from forwarder.spool.reader import SpoolReader
 from forwarder.spool.spool import Spool
 from forwarder.telemetry.events import Emitter
@@ -61,7 +63,10 @@ class SpoolFeeds:
         self._on_parse_error = on_parse_error
         self._emit = emit
         self.router: SharedRouter | None = None
-        self._select: Callable[[str, Sequence[Item]], Sequence[Item]] = lambda _name, items: items
+        self._events: KernelEventStage | None = None  # the live stage
+        # Per sink lagging at start: the spool's newest record then; the live stage makes
+        # their kernel events above it, their catch-up those of what the spool held before.
+        self.live_events_from: dict[str, int] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -98,6 +103,8 @@ class SpoolFeeds:
                 continue
             if SpoolReader(spool, *position).read(1):
                 updated_at = checkpoint.updated_at if checkpoint is not None else ""
+                tail = spool.current.tail_seq if spool.current is not None else None
+                self.live_events_from[name] = -1 if tail is None else tail
                 self.catch_ups[name] = self._new_catch_up(name, position, updated_at)
             else:
                 live[name] = checkpoint
@@ -109,12 +116,12 @@ class SpoolFeeds:
         router: SharedRouter,
         workers: dict[str, SinkWorker],
         max_records: dict[str, int],
-        select: Callable[[str, Sequence[Item]], Sequence[Item]],
+        events: KernelEventStage,
     ) -> None:
-        """The live router, the workers, each sink's batch size and event selection."""
+        """The live router, the workers, each sink's batch size, the live kernel-event stage."""
         self.router = router
         self.workers = workers
-        self._select = select
+        self._events = events
         self._lag_records = {name: LAG_BATCHES * size for name, size in max_records.items()}
 
     def start(self) -> None:
@@ -135,6 +142,8 @@ class SpoolFeeds:
     def _new_catch_up(
         self, name: str, position: tuple[str, int] | None, updated_at: str = ""
     ) -> SinkCatchUp:
+        current = self.spool.current
+        assert current is not None, "the spool is open"
         return SinkCatchUp(
             name,
             self.spool,
@@ -145,7 +154,21 @@ class SpoolFeeds:
             on_parse_error=self._on_parse_error,
             on_failure=_already_set_aside,
             updated_at=updated_at,
+            events_for=self._events_for,
+            # Detached while running: the live stage has classified every record it owes.
+            classify_through=(current.boot_id, self.live_events_from.get(name, -1)),
+            on_event_dropped=self._emit.kernel_event_dropped,
         )
+
+    def _events_for(
+        self, sink: str, identity: Identity, resume: int | None
+    ) -> KernelEventStage | None:
+        """A catch-up's own kernel-event stage (None while kernel events are off)."""
+        return None if self._events is None else self._events.for_sink(sink, identity, resume)
+
+    def _select(self, name: str, items: Sequence[Item]) -> Sequence[Item]:
+        """``items`` as ``name`` takes them (its event selection)."""
+        return items if self._events is None else self._events.select(name, items)
 
     def identity_of(self, boot_id: str) -> Identity:
         """A boot's identity: its stored clock offset keeps ids and timestamps stable."""

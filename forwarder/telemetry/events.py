@@ -184,6 +184,16 @@ class Emitter:
             hint="the record still ships; no kernel event comes of it; please report this bug",
         )
 
+    def kernel_event_dropped(self, sink: str) -> None:
+        """A kernel event made live for a lagging sink found 10,000 others waiting: dropped."""
+        if self.metrics is not None:
+            self.metrics.kernel_events_dropped.labels(sink).inc()
+        log.warning(
+            "kernel_event_dropped_while_lagging",
+            sink=sink,
+            hint="the sink has lagged long beside a noisy kernel; its records still arrive",
+        )
+
     # -- delivery ----------------------------------------------------------------------
 
     def checkpoint(self, sink: str, seq: int) -> None:

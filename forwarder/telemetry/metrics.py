@@ -84,6 +84,11 @@ class Metrics:
             "Records or flushes the kernel-event classifier failed on (a bug; logged, skipped).",
             registry=registry,
         )
+        self.kernel_events_dropped = Counter(
+            f"{PREFIX}_kernel_events_dropped",
+            "Kernel events dropped for a lagging sink: more than 10,000 waited for its cursor.",
+            ["sink"], registry=registry,
+        )  # fmt: skip
         self.batch_latency = Histogram(
             f"{PREFIX}_batch_latency_seconds",
             "Time from a batch's first send to its confirmation.",

@@ -11,7 +11,7 @@ from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.kernel_events.placement import MergedChunk
 from forwarder.routing import Item
 from forwarder.source.parser import parse_record
-from forwarder.spool.fanout import SinkCatchUp
+from forwarder.spool.catch_up import SinkCatchUp
 from forwarder.spool.spool import Spool
 from tests.spool.helpers import open_spool, record
 

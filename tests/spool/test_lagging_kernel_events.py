@@ -1,0 +1,99 @@
+"""Kernel events of a lagging sink survive a stop that loses what was in memory.
+
+The forwarder stops while one sink lags (its receiver down, the drain cut short: what was
+held in memory for it is gone, as after a SIGKILL). At the restart the source no longer
+holds the old records (the ring overwrote them): they are only in the spool. The lagging
+sink must still get every record *and every kernel event* the healthy sink got, once each,
+each event right after the record that completed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from forwarder.config import Config, parse_config
+from forwarder.delivery.checkpoint import CheckpointStore
+from forwarder.server import Server
+from forwarder.sinks.outcome import Outcome
+from tests.spool.test_lagging_handover import BOOT_ID, STEP, _kernel_events, _kmsg_seqs, _step
+from tests.support.fakes import FakeSink
+from tests.support.wait import wait_until_async
+
+pytestmark = pytest.mark.timeout(120)
+STEPS = 6
+
+
+def _config(tmp_path: Path, dump: Path) -> Config:
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text(BOOT_ID + "\n")
+    return parse_config(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "retry": {"initial_backoff_ms": 5, "max_backoff_ms": 20},
+            "batch": {"max_records": 10, "linger_ms": 5},
+            "shutdown_timeout_s": 1,
+            "source": {"path": str(dump), "boot_id_path": str(boot_id), "follow": True},
+        }
+    )
+
+
+def _stream(sink: FakeSink) -> list[dict[str, object]]:
+    return [orjson.loads(event.json) for batch in sink.stored for event in batch.events]
+
+
+async def _run_until(server: Server, done: object, what: str) -> int:
+    server.prepare()
+    serving = asyncio.create_task(server.serve())
+    try:
+        await wait_until_async(done, timeout_s=60, what=what)  # type: ignore[arg-type]
+    finally:
+        server.handle_exit(signal.SIGTERM)
+        code = await asyncio.wait_for(serving, timeout=60)
+    return code
+
+
+async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(tmp_path: Path) -> None:
+    """Held events lost at the stop come back from the spool: each once, after its record."""
+    dump = tmp_path / "kmsg.dump"
+    dump.write_bytes(b"".join(_step(step * STEP) for step in range(STEPS)))
+    config = _config(tmp_path, dump)
+    total = STEPS * STEP
+    web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
+    out = FakeSink("out")
+    await _run_until(
+        Server(config, {"web": web, "out": out}),
+        lambda: len(_kmsg_seqs(out)) == total and len(_kernel_events(out)) == STEPS,
+        "every record and event in the healthy sink",
+    )
+    stopped_at = CheckpointStore(config.state_dir).load("web")
+    assert stopped_at is None or stopped_at.seq < STEP, "web delivered nothing before the stop"
+    assert _kernel_events(web) == []
+
+    # The ring overwrote everything but the last step: the rest is only in the spool.
+    dump.write_bytes(_step((STEPS - 1) * STEP))
+    web_again = FakeSink("web")
+    out_again = FakeSink("out")
+    code = await _run_until(
+        Server(config, {"web": web_again, "out": out_again}),
+        lambda: (
+            (saved := CheckpointStore(config.state_dir).load("web")) is not None
+            and saved.seq == total - 1
+        ),
+        "web caught up from the spool",
+    )
+    assert code == 0
+    stream = _stream(web_again)
+    assert sorted(_kmsg_seqs(web_again)) == list(range(total))
+    assert sorted(_kernel_events(web_again)) == sorted(_kernel_events(out))
+    assert [e for e in stream if e["event"] == "gap"] == []
+    # Each event right after the record that completed it (the segfault's "Code:" line).
+    for at, event in enumerate(stream):
+        if event["event"] == "kernel_event":
+            assert stream[at - 1]["event"] == "kmsg"
+            assert stream[at - 1]["seq"] == event["last_seq"]
+    assert _kernel_events(out_again) == []  # out had them all before the stop
