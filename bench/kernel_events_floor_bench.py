@@ -35,7 +35,7 @@ import orjson
 from forwarder.kernel_events.catalogue import detect
 from forwarder.kernel_events.classifier import KernelEventClassifier
 from forwarder.kernel_events.envelope import encode_kernel_event
-from forwarder.kernel_events.stage import parse_for_classification
+from forwarder.kernel_events.records import parse_for_classification
 
 BOOT = "5b1e7c1a-2f4d-4c1e-9a7b-3d2e1f0a9b8c"
 NETFILTER = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import structlog
@@ -25,16 +26,16 @@ from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item
 from forwarder.spool.appender import SpoolAppender
 from forwarder.spool.catch_up import SinkCatchUp
+from forwarder.spool.catch_up_loop import CatchUpLoop
 from forwarder.spool.fanout import CheckpointTracker, SharedRouter
-from forwarder.spool.reader import SpoolReader
+from forwarder.spool.live_queue import backed_up, put_live
+from forwarder.spool.loss_counts import SpoolLossCounts
 from forwarder.spool.spool import Spool
+from forwarder.spool.start_plan import plan_start
 from forwarder.telemetry.events import Emitter
 
 log = structlog.get_logger("forwarder.spool")
-CATCH_UP_RECORDS: Final = 2048
-CATCH_UP_IDLE_S: Final = 0.05
 HOUSEKEEPING_S: Final = 1.0
-FAILING_CHECK_S: Final = 0.05  # how often a reader waiting on a full queue checks its sink
 LAG_BATCHES: Final = 4  # a failing sink with this many batches queued reads from the spool
 
 
@@ -64,8 +65,6 @@ class SpoolFeeds:
         self._emit = emit
         self.router: SharedRouter | None = None
         self._events: KernelEventStage | None = None  # the live stage
-        # Per sink lagging at start: the spool's newest record then; the live stage makes
-        # their kernel events above it, their catch-up those of what the spool held before.
         self.live_events_from: dict[str, int] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks
@@ -75,41 +74,20 @@ class SpoolFeeds:
         self.fresh: set[str] = set()  # sinks with no position yet
         self._starts: dict[str, tuple[str, int]] = {}  # new sinks' start positions, to save
         self.reading_done = False
-        self._evicted_counted = 0
-        self._corrupt_counted: set[tuple[str, int, int]] = set()
+        self._losses = SpoolLossCounts(emit)
 
     # -- start-up --------------------------------------------------------------------
 
     def plan(self, checkpoints: dict[str, Checkpoint | None]) -> dict[str, Checkpoint | None]:
-        """Sinks the spool holds more for start lagging; the others (returned) start live.
-
-        A new sink starting at the oldest record while the spool holds records gets its
-        start position persisted now: a restart before it delivers anything resumes there.
-        """
-        spool = self.spool
-        live: dict[str, Checkpoint | None] = {}
-        for name, checkpoint in checkpoints.items():
-            position = None if checkpoint is None else (checkpoint.boot_id, checkpoint.seq)
-            if position is None and self._start_at == "oldest":
-                oldest = next((b for b in spool.boots if b.oldest_seq() is not None), None)
-                if oldest is not None:
-                    first = oldest.oldest_seq()
-                    assert first is not None
-                    position = (oldest.boot_id, first - 1)
-                    self._starts[name] = position  # saved by its worker once running
-            if position is None:
-                self.fresh.add(name)
-                live[name] = checkpoint
-                continue
-            if SpoolReader(spool, *position).read(1):
-                updated_at = checkpoint.updated_at if checkpoint is not None else ""
-                tail = spool.current.tail_seq if spool.current is not None else None
-                self.live_events_from[name] = -1 if tail is None else tail
-                self.catch_ups[name] = self._new_catch_up(name, position, updated_at)
-            else:
-                live[name] = checkpoint
-                self._queued[name] = position
-        return live
+        """Sinks the spool holds more for start lagging; the others (returned) start live."""
+        plan = plan_start(self.spool, checkpoints, self._start_at)
+        self.fresh |= plan.fresh
+        self._starts.update(plan.starts)
+        self._queued.update(plan.queued)
+        self.live_events_from.update(plan.live_events_from)
+        for name, (position, updated_at) in plan.lagging.items():
+            self.catch_ups[name] = self._new_catch_up(name, position, updated_at)
+        return plan.live
 
     def attach_server(
         self,
@@ -232,38 +210,10 @@ class SpoolFeeds:
                 # live path still has for it (kernel events) waits for that cursor.
                 catch_up.hold(items)
                 continue
-            if not await self._put_live(name, items):
+            if not await put_live(self.workers[name], items):
                 self._detach(name).hold(items)
                 continue
             self._queued[name] = (items[-1].boot_id, items[-1].checkpoint_seq)
-
-    async def _put_live(self, name: str, items: list[Item]) -> bool:
-        """Queue items for an attached sink; False if it fails while its queue is full.
-
-        A healthy sink that is full makes the reader wait (backpressure); one that starts
-        failing meanwhile is detached instead, or it would hold every other sink back.
-        """
-        batcher = self.workers[name].batcher
-        if not batcher.queue.full():
-            batcher.put_nowait(items)
-            return True
-        put = asyncio.ensure_future(batcher.put(items))
-        try:
-            while not put.done():
-                await asyncio.wait({put}, timeout=FAILING_CHECK_S)
-                if not put.done() and self._failing(name):
-                    put.cancel()  # asyncio.Queue.put leaves nothing behind when cancelled
-                    await asyncio.wait({put})
-                    if put.cancelled():
-                        return False
-        finally:
-            if not put.done():
-                put.cancel()
-        put.result()
-        return True
-
-    def _failing(self, name: str) -> bool:
-        return self.workers[name].health.failing_since is not None
 
     def _detach(self, name: str) -> SinkCatchUp:
         """Take ``name`` off the live path; one catch-up task feeds it from the spool."""
@@ -276,89 +226,37 @@ class SpoolFeeds:
         return catch_up
 
     def _backed_up(self, name: str) -> bool:
-        """A failing sink with a few batches (or a full queue) waiting: the rest waits spooled."""
-        batcher = self.workers[name].batcher
-        backed_up = batcher.depth >= self._lag_records[name] or batcher.queue.full()
-        return backed_up and self._failing(name)
+        return backed_up(self.workers[name], self._lag_records[name])
 
     # -- lagging sinks ----------------------------------------------------------------
 
     def _start_catch_up(self, name: str) -> None:
         running = self._tasks.get(name)
         assert running is None or running.done(), f"a second catch-up for sink {name}"
-        self._tasks[name] = asyncio.create_task(self._catch_up(name), name=f"catch-up-{name}")
+        assert self.router is not None
+        loop = CatchUpLoop(
+            self.catch_ups[name],
+            self.workers[name].batcher,
+            self.router,
+            self.spool,
+            flush=self.flush,
+            backed_up=partial(self._backed_up, name),
+            select=partial(self._select, name),
+            count_gaps=self._losses.catch_up_gaps,
+            reading_done=lambda: self.reading_done,
+            attached=self._attached,
+        )
+        self._tasks[name] = asyncio.create_task(loop.run(), name=f"catch-up-{name}")
+
+    def _attached(self, name: str, position: tuple[str, int]) -> None:
+        """``name`` caught up and takes the live path again from ``position``."""
+        self._queued[name] = position
+        del self.catch_ups[name]
+        self._tasks.pop(name, None)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The running catch-up tasks."""
         return list(self._tasks.values())
-
-    async def _catch_up(self, name: str) -> None:
-        """Feed a lagging sink from the spool until it has caught up, then attach it again."""
-        try:
-            await self._catch_up_loop(name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("catch_up_failed", sink=name)
-            raise
-
-    async def _catch_up_loop(self, name: str) -> None:
-        catch_up = self.catch_ups[name]
-        batcher = self.workers[name].batcher
-        router = self.router
-        assert router is not None
-        while True:
-            if self._backed_up(name):
-                await asyncio.sleep(CATCH_UP_IDLE_S)  # the sink is down: read no further
-                continue
-            self.flush()  # the cursor must see every record the live path has routed
-            items = catch_up.next_items(CATCH_UP_RECORDS)
-            self._count_gaps(name, catch_up)
-            if items:
-                await batcher.put(self._select(name, items))  # the kinds the sink takes
-                continue
-            if items is not None:
-                continue  # entries that meant nothing to send (set aside, filtered)
-            if self.reading_done:  # the drain: what the live path held for it goes first
-                pending = catch_up.finish(router.identity)
-                self._count_gaps(name, catch_up)
-                if pending:
-                    await batcher.put(self._select(name, pending))
-                await batcher.close()
-                return
-            if batcher.queue.qsize() < batcher.queue.maxsize // 2:
-                boot_id, _ = catch_up.position
-                if boot_id == router.identity.boot_id or self._boot_done(boot_id):
-                    # From the check to the attach nothing awaits: no record can slip between.
-                    pending = catch_up.finish(router.identity)
-                    self._count_gaps(name, catch_up)
-                    if pending:  # the queue has room (checked above): no await, no interleaving
-                        batcher.put_nowait(self._select(name, pending))
-                    _, seq = catch_up.position
-                    router.attach(name, seq)
-                    self._queued[name] = (router.identity.boot_id, seq)
-                    del self.catch_ups[name]
-                    self._tasks.pop(name, None)
-                    log.info("sink_caught_up", sink=name, seq=seq)
-                    return
-            await asyncio.sleep(CATCH_UP_IDLE_S)
-
-    def _boot_done(self, boot_id: str) -> bool:
-        """True when the spool holds nothing more of ``boot_id`` (an older boot)."""
-        return self.spool.boot(boot_id) is not self.spool.current
-
-    def _count_gaps(self, name: str, catch_up: SinkCatchUp) -> None:
-        emit = self._emit
-        for reason, lost_range in catch_up.gap_reports:
-            emit.gap_emitted(name, reason)
-            # A quarantined range is counted once, however many sinks are told about it
-            # (spool_full is counted when evicted, from the spool's own figure).
-            if reason == "spool_corrupt" and lost_range not in self._corrupt_counted:
-                assert lost_range is not None
-                self._corrupt_counted.add(lost_range)
-                _, first, last = lost_range
-                emit.records_lost(reason, first, last, last - first + 1)
-        catch_up.gap_reports.clear()
 
     # -- housekeeping ----------------------------------------------------------------
 
@@ -369,11 +267,7 @@ class SpoolFeeds:
             self.flush()
             self.spool.tick()
             self.release()
-            evicted = self.spool.stats.evicted_records
-            if evicted > self._evicted_counted and self._emit.metrics is not None:
-                lost = evicted - self._evicted_counted
-                self._emit.metrics.records_lost.labels("spool_full").inc(lost)
-            self._evicted_counted = evicted
+            self._losses.evictions(self.spool.stats)
 
     def release(self) -> None:
         """Delete what every sink has delivered (their checkpoints are the only cursors)."""

@@ -12,7 +12,7 @@ from forwarder.encoding.reference import Event
 from forwarder.kernel_events import KernelEventClassifier
 from forwarder.kernel_events.classifier import ReferenceClassifier
 from forwarder.kernel_events.envelope import encode_kernel_event
-from forwarder.kernel_events.stage import parse_for_classification
+from forwarder.kernel_events.records import parse_for_classification
 from forwarder.source.parser import parse_record
 from tests.kernel_events.support import raw_records
 from tests.kernel_events.test_fuzz import KNOWN_LINES

@@ -12,7 +12,7 @@ from forwarder.encoding.reference import Event, Identity, encode_record
 from forwarder.kernel_events.config import KernelEventsConfig
 from forwarder.kernel_events.stage import KernelEventStage
 from forwarder.routing import Item, Router
-from forwarder.spool import catch_up as catch_up_module
+from forwarder.spool import lagging_events
 from forwarder.spool.catch_up import SinkCatchUp
 from forwarder.spool.spool import Spool
 from forwarder.telemetry.events import Emitter
@@ -150,7 +150,7 @@ def test_held_kernel_events_past_the_bound_are_dropped_and_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Beyond MAX_HELD_EVENTS a live event is dropped, counted and logged; the rest arrive."""
-    monkeypatch.setattr(catch_up_module, "MAX_HELD_EVENTS", 2)
+    monkeypatch.setattr(lagging_events, "MAX_HELD_EVENTS", 2)
     spool = open_spool(tmp_path, boot_id="boot-a")
     spool.append(list(range(6)), _records(0, 5, {}))
     dropped: list[str] = []
