@@ -137,6 +137,34 @@ def test_a_roll_waits_for_a_running_fsync_and_the_fd_stays_open_under_it(tmp_pat
     assert spool.stats.fsyncs == len(seam.calls)
 
 
+def test_a_quarantined_active_segment_is_closed_only_after_the_running_fsync(
+    tmp_path: Path,
+) -> None:
+    """Dropping the active segment unsynced (quarantine, eviction) waits for the thread first."""
+    seam, clock = FsyncSeam(), [0.0]
+    seam.release.clear()
+    spool = _spool(tmp_path, seam, clock)
+    spool.append([1], [record(1, level=2)], CRIT)
+    active = spool._writer.active
+    assert active is not None
+    inode = active.path.stat().st_ino
+    assert seam.entered.wait(5)
+    spool.append([2], [record(2, level=2)], CRIT)  # a request left pending for this segment
+    dropper = _in_thread(lambda: spool.quarantine(active, "test"))
+    dropper.join(0.3)
+    assert dropper.is_alive(), "the fd must not be closed while the thread fsyncs it"
+    seam.release.set()
+    dropper.join(10)
+    assert not dropper.is_alive()
+    assert active.bad
+    assert spool._writer.active is None
+    with (tmp_path / "other").open("wb"):  # may take the closed fd's number: never fsynced
+        spool.tick()
+        spool.close()
+    assert [called for _, called in seam.calls] == [inode] * len(seam.calls)
+    assert spool.stats.fsyncs == len(seam.calls)
+
+
 def test_drain_waits_for_a_running_fsync_then_syncs_what_remains(tmp_path: Path) -> None:
     """``sync`` (the drain) returns only when everything appended is durable."""
     seam, clock = FsyncSeam(), [0.0]
