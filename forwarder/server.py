@@ -210,16 +210,10 @@ class Server:
         self, identity: Identity, checkpoints: Mapping[str, Checkpoint | None]
     ) -> KernelEventStage:
         """The classifier for this run: each sink's resume point and event selection."""
-        resume: dict[str, int | None] = {
+        resume = {
             name: None if c is None else c.seq if c.boot_id == identity.boot_id else -1
             for name, c in checkpoints.items()
         }
-        if self._feeds is not None:
-            # A sink lagging at start gets the kernel events of what the spool held then from
-            # its catch-up (forwarder.spool.catch_up); the live stage makes the later ones.
-            for name, tail in self._feeds.live_events_from.items():
-                seq = resume[name]
-                resume[name] = tail if seq is None else max(tail, seq)
         selections = {
             name: EventSelection.of(table.events, table.kernel_event_classes)
             for name, table in self.config.sinks.items()
@@ -233,6 +227,7 @@ class Server:
             selections,
             self.emit,
             lines_only=lines_only,
+            spooled_through=None if self._feeds is None else self._feeds.live_events_from,
         )
 
     def _live_source(self) -> bool:

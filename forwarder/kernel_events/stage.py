@@ -59,7 +59,10 @@ class KernelEventStage:
 
     ``resume`` is each sink's checkpoint seq in this boot at start (-1 for a checkpoint
     of another boot, None for none); ``lines_only`` names the sinks that read batches as
-    lines only (``Sink.reads_lines_only``).
+    lines only (``Sink.reads_lines_only``). ``spooled_through`` names the sinks that start
+    behind the spool, with its newest seq of this boot: their events completed by a record
+    up to it come from their spool catch-up (``forwarder.spool.lagging_events``), a report
+    still open there is this stage's (a flush at that seq included).
     """
 
     def __init__(
@@ -72,13 +75,21 @@ class KernelEventStage:
         *,
         lines_only: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        spooled_through: Mapping[str, int] | None = None,
+        count: bool = True,
     ) -> None:
         self._config = config
         self._all_selections = dict(selections)
         self._lines_only = frozenset(lines_only)
         self._resume = dict(resume)
-        positions = [seq for seq in resume.values() if seq is not None]
-        # An event at or below every sink's checkpoint was sent (and counted) before a restart.
+        self._flush_resume = dict(resume)  # a flush's events go where position > this
+        for sink, tail in (spooled_through or {}).items():
+            seq = self._resume.get(sink)
+            self._resume[sink] = tail if seq is None else max(tail, seq)
+            self._flush_resume[sink] = tail - 1 if seq is None else max(tail - 1, seq)
+        positions = [seq for seq in self._resume.values() if seq is not None]
+        # An event at or below every sink's checkpoint was made (and counted) before a restart;
+        # so was every event a catch-up makes again from the spool (``count`` False).
         self._counted_above = min(positions) if len(positions) == len(resume) else None
         self._selections = {
             sink: selection
@@ -88,7 +99,7 @@ class KernelEventStage:
         # Sinks that may take a read's events inside its chunk (see MergedChunk).
         self._merging = frozenset(lines_only) - set(self._selections)
         self._emit_event = emit
-        self._counting = emit.metrics is not None  # without metrics, counting is a no-op
+        self._counting = count and emit.metrics is not None  # without metrics: a no-op
         self._clock = clock
         self._classifier: KernelEventClassifier | None = None
         self._every_facility = False
@@ -135,6 +146,7 @@ class KernelEventStage:
             self._emit_event,
             lines_only=self._lines_only & {sink},
             clock=self._clock,
+            count=False,
         )
 
     def flush(self, out: Out) -> None:
@@ -296,7 +308,7 @@ class KernelEventStage:
     def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
         """Queue ``events`` at the end, at ``position``, for every sink that did not get them."""
         encoded, position = self._encode(events, position)
-        for sink, resume in self._resume.items():
+        for sink, resume in self._flush_resume.items():
             if resume is None or position > resume:
                 out[sink].extend(encoded)
 

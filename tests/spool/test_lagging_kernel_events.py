@@ -57,17 +57,37 @@ async def _run_until(server: Server, done: object, what: str) -> int:
     return code
 
 
-async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(tmp_path: Path) -> None:
-    """Held events lost at the stop come back from the spool: each once, after its record."""
+# A segfault line with no "Code:" line after it: its report stays open until the idle flush.
+OPEN_REPORT = (
+    "6,{seq},{ts},-;memhog[4343]: segfault at 0 ip 000055d0c3a1b1c4 sp 00007ffd4c1e5e30 "
+    "error 6 in memhog[55d0c3a1b000+1000] likely on CPU 0 (core 0, socket 0)\n"
+)
+
+
+@pytest.mark.parametrize("ends_open", [False, True], ids=["closed", "open-at-the-end"])
+async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(
+    tmp_path: Path, ends_open: bool
+) -> None:
+    """Held events lost at the stop come back from the spool: each once, after its record.
+
+    ``open-at-the-end``: the newest spooled record leaves a report open, closed only by the
+    idle flush after the restart: the live path's, and still the lagging sink's.
+    """
     dump = tmp_path / "kmsg.dump"
-    dump.write_bytes(b"".join(_step(step * STEP) for step in range(STEPS)))
-    config = _config(tmp_path, dump)
+    steps = b"".join(_step(step * STEP) for step in range(STEPS))
     total = STEPS * STEP
+    last_step = _step((STEPS - 1) * STEP)
+    if ends_open:
+        tail = OPEN_REPORT.format(seq=total, ts=total * 1000).encode()
+        steps, last_step, total = steps + tail, last_step + tail, total + 1
+    dump.write_bytes(steps)
+    config = _config(tmp_path, dump)
+    events = STEPS + ends_open
     web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
     out = FakeSink("out")
     await _run_until(
         Server(config, {"web": web, "out": out}),
-        lambda: len(_kmsg_seqs(out)) == total and len(_kernel_events(out)) == STEPS,
+        lambda: len(_kmsg_seqs(out)) == total and len(_kernel_events(out)) == events,
         "every record and event in the healthy sink",
     )
     stopped_at = CheckpointStore(config.state_dir).load("web")
@@ -75,7 +95,7 @@ async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(tmp_p
     assert _kernel_events(web) == []
 
     # The ring overwrote everything but the last step: the rest is only in the spool.
-    dump.write_bytes(_step((STEPS - 1) * STEP))
+    dump.write_bytes(last_step)
     web_again = FakeSink("web")
     out_again = FakeSink("out")
     code = await _run_until(
@@ -83,6 +103,7 @@ async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(tmp_p
         lambda: (
             (saved := CheckpointStore(config.state_dir).load("web")) is not None
             and saved.seq == total - 1
+            and len(_kernel_events(web_again)) == events
         ),
         "web caught up from the spool",
     )
