@@ -113,6 +113,12 @@ class KernelEventClassifier:
         self._last_seq = seq
         return True
 
+    def quiet_deadline_usec(self) -> int:
+        """The ``ts_usec`` past which the first open report's quiet window has ended."""
+        if self._bounds_stale:
+            self._compute_bounds()
+        return self._quiet_deadline_usec
+
     def advance(self, seq: int, ts_usec: int) -> list[KernelEvent]:
         """Close the reports whose quiet window (2 s of ``ts_usec``) a later record ended.
 

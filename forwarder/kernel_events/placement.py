@@ -9,7 +9,7 @@ read. Only a sink that reads a batch as lines (``Sink.reads_lines_only``) gets m
 chunks: the columns of an event's row are those of its record.
 
 Groups are placed latest first, so at one record a later group comes before an earlier
-one (the flush of a read's newest record, then its own events); the merged rows keep
+one (a report closed by time at a record, then the record's own events); the merged rows keep
 that order. A property test pins the two ways together.
 """
 

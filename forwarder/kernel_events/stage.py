@@ -175,7 +175,6 @@ class KernelEventStage:
             gaps = router.route_chunk(chunk, out)
         else:
             completed = self._classify(chunk, raws)
-            completed.extend(self._advance(chunk))
             starts = {sink: len(items) for sink, items in out.items()}
             gaps = router.route_chunk(chunk, out)
             if completed:
@@ -230,23 +229,34 @@ class KernelEventStage:
     def _idle(self) -> bool:
         return self._clock() - self._last_handout >= self._idle_flush_s
 
-    def _advance(self, chunk: Chunk) -> list[tuple[int, list[KernelEvent]]]:
-        """Let the read's newest record (kern or not) end open reports' quiet windows.
+    def _time_passes(
+        self, chunk: Chunk, lo: int, hi: int, completed: list[tuple[int, list[KernelEvent]]]
+    ) -> None:
+        """Close open reports at the first record of ``lo:hi`` past their quiet window.
 
-        Records of other facilities are not fed, yet their ``ts_usec`` moves time on: a
-        report waiting for optional trailing lines closes though user records keep the
-        device from ever going idle.
+        These records are not fed (another facility), yet their ``ts_usec`` moves time on: a
+        report waiting for optional trailing lines closes though user records keep the device
+        from ever going idle. It closes at the first record past its window, wherever the
+        reads were cut, so its position is the same in every run over the same records (a
+        restart, a spool catch-up): a position that moved with the reads could make a sink
+        skip the event after a restart, or get it twice.
         """
         classifier = self._classifier
-        if classifier is None or not classifier.open_reports or not len(chunk):
-            return []
-        last = len(chunk) - 1
-        try:
-            events = classifier.advance(chunk.seqs[last], chunk.ts_usec[last])
-        except Exception as error:  # the safety net, as for a record
-            self._failed(error, chunk.seqs[last])
-            return []
-        return [(last, events)] if events else []
+        assert classifier is not None
+        stamps, seqs = chunk.ts_usec, chunk.seqs
+        while lo < hi and classifier.open_reports:
+            # ts_usec only grows within a boot: the first record past the deadline, in C.
+            at = bisect.bisect_right(stamps, classifier.quiet_deadline_usec(), lo, hi)
+            if at >= hi:
+                return
+            try:
+                events = classifier.advance(seqs[at], stamps[at])
+            except Exception as error:  # the safety net, as for a record
+                self._failed(error, seqs[at])
+                return
+            if events:
+                completed.append((at, events))
+            lo = at + 1
 
     def _classify(self, chunk: Chunk, raws: Sequence[bytes]) -> list[tuple[int, list[KernelEvent]]]:
         """(index in ``chunk``, events its record completed), for the records that closed any.
@@ -265,12 +275,14 @@ class KernelEventStage:
         else:
             wanted = [i for i, prefix in enumerate(chunk.prefixes) if prefix < _KERN_PREFIXES]
         if not wanted:
+            self._time_passes(chunk, 0, len(chunk), completed)
             return completed
         window = raws if len(raws) == len(chunk) else aligned_raws(chunk, raws)
         may_open = None if self._rules else might_open_at(window)
         openers = None if may_open is None else kern_openers(may_open, wanted)
         seqs, count, position, next_opener = chunk.seqs, len(wanted), 0, 0
         stamps = chunk.ts_usec
+        seen = -1  # the last index handled: the records between two kern ones move time on
         while position < count:
             if openers is not None and not classifier.open_reports:
                 while next_opener < len(openers) and openers[next_opener] < wanted[position]:
@@ -280,6 +292,9 @@ class KernelEventStage:
                 position = bisect.bisect_left(wanted, openers[next_opener], position)
             index = wanted[position]
             position += 1
+            if index > seen + 1 and classifier.open_reports:
+                self._time_passes(chunk, seen + 1, index, completed)
+            seen = index
             seq = seqs[index]
             if seq <= self._fed_seq:
                 continue  # a dump may repeat records; the sinks skip them too
@@ -292,18 +307,23 @@ class KernelEventStage:
                 and classifier.pass_over(raw, seq, stamps[index])
             ):
                 continue  # no open report could take it: it only counts as their idle record
-            record = parse_for_classification(raw, chunk.prefixes[index], seq, stamps[index])
-            if record is None:
-                continue
-            try:
-                events = classifier.feed(record)
-            except Exception as error:  # the safety net: a classifier bug never stops the reader
-                self._failed(error, seq)
-                continue
-            if events:
+            if events := self._feed(raw, chunk.prefixes[index], seq, stamps[index]):
                 completed.append((index, events))
         self._fed_seq = max(self._fed_seq, seqs[wanted[-1]])
+        self._time_passes(chunk, seen + 1, len(chunk), completed)
         return completed
+
+    def _feed(self, raw: bytes, prefix: int, seq: int, ts_usec: int) -> list[KernelEvent]:
+        """The events one record closed (none for a record the parser refused)."""
+        assert self._classifier is not None
+        record = parse_for_classification(raw, prefix, seq, ts_usec)
+        if record is None:
+            return []
+        try:
+            return self._classifier.feed(record)
+        except Exception as error:  # the safety net: a classifier bug never stops the reader
+            self._failed(error, seq)
+            return []
 
     def _emit(self, events: list[KernelEvent], position: int, out: Out) -> None:
         """Queue ``events`` at the end, at ``position``, for every sink that did not get them."""
