@@ -16,30 +16,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from forwarder.config import Config, parse_config
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.server import Server
 from forwarder.sinks.outcome import Outcome
-from tests.spool.test_lagging_handover import BOOT_ID, STEP, _kernel_events, _kmsg_seqs, _step
+from tests.spool.test_lagging_handover import STEP, _config, _kernel_events, _kmsg_seqs, _step
 from tests.support.fakes import FakeSink
 from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.timeout(120)
 STEPS = 6
-
-
-def _config(tmp_path: Path, dump: Path) -> Config:
-    boot_id = tmp_path / "boot_id"
-    boot_id.write_text(BOOT_ID + "\n")
-    return parse_config(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "retry": {"initial_backoff_ms": 5, "max_backoff_ms": 20},
-            "batch": {"max_records": 10, "linger_ms": 5},
-            "shutdown_timeout_s": 1,
-            "source": {"path": str(dump), "boot_id_path": str(boot_id), "follow": True},
-        }
-    )
 
 
 def _stream(sink: FakeSink) -> list[dict[str, object]]:
@@ -73,7 +58,8 @@ async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(
     ``open-at-the-end``: the newest spooled record leaves a report open, closed only by the
     idle flush after the restart: the live path's, and still the lagging sink's.
     """
-    dump = tmp_path / "kmsg.dump"
+    config = _config(tmp_path, shutdown_timeout_s=1)  # the drain gives up on the down sink
+    dump = config.source.path
     steps = b"".join(_step(step * STEP) for step in range(STEPS))
     total = STEPS * STEP
     last_step = _step((STEPS - 1) * STEP)
@@ -81,7 +67,6 @@ async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(
         tail = OPEN_REPORT.format(seq=total, ts=total * 1000).encode()
         steps, last_step, total = steps + tail, last_step + tail, total + 1
     dump.write_bytes(steps)
-    config = _config(tmp_path, dump)
     events = STEPS + ends_open
     web = FakeSink("web", answers=[Outcome.unavailable("503 down")] * 1_000_000)
     out = FakeSink("out")
