@@ -65,6 +65,7 @@ class SpoolFeeds:
         self._emit = emit
         self.router: SharedRouter | None = None
         self._events: KernelEventStage | None = None  # the live stage
+        # Per sink lagging at start: the spool's newest seq then (start_plan.StartPlan)
         self.live_events_from: dict[str, int] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks
