@@ -140,6 +140,8 @@ class SinkCatchUp:
         elif old_boot == boot_id:
             checkpoint = Checkpoint(boot_id, old_seq, identity.clock_offset_ns)
         else:
+            if self._router is None:  # an older boot it had every record of
+                self._events.close_ended_boot(self._identity_of(old_boot), old_seq, items)
             checkpoint = Checkpoint(old_boot, old_seq, 0, self._updated_at)
             self._position = (boot_id, -1)
         self._drain_router()

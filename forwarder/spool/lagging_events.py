@@ -109,6 +109,22 @@ class SpooledEvents:
             items.extend(out[self._sink])
         self._stage = None
 
+    def close_ended_boot(self, identity: Identity, seq: int, items: list[Item]) -> None:
+        """Close the reports still open where an older boot ended, into ``items``.
+
+        The sink had every record of that boot (up to ``seq``), but a report still open at
+        its end was never made: the forwarder reading it went down with the boot (an oops
+        before a hang, a panic). Its event comes at the boot's last record, before the
+        ``reboot`` gap. (A report the live path flushed after 2 s of quiet just before the
+        reboot may come twice, with the same id.)
+        """
+        if self._stage_for is None or self._through is None or seq < 0:
+            return
+        self._stage = self._stage_for(self._sink, identity, seq - 1)
+        if self._stage is not None:
+            self._warm_up(identity, seq)  # events up to seq were made live: not sent here
+        self.end_boot(items)
+
     def _warm_up(self, identity: Identity, seq: int) -> None:
         """Feed the records just before ``seq`` to the classifier, sending nothing."""
         assert self._stage is not None

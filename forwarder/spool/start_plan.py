@@ -27,6 +27,9 @@ class StartPlan:
 def plan_start(spool: Spool, checkpoints: dict[str, Checkpoint | None], start_at: str) -> StartPlan:
     """Sinks the spool holds more for start lagging; the others start live.
 
+    A sink whose position is the end of an older boot the spool holds also starts lagging:
+    its catch-up closes the reports still open at that boot's end, then the reboot gap.
+
     A new sink starting at the oldest record while the spool holds records gets a start
     position to persist at once: a restart before it delivers anything resumes there.
     """
@@ -44,7 +47,7 @@ def plan_start(spool: Spool, checkpoints: dict[str, Checkpoint | None], start_at
         if position is None:
             plan.fresh.add(name)
             plan.live[name] = checkpoint
-        elif SpoolReader(spool, *position).read(1):
+        elif SpoolReader(spool, *position).read(1) or _ended_boot(spool, position[0]):
             updated_at = checkpoint.updated_at if checkpoint is not None else ""
             plan.lagging[name] = (position, updated_at)
             plan.live_events_from[name] = -1 if tail is None else tail
@@ -52,3 +55,11 @@ def plan_start(spool: Spool, checkpoints: dict[str, Checkpoint | None], start_at
             plan.live[name] = checkpoint
             plan.queued[name] = position
     return plan
+
+
+def _ended_boot(spool: Spool, boot_id: str) -> bool:
+    """True for an older boot the spool still holds records of: its catch-up closes its end."""
+    current = spool.current
+    return (current is None or boot_id != current.boot_id) and (
+        spool.clock_offset_ns(boot_id) is not None
+    )

@@ -168,3 +168,40 @@ def test_held_kernel_events_past_the_bound_are_dropped_and_reported(
         "boot-a-1-audit",
     ]
     assert orjson.loads(held[0].json) == {"event": "kernel_event"}
+
+
+@pytest.mark.parametrize(("ending", "expected"), [(SEGFAULT, 1), ("plain record", 0)])
+def test_a_report_open_where_an_older_boot_ended_comes_before_the_reboot_gap(
+    tmp_path: Path, ending: str, expected: int
+) -> None:
+    """The sink had all of the old boot; a report still open at its end was never made."""
+    old = open_spool(tmp_path, boot_id="boot-a")
+    old.append(list(range(20)), _records(0, 19, {**SEGFAULT_AT_10, 19: ending}))
+    old.close()
+    spool = Spool(old.config, tmp_path)
+    spool.open("boot-b", 2_000_000_000_000)
+    spool.append(list(range(5)), _records(0, 4, {}))
+    events = _events(_all(_catch_up(spool, ("boot-a", 19), ("boot-b", -1))))
+    kinds = [(e["event"], e["boot_id"], e.get("seq", e.get("first_seq"))) for e in events]
+    assert kinds == [("kernel_event", "boot-a", 19)] * expected + [
+        ("gap", "boot-a", 20),
+        *[("kmsg", "boot-b", seq) for seq in range(5)],
+    ]
+
+
+def test_with_nothing_of_the_new_boot_yet_the_old_boots_end_comes_at_the_hand_over(
+    tmp_path: Path,
+) -> None:
+    """Right after the reboot the spool has no record of the new boot: finish() closes the old one."""
+    old = open_spool(tmp_path, boot_id="boot-a")
+    old.append(list(range(20)), _records(0, 19, {19: SEGFAULT}))
+    old.close()
+    spool = Spool(old.config, tmp_path)
+    spool.open("boot-b", 2_000_000_000_000)
+    catch_up = _catch_up(spool, ("boot-a", 19), ("boot-b", -1))
+    assert catch_up.next_items(64) is None
+    events = _events(catch_up.finish(_identity(spool, "boot-b")))
+    assert [(e["event"], e.get("first_seq")) for e in events] == [
+        ("kernel_event", 19),
+        ("gap", 20),
+    ]

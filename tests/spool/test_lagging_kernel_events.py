@@ -4,7 +4,8 @@ The forwarder stops while one sink lags (its receiver down, the drain cut short:
 held in memory for it is gone, as after a SIGKILL). At the restart the source no longer
 holds the old records (the ring overwrote them): they are only in the spool. The lagging
 sink must still get every record *and every kernel event* the healthy sink got, once each,
-each event right after the record that completed it.
+each event right after the record that completed it. And after a reboot, a report still open
+when the old boot ended comes out from the spool before the reboot gap.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import pytest
 from forwarder.delivery.checkpoint import CheckpointStore
 from forwarder.server import Server
 from forwarder.sinks.outcome import Outcome
-from tests.spool.test_lagging_handover import STEP, _config, _kernel_events, _kmsg_seqs, _step
+from tests.spool.test_lagging_handover import (
+    BOOT_ID,
+    STEP,
+    _config,
+    _kernel_events,
+    _kmsg_seqs,
+    _step,
+)
 from tests.support.fakes import FakeSink
 from tests.support.wait import wait_until_async
 
@@ -103,3 +111,37 @@ async def test_a_restart_while_lagging_still_gives_every_kernel_event_once(
             assert stream[at - 1]["event"] == "kmsg"
             assert stream[at - 1]["seq"] == event["last_seq"]
     assert _kernel_events(out_again) == []  # out had them all before the stop
+
+
+async def test_a_report_open_when_the_boot_ended_comes_out_after_the_reboot(
+    tmp_path: Path,
+) -> None:
+    """The forwarder went down with the boot while a report was open (an oops before a hang).
+
+    The sink had every record of that boot; after the reboot its catch-up closes the report
+    from the spool: the event, then the reboot gap, then the new boot.
+    """
+    config = _config(tmp_path, kernel_events={"idle_flush_s": 3600})  # no wall-clock flush
+    dump = config.source.path
+    dump.write_bytes(_step(0) + OPEN_REPORT.format(seq=STEP, ts=STEP * 1000).encode())
+    out = FakeSink("out")
+
+    def delivered(boot_id: str, seq: int) -> bool:
+        saved = CheckpointStore(config.state_dir).load("out")
+        return saved is not None and (saved.boot_id, saved.seq) == (boot_id, seq)
+
+    await _run_until(Server(config, {"out": out}), lambda: delivered(BOOT_ID, STEP), "boot A")
+    assert len(_kernel_events(out)) == 1  # the step's own segfault; the last report is open
+
+    new_boot = "0f0f0f0f-0000-4000-8000-0000000000b2"
+    config.source.boot_id_path.write_text(new_boot + "\n")
+    dump.write_bytes(b"".join(f"6,{seq},{seq},-;new boot {seq}\n".encode() for seq in range(5)))
+    after = FakeSink("out")
+    await _run_until(Server(config, {"out": after}), lambda: delivered(new_boot, 4), "boot B")
+    stream = _stream(after)
+    described = [(e["event"], e["boot_id"], e.get("first_seq", e.get("seq"))) for e in stream]
+    assert described == [
+        ("kernel_event", BOOT_ID, STEP),
+        ("gap", BOOT_ID, STEP + 1),
+        *[("kmsg", new_boot, seq) for seq in range(5)],
+    ]
