@@ -172,15 +172,18 @@ class HeldEvents:
         """Put the held events up to ``position`` (None: all) right after their records."""
         if not self._held:
             return
-        ready = [
-            event
-            for event in self._held
-            if position is None
-            or (event.boot_id == position[0] and event.checkpoint_seq <= position[1])
-        ]
-        if not ready:
-            return
-        self._held = [event for event in self._held if event not in ready]
+        ready: list[Event] = []
+        if position is None:
+            ready, self._held = self._held, []
+        else:  # one pass: up to 10,000 held events, compared by position only
+            boot_id, seq = position
+            waiting: list[Event] = []
+            for event in self._held:
+                passed = event.boot_id == boot_id and event.checkpoint_seq <= seq
+                (ready if passed else waiting).append(event)
+            if not ready:
+                return
+            self._held = waiting
         # Only this boot's items are ordered by seq alongside the events.
         lo = next(
             (index for index, item in enumerate(items) if item.boot_id == ready[0].boot_id),

@@ -205,3 +205,32 @@ def test_with_nothing_of_the_new_boot_yet_the_old_boots_end_comes_at_the_hand_ov
         ("kernel_event", 19),
         ("gap", 20),
     ]
+
+
+class _Uncomparable(Event):
+    """An event that fails the test if anything compares it (a list scan per event)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("held events are released by position, never compared")
+
+    __hash__ = Event.__hash__
+
+
+def test_releasing_held_events_never_compares_them(tmp_path: Path) -> None:
+    """One pass by position: comparing each event with the released ones took 7 s for 10,000."""
+    spool = open_spool(tmp_path, boot_id="boot-a")
+    spool.append(list(range(5)), _records(0, 4, {}))  # the cursor passes half of them
+    catch_up = _catch_up(spool, ("boot-a", -1), ("boot-a", -1))
+    catch_up.hold(
+        [
+            _Uncomparable("kernel_event", f"boot-a-{seq}-audit", "boot-a", seq, 0, b"{}")
+            for seq in range(10)
+        ]
+    )
+    first = catch_up.next_items(64)
+    assert first is not None
+    assert [item.checkpoint_seq for item in first if isinstance(item, Event)] == list(range(5))
+    rest = catch_up.finish(_identity(spool, "boot-a"))
+    assert [item.checkpoint_seq for item in rest if isinstance(item, Event)] == list(range(5, 10))
