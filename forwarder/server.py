@@ -227,7 +227,7 @@ class Server:
             selections,
             self.emit,
             lines_only=lines_only,
-            spooled_through=None if self._feeds is None else self._feeds.live_events_from,
+            spooled_through=None if self._feeds is None else self._feeds.spooled_through,
         )
 
     def _live_source(self) -> bool:

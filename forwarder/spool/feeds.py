@@ -66,7 +66,7 @@ class SpoolFeeds:
         self.router: SharedRouter | None = None
         self._events: KernelEventStage | None = None  # the live stage
         # Per sink lagging at start: the spool's newest seq then (start_plan.StartPlan)
-        self.live_events_from: dict[str, int] = {}
+        self.spooled_through: dict[str, int] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.catch_ups: dict[str, SinkCatchUp] = {}  # lagging sinks
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -85,7 +85,7 @@ class SpoolFeeds:
         self.fresh |= plan.fresh
         self._starts.update(plan.starts)
         self._queued.update(plan.queued)
-        self.live_events_from.update(plan.live_events_from)
+        self.spooled_through.update(plan.spooled_through)
         for name, (position, updated_at) in plan.lagging.items():
             self.catch_ups[name] = self._new_catch_up(name, position, updated_at)
         return plan.live
@@ -135,7 +135,7 @@ class SpoolFeeds:
             updated_at=updated_at,
             events_for=self._events_for,
             # Detached while running: the live stage has classified every record it owes.
-            classify_through=(current.boot_id, self.live_events_from.get(name, -1)),
+            classify_through=(current.boot_id, self.spooled_through.get(name, -1)),
             on_event_dropped=self._emit.kernel_event_dropped,
         )
 

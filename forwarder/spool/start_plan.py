@@ -21,7 +21,7 @@ class StartPlan:
     queued: dict[str, tuple[str, int]] = field(default_factory=dict)  # live sinks' positions
     # per lagging sink: the spool's newest seq of the current boot (-1: none); the live path
     # makes its kernel events above it, its catch-up those of what the spool held before
-    live_events_from: dict[str, int] = field(default_factory=dict)
+    spooled_through: dict[str, int] = field(default_factory=dict)
 
 
 def plan_start(spool: Spool, checkpoints: dict[str, Checkpoint | None], start_at: str) -> StartPlan:
@@ -50,7 +50,7 @@ def plan_start(spool: Spool, checkpoints: dict[str, Checkpoint | None], start_at
         elif SpoolReader(spool, *position).read(1) or _ended_boot(spool, position[0]):
             updated_at = checkpoint.updated_at if checkpoint is not None else ""
             plan.lagging[name] = (position, updated_at)
-            plan.live_events_from[name] = -1 if tail is None else tail
+            plan.spooled_through[name] = -1 if tail is None else tail
         else:
             plan.live[name] = checkpoint
             plan.queued[name] = position
