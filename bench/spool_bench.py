@@ -46,14 +46,13 @@ def main() -> None:
     try:
         spool = Spool(SpoolConfig(max_bytes=1 << 40), workdir)
         spool.open("bench-boot", 0)
-        crit = [6] * (WINDOW - 1) + [2]
         append_max_s = append_wall_s = 0.0
         slow_appends = 0
         began = time.process_time()
         for window, start in enumerate(range(0, args.records, WINDOW)):
-            levels = crit if args.crit_every and window % args.crit_every == 0 else None
+            urgent = bool(args.crit_every and window % args.crit_every == 0)
             called = time.perf_counter()
-            spool.append(seqs[start : start + WINDOW], raws[start : start + WINDOW], levels)
+            spool.append(seqs[start : start + WINDOW], raws[start : start + WINDOW], urgent=urgent)
             took = time.perf_counter() - called
             append_max_s = max(append_max_s, took)
             append_wall_s += took

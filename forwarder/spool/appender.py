@@ -58,10 +58,10 @@ class SpoolAppender:
         while self._raws:  # what was gathered goes first, in order
             await self._wait_for_room()
             self.flush()
-        taken = self._spool.append(seqs, raws, [0] * len(raws) if urgent else None)
+        taken = self._spool.append(seqs, raws, urgent=urgent)
         while taken < len(raws):
             await self._wait_for_room()
-            taken += self._spool.append(seqs[taken:], raws[taken:], None)
+            taken += self._spool.append(seqs[taken:], raws[taken:], urgent=urgent)
 
     async def _wait_for_room(self) -> None:
         """The spool refuses (block mode full, or disk and memory full): wait, free, retry."""
@@ -73,7 +73,7 @@ class SpoolAppender:
         """Write what was gathered (never waits; what the spool refuses stays gathered)."""
         if not self._raws:
             return
-        taken = self._spool.append(self._seqs, self._raws, None)
+        taken = self._spool.append(self._seqs, self._raws)
         if taken == len(self._raws):
             self._seqs, self._raws, self._bytes = array("Q"), [], 0
         else:  # the disk and then memory refused: keep the rest, in order

@@ -164,14 +164,14 @@ class Spool:
 
     # -- writing --------------------------------------------------------------------
 
-    def append(
-        self, seqs: Sequence[int], raws: Sequence[bytes], levels: Sequence[int] | None = None
-    ) -> int:
+    def append(self, seqs: Sequence[int], raws: Sequence[bytes], *, urgent: bool = False) -> int:
         """Append records of the current boot; returns how many leading ones were taken.
 
         Records at or below the boot's tail are taken without a write (I2: idempotent by
         seq). Fewer than all are taken only when full in ``block`` mode, or when the disk
         fails and memory is full too: the caller keeps the rest and offers them again.
+        ``urgent``: a record at ``fsync_min_level`` or worse is among them (the caller reads
+        the levels, ``appender``): with ``fsync = "interval"`` they are synced at once.
         """
         boot = self.current
         assert boot is not None, "open() first"
@@ -184,7 +184,6 @@ class Spool:
             return start
         new_seqs = seqs[start:] if start else seqs
         new_raws = raws[start:] if start else raws
-        urgent = levels is not None and min(levels[start:]) <= int(self.config.fsync_min_level)
         if self._memory.degraded:
             self._retry_held()
         if self._memory.degraded:

@@ -175,9 +175,9 @@ def test_fsync_policy(tmp_path: Path) -> None:
 
         spool = Spool(SpoolConfig(fsync=policy), directory, monotonic=lambda: clock[0])
         spool.open(BOOT, 0)
-        spool.append([1], [record(1)], levels=[6])
+        spool.append([1], [record(1)])
         assert spool.stats.fsyncs == expected_after_info, policy
-        spool.append([2], [record(2, level=2)], levels=[2])
+        spool.append([2], [record(2, level=2)], urgent=True)
         # interval: the crit record's fsync runs in the syncer thread, started at once.
         wait_until(lambda: spool.stats.fsyncs >= expected_after_crit)  # noqa: B023
         assert spool.stats.fsyncs == expected_after_crit, policy
@@ -188,7 +188,7 @@ def test_fsync_policy(tmp_path: Path) -> None:
         spool.close()
     interval = Spool(SpoolConfig(), tmp_path / "tick", monotonic=lambda: clock[0])
     interval.open(BOOT, 0)
-    interval.append([1], [record(1)], levels=[6])
+    interval.append([1], [record(1)])
     interval.tick()
     assert interval.stats.fsyncs == 0  # not due yet
     clock[0] = 6.5

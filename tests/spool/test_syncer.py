@@ -13,9 +13,6 @@ from forwarder.spool.reader import SpoolReader
 from forwarder.spool.spool import Spool
 from tests.spool.helpers import BOOT, durable_seqs, read_all, record, records_of, wait_until
 
-CRIT = [2]
-INFO = [6]
-
 
 class FsyncSeam:
     """Stands in for ``os.fsync``: records who called it and on what file, may block or fail."""
@@ -63,13 +60,13 @@ def test_interval_and_urgent_fsyncs_run_in_the_syncer_thread(tmp_path: Path) -> 
     """A crit record and a due interval are fsynced by the syncer thread, never the caller's."""
     seam, clock = FsyncSeam(), [0.0]
     spool = _spool(tmp_path, seam, clock)
-    spool.append([1], [record(1)], INFO)
+    spool.append([1], [record(1)])
     spool.tick()
     assert seam.calls == []  # nothing due yet
-    spool.append([2], [record(2, level=2)], CRIT)
+    spool.append([2], [record(2, level=2)], urgent=True)
     assert wait_until(lambda: spool.stats.fsyncs == 1)
     clock[0] += 1.5
-    spool.append([3], [record(3)], INFO)
+    spool.append([3], [record(3)])
     spool.tick()
     assert wait_until(lambda: spool.stats.fsyncs == 2)
     assert [ident for ident, _ in seam.calls] == [seam.calls[0][0]] * 2
@@ -82,9 +79,9 @@ def test_an_urgent_record_is_durable_without_waiting_for_the_interval(tmp_path: 
     clock = [0.0]
     spool = Spool(SpoolConfig(fsync_interval_ms=3_600_000), tmp_path, monotonic=lambda: clock[0])
     spool.open(BOOT, 0)
-    spool.append([1, 2], [record(1), record(2)], [6, 6])
+    spool.append([1, 2], [record(1), record(2)])
     assert durable_seqs(spool) is not None
-    spool.append([3], [record(3, level=2)], CRIT)
+    spool.append([3], [record(3, level=2)], urgent=True)
     assert wait_until(lambda: (durable_seqs(spool) or (None, 0, None))[2] == 3)
     assert spool.stats.fsyncs == 1
     spool.close()
@@ -95,10 +92,10 @@ def test_append_returns_while_the_fsync_is_blocked_and_requests_coalesce(tmp_pat
     seam, clock = FsyncSeam(), [0.0]
     seam.release.clear()
     spool = _spool(tmp_path, seam, clock)
-    spool.append([1], [record(1, level=2)], CRIT)
+    spool.append([1], [record(1, level=2)], urgent=True)
     assert seam.entered.wait(5)
     for seq in range(2, 50):
-        assert spool.append([seq], [record(seq, level=2)], CRIT) == 1
+        assert spool.append([seq], [record(seq, level=2)], urgent=True) == 1
     assert spool.stats.fsyncs == 0
     seam.release.set()
     active = spool._writer.active
@@ -113,12 +110,12 @@ def test_a_roll_waits_for_a_running_fsync_and_the_fd_stays_open_under_it(tmp_pat
     seam, clock = FsyncSeam(), [0.0]
     seam.release.clear()
     spool = _spool(tmp_path, seam, clock, segment_bytes=4096, max_bytes=1 << 20)
-    spool.append([1], [record(1, level=2)], CRIT)
+    spool.append([1], [record(1, level=2)], urgent=True)
     first = spool._writer.active
     assert first is not None
     inode = first.path.stat().st_ino
     assert seam.entered.wait(5)
-    spool.append([2], [record(2, level=2)], CRIT)  # a request left pending for this segment
+    spool.append([2], [record(2, level=2)], urgent=True)  # a request left pending for this segment
     seqs = list(range(3, 80))
     roller = _in_thread(lambda: spool.append(seqs, [record(seq, "x" * 80) for seq in seqs]))
     roller.join(0.3)
@@ -144,12 +141,12 @@ def test_a_quarantined_active_segment_is_closed_only_after_the_running_fsync(
     seam, clock = FsyncSeam(), [0.0]
     seam.release.clear()
     spool = _spool(tmp_path, seam, clock)
-    spool.append([1], [record(1, level=2)], CRIT)
+    spool.append([1], [record(1, level=2)], urgent=True)
     active = spool._writer.active
     assert active is not None
     inode = active.path.stat().st_ino
     assert seam.entered.wait(5)
-    spool.append([2], [record(2, level=2)], CRIT)  # a request left pending for this segment
+    spool.append([2], [record(2, level=2)], urgent=True)  # a request left pending for this segment
     dropper = _in_thread(lambda: spool.quarantine(active, "test"))
     dropper.join(0.3)
     assert dropper.is_alive(), "the fd must not be closed while the thread fsyncs it"
@@ -170,9 +167,9 @@ def test_drain_waits_for_a_running_fsync_then_syncs_what_remains(tmp_path: Path)
     seam, clock = FsyncSeam(), [0.0]
     seam.release.clear()
     spool = _spool(tmp_path, seam, clock)
-    spool.append([1], [record(1, level=2)], CRIT)
+    spool.append([1], [record(1, level=2)], urgent=True)
     assert seam.entered.wait(5)
-    spool.append([2, 3], [record(2), record(3)], [6, 6])
+    spool.append([2, 3], [record(2), record(3)])
     drain = _in_thread(spool.sync)
     drain.join(0.3)
     assert drain.is_alive()
@@ -190,12 +187,12 @@ def test_an_fsync_error_in_the_thread_degrades_the_spool(tmp_path: Path) -> None
     seam, clock = FsyncSeam(), [0.0]
     seam.error = OSError(errno.EIO, os.strerror(errno.EIO))
     spool = _spool(tmp_path, seam, clock)
-    spool.append([1], [record(1, level=2)], CRIT)
+    spool.append([1], [record(1, level=2)], urgent=True)
     assert wait_until(lambda: len(seam.calls) == 1)
     spool.tick()
     assert spool.unwritable == os.strerror(errno.EIO)
     assert (spool.stats.write_errors, spool.stats.fsyncs) == (1, 0)
-    assert spool.append([2], [record(2)], INFO) == 1  # held in memory, readers see it
+    assert spool.append([2], [record(2)]) == 1  # held in memory, readers see it
     assert [e.seq for e in records_of(read_all(SpoolReader(spool, BOOT, 0)))] == [1, 2]
     seam.error = None
     clock[0] += 60
@@ -215,7 +212,7 @@ def test_fsync_always_syncs_inside_append_on_the_callers_thread(tmp_path: Path) 
     """``always``: durable when append returns, fsynced by the caller, no thread started."""
     seam, clock = FsyncSeam(), [0.0]
     spool = _spool(tmp_path, seam, clock, fsync="always")
-    spool.append([1], [record(1)], INFO)
+    spool.append([1], [record(1)])
     assert spool.stats.fsyncs == 1
     assert seam.calls[0][0] == threading.get_ident()
     assert durable_seqs(spool) is not None
@@ -229,9 +226,9 @@ def test_the_thread_starts_at_the_first_request_and_close_joins_it(tmp_path: Pat
     clock = [0.0]
     for policy in ("never", "always", "interval"):
         spool = _spool(tmp_path / policy, FsyncSeam(), clock, fsync=policy)
-        spool.append([1], [record(1)], INFO)
+        spool.append([1], [record(1)])
         assert _syncer_threads() == []
-        spool.append([2], [record(2, level=2)], CRIT)
+        spool.append([2], [record(2, level=2)], urgent=True)
         assert len(_syncer_threads()) == (policy == "interval")
         spool.close()
         assert _syncer_threads() == []
@@ -242,7 +239,7 @@ def test_an_fsync_error_just_before_close_is_still_counted(tmp_path: Path) -> No
     seam, clock = FsyncSeam(), [0.0]
     seam.error = OSError(errno.EIO, os.strerror(errno.EIO))
     spool = _spool(tmp_path, seam, clock)
-    spool.append([1], [record(1, level=2)], CRIT)
+    spool.append([1], [record(1, level=2)], urgent=True)
     assert wait_until(lambda: len(seam.calls) == 1)
     spool.close()  # the seal's own fsync fails too
     assert len(seam.calls) == 2
