@@ -151,15 +151,8 @@ class KernelEventStage:
 
     def flush(self, out: Out) -> None:
         """Close every open report now (its records' boot ended), at the newest position."""
-        if self._classifier is None:
-            return
-        try:
-            self._emit(self._classifier.flush(), self._last_seq, out)
-        except Exception as error:  # the safety net, as for a record
-            self._failed(error, self._last_seq)
-            return
-        for sink, selection in self._selections.items():
-            out[sink] = selection.apply(out[sink])
+        self._close_open_reports(out)
+        self._apply_selections(out)
 
     def select(self, sink: str, items: Sequence[Item]) -> Sequence[Item]:
         """``items`` as ``sink`` takes them (unchanged unless it narrowed its events)."""
@@ -181,11 +174,24 @@ class KernelEventStage:
                 self._place(chunk, completed, out, starts)
         if len(chunk):
             self._last_seq = max(self._last_seq, chunk.seqs[-1])
-        if end and self._classifier is not None:
+        if end:
+            self._close_open_reports(out)
+        self._apply_selections(out)
+        return gaps
+
+    def _close_open_reports(self, out: Out) -> None:
+        """Every open report's event, at the newest position (the end of the records)."""
+        if self._classifier is None:
+            return
+        try:
             self._emit(self._classifier.flush(), self._last_seq, out)
+        except Exception as error:  # the safety net, as for a record
+            self._failed(error, self._last_seq)
+
+    def _apply_selections(self, out: Out) -> None:
+        """Each sink's items as it takes them (only sinks that narrowed their events)."""
         for sink, selection in self._selections.items():
             out[sink] = selection.apply(out[sink])
-        return gaps
 
     @contextlib.asynccontextmanager
     async def handing_out(self) -> AsyncIterator[None]:
@@ -214,8 +220,7 @@ class KernelEventStage:
                 except Exception as error:  # the safety net, as for a record
                     self._failed(error, self._last_seq)
                     continue
-                for sink, selection in self._selections.items():
-                    out[sink] = selection.apply(out[sink])
+                self._apply_selections(out)
                 await put(out)
 
     async def close(self) -> None:
